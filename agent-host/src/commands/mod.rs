@@ -1,0 +1,198 @@
+//! The subcommands, and what they share: assembling the pipeline, opening the stores, and
+//! printing events and durations.
+
+mod dlq;
+mod replay;
+mod run;
+mod send;
+mod show;
+mod tasks;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use agent_pipeline::store::{FileArtifactStore, SqliteStateStore, StateStore};
+use agent_pipeline::wire::ReportEvent;
+use agent_pipeline::{Pipeline, TaskId};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+
+use crate::cli::{Cli, Command};
+use crate::config::{Config, Flags};
+
+/// The exit code of a process stopped by Ctrl-C (128 + SIGINT), as shells report it.
+pub(crate) const INTERRUPTED: u8 = 130;
+
+/// Reads the configuration and runs the command (`run` when none is given).
+pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let flags = Flags {
+        data_dir: cli.data_dir,
+    };
+    let config = Config::load(cli.config.as_deref(), &flags).context("configuration")?;
+    tracing::debug!(?config, "configuration");
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run::run(&config).await,
+        Command::Send(args) => send::send(&config, &args).await,
+        Command::Replay(args) => replay::replay(&config, &args).await,
+        Command::Tasks(args) => tasks::tasks(&config, &args).await,
+        Command::Show(args) => show::show(&config, &args).await,
+        Command::Dlq => dlq::dlq(&config).await,
+    }
+}
+
+/// The embedded default of `config` (memory bus, files and SQLite in `DATA_DIR`, the
+/// configured LLM), not started.
+pub(crate) async fn build_pipeline(config: &Config, resume_unfinished: bool) -> Result<Pipeline> {
+    let llm = agent_pipeline::llm::from_settings(&config.llm)
+        .context("cannot set up the LLM client (check OPENAI_BASE_URL and OPENAI_API_KEY)")?;
+    Pipeline::builder()
+        .data_dir(&config.data_dir)
+        .llm(llm)
+        .topics(config.topics.clone())
+        .retry_policy(config.retry_policy())
+        .resume_unfinished(resume_unfinished)
+        .build()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the data directory {}",
+                config.data_dir.display()
+            )
+        })
+}
+
+/// The stores of a data directory, opened without starting any service.
+#[derive(Debug)]
+pub(crate) struct Stores {
+    /// Tasks and attempts (`state.sqlite`).
+    pub(crate) state: Arc<dyn StateStore>,
+    /// Artifacts (`<task_id>/<step>.json`).
+    pub(crate) artifacts: FileArtifactStore,
+}
+
+impl Stores {
+    /// Opens the stores of `data_dir`; `None` when it holds no state database yet (so that
+    /// looking creates nothing).
+    pub(crate) async fn open(data_dir: &Path) -> Result<Option<Self>> {
+        let database = data_dir.join("state.sqlite");
+        if !tokio::fs::try_exists(&database).await.unwrap_or(false) {
+            return Ok(None);
+        }
+        let state = SqliteStateStore::open(&database)
+            .await
+            .with_context(|| format!("cannot open {}", database.display()))?;
+        Ok(Some(Self {
+            state: Arc::new(state),
+            artifacts: FileArtifactStore::new(data_dir),
+        }))
+    }
+}
+
+/// The message for a task id that names no task.
+pub(crate) fn no_such_task(task_id: TaskId, data_dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "task {task_id} does not exist (no such task in {})",
+        data_dir.display()
+    )
+}
+
+/// Parses a task id given on the command line.
+pub(crate) fn parse_task_id(text: &str) -> Result<TaskId> {
+    text.trim()
+        .parse()
+        .with_context(|| format!("invalid task id {text:?}"))
+}
+
+/// One report event as one line: `[12.3s] stage_done design@v1 — Design completed: …`, with
+/// the time since `start`.
+pub(crate) fn event_line(event: &ReportEvent, start: DateTime<Utc>) -> String {
+    let elapsed = (event.timestamp - start).to_std().unwrap_or_default();
+    let stage = event
+        .stage
+        .map(|step| format!(" {step}"))
+        .unwrap_or_default();
+    format!(
+        "[{:.1}s] {}{stage} — {}",
+        elapsed.as_secs_f64(),
+        event.status,
+        event.summary
+    )
+}
+
+/// A duration for people: `850ms`, `42s`, `3m05s`, `2h10m`, `3d04h`.
+pub(crate) fn human_duration(duration: chrono::TimeDelta) -> String {
+    let millis = duration.num_milliseconds().max(0);
+    let seconds = millis / 1000;
+    match seconds {
+        _ if millis < 1000 => format!("{millis}ms"),
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        3600..86400 => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
+        _ => format!("{}d{:02}h", seconds / 86400, seconds % 86400 / 3600),
+    }
+}
+
+/// The first line of `text`, cut to `max` characters.
+pub(crate) fn one_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default().trim();
+    if line.chars().count() > max {
+        format!(
+            "{}…",
+            line.chars().take(max.saturating_sub(1)).collect::<String>()
+        )
+    } else {
+        line.to_owned()
+    }
+}
+
+/// A time for people: RFC 3339 to the second, in UTC.
+pub(crate) fn timestamp(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_pipeline::wire::ReportStatus;
+    use agent_pipeline::{Stage, StepId};
+    use chrono::TimeDelta;
+
+    #[test]
+    fn events_print_as_one_line_with_the_time_since_the_start() {
+        let start = Utc::now();
+        let mut event = ReportEvent::new(
+            TaskId::new(),
+            ReportStatus::StageDone,
+            "Design completed: 1 file(s) touched",
+            start + TimeDelta::milliseconds(12_345),
+        );
+        event.stage = Some(StepId::v1(Stage::Design));
+        assert_eq!(
+            event_line(&event, start),
+            "[12.3s] stage_done design@v1 — Design completed: 1 file(s) touched"
+        );
+        event.stage = None;
+        event.timestamp = start - TimeDelta::seconds(1);
+        assert!(event_line(&event, start).starts_with("[0.0s] stage_done — "));
+    }
+
+    #[test]
+    fn durations_read_well_at_every_scale() {
+        assert_eq!(human_duration(TimeDelta::milliseconds(850)), "850ms");
+        assert_eq!(human_duration(TimeDelta::seconds(42)), "42s");
+        assert_eq!(human_duration(TimeDelta::seconds(185)), "3m05s");
+        assert_eq!(human_duration(TimeDelta::seconds(7800)), "2h10m");
+        assert_eq!(
+            human_duration(TimeDelta::seconds(3 * 86400 + 4 * 3600)),
+            "3d04h"
+        );
+        assert_eq!(human_duration(TimeDelta::seconds(-5)), "0ms");
+    }
+
+    #[test]
+    fn long_text_is_cut_to_one_line() {
+        assert_eq!(one_line("abc\ndef", 10), "abc");
+        assert_eq!(one_line("abcdefghijkl", 5), "abcd…");
+    }
+}

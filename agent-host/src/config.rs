@@ -1,0 +1,408 @@
+//! The host's configuration, from four sources in increasing precedence:
+//!
+//! 1. defaults;
+//! 2. the environment;
+//! 3. `config.local.json` in the current directory, or the file given by `--config PATH`: a JSON
+//!    object whose keys are the same variable names and whose values are strings;
+//! 4. command-line flags (`--data-dir`).
+//!
+//! | key | default |
+//! |---|---|
+//! | `OPENAI_API_KEY` | none: the offline model is used |
+//! | `OPENAI_MODEL` | `gpt-4o-mini` |
+//! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` |
+//! | `REDPANDA_BROKERS` | `127.0.0.1:9092` (parsed and shown; the embedded bus does not use it yet) |
+//! | `TASK_TOPIC` … `DLQ_TOPIC` | see [`Topics::VARIABLES`] |
+//! | `DATA_DIR` | `./data` (a relative path is relative to the current directory) |
+//! | `AGENT_HOST_MAX_ATTEMPTS` | unset: the library's defaults (hidden; see [`MAX_ATTEMPTS`]) |
+//!
+//! An empty value counts as unset, so `"OPENAI_API_KEY": ""` in the file switches an API key
+//! of the environment off and selects the offline model.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use agent_pipeline::bus::Topics;
+use agent_pipeline::llm::LlmSettings;
+use agent_pipeline::machine::RetryPolicy;
+use anyhow::{Context, Result, bail};
+
+/// The file read when no `--config` is given; a missing one is fine.
+pub(crate) const DEFAULT_CONFIG_FILE: &str = "config.local.json";
+
+/// `OPENAI_API_KEY`.
+const API_KEY: &str = "OPENAI_API_KEY";
+/// `OPENAI_MODEL`.
+const MODEL: &str = "OPENAI_MODEL";
+/// `OPENAI_BASE_URL`.
+const BASE_URL: &str = "OPENAI_BASE_URL";
+/// `REDPANDA_BROKERS`.
+const BROKERS: &str = "REDPANDA_BROKERS";
+/// `DATA_DIR`.
+const DATA_DIR: &str = "DATA_DIR";
+
+/// Hidden setting, not shown in `--help`: how often a failing step is tried, and how many HTTP
+/// requests one LLM call may make (both the first included). Unset, the library's defaults
+/// apply (3 tries of a step, 4 requests per call). Meant for tests and for impatient
+/// experiments against an unreachable server: `AGENT_HOST_MAX_ATTEMPTS=1` fails at the first
+/// error.
+pub(crate) const MAX_ATTEMPTS: &str = "AGENT_HOST_MAX_ATTEMPTS";
+
+/// The default of `REDPANDA_BROKERS`.
+const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+/// The default of `DATA_DIR`.
+const DEFAULT_DATA_DIR: &str = "./data";
+
+/// Every key the environment and the configuration file may set.
+pub(crate) fn known_keys() -> Vec<&'static str> {
+    let mut keys = vec![API_KEY, MODEL, BASE_URL, BROKERS];
+    keys.extend(Topics::VARIABLES.iter().map(|(name, _)| *name));
+    keys.push(DATA_DIR);
+    keys.push(MAX_ATTEMPTS);
+    keys
+}
+
+/// Settings given on the command line; they win over every other source.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Flags {
+    /// `--data-dir`.
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+/// The values of a configuration file, checked against [`known_keys`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ConfigFile {
+    /// Where it was read from.
+    pub(crate) path: PathBuf,
+    /// Key → value; every key is known.
+    values: BTreeMap<String, String>,
+}
+
+impl ConfigFile {
+    /// Reads `path`; `Ok(None)` when it does not exist and `required` is false.
+    pub(crate) fn read(path: &Path, required: bool) -> Result<Option<Self>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(path, &text).map(Some),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !required => Ok(None),
+            Err(error) => Err(error)
+                .with_context(|| format!("cannot read the config file {}", path.display())),
+        }
+    }
+
+    /// Parses the text of a configuration file read from `path`.
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Self> {
+        let shown = path.display();
+        // serde_json's messages give a line and column, never the content: the file may hold
+        // the API key.
+        let value: serde_json::Value = serde_json::from_str(text)
+            .with_context(|| format!("config file {shown} is not valid JSON"))?;
+        let serde_json::Value::Object(object) = value else {
+            bail!("config file {shown} must hold a JSON object of \"VARIABLE\": \"value\" pairs");
+        };
+        let known = known_keys();
+        let mut values = BTreeMap::new();
+        for (key, value) in object {
+            if !known.contains(&key.as_str()) {
+                bail!(
+                    "config file {shown}: unknown key {key:?} (known keys: {})",
+                    known.join(", ")
+                );
+            }
+            let serde_json::Value::String(text) = value else {
+                bail!("config file {shown}: the value of {key:?} must be a string");
+            };
+            values.insert(key, text);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            values,
+        })
+    }
+
+    /// The value of `key`, if the file sets it.
+    fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+}
+
+/// Everything the host needs to know to assemble a pipeline.
+///
+/// `Debug` never shows the API key: it is held as an [`ApiKey`](agent_pipeline::llm::ApiKey).
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// The LLM server, model and key.
+    pub(crate) llm: LlmSettings,
+    /// `REDPANDA_BROKERS`, for the Kafka bus (not used by the embedded bus yet).
+    pub(crate) brokers: String,
+    /// The topic names.
+    pub(crate) topics: Topics,
+    /// Where artifacts, `reports.jsonl` and `state.sqlite` live.
+    pub(crate) data_dir: PathBuf,
+    /// [`MAX_ATTEMPTS`], when set.
+    pub(crate) max_attempts: Option<u32>,
+    /// The configuration file that was read, if any.
+    pub(crate) file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment, the configuration file
+    /// (`explicit_file`, or [`DEFAULT_CONFIG_FILE`] when it exists) and `flags`.
+    pub(crate) fn load(explicit_file: Option<&Path>, flags: &Flags) -> Result<Self> {
+        let file = match explicit_file {
+            Some(path) => ConfigFile::read(path, true)?,
+            None => ConfigFile::read(Path::new(DEFAULT_CONFIG_FILE), false)?,
+        };
+        Self::resolve(&|name| std::env::var(name).ok(), file.as_ref(), flags)
+    }
+
+    /// Combines the sources: `env` (a lookup, so that tests need not touch the real
+    /// environment) < `file` < `flags`, over the defaults.
+    pub(crate) fn resolve(
+        env: &dyn Fn(&str) -> Option<String>,
+        file: Option<&ConfigFile>,
+        flags: &Flags,
+    ) -> Result<Self> {
+        // The file wins over the environment even with an empty value; an empty value then
+        // means "unset".
+        let lookup = |key: &str| -> Option<String> {
+            file.and_then(|f| f.get(key).map(str::to_owned))
+                .or_else(|| env(key))
+                .filter(|value| !value.trim().is_empty())
+        };
+        let max_attempts = lookup(MAX_ATTEMPTS)
+            .map(|text| {
+                text.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .with_context(|| {
+                        format!("{MAX_ATTEMPTS} must be a whole number of at least 1, not {text:?}")
+                    })
+            })
+            .transpose()?;
+        let mut llm = LlmSettings::from_lookup(lookup);
+        if let Some(max_attempts) = max_attempts {
+            llm.max_attempts = max_attempts;
+        }
+        let data_dir = match &flags.data_dir {
+            Some(dir) => dir.clone(),
+            None => PathBuf::from(lookup(DATA_DIR).unwrap_or_else(|| DEFAULT_DATA_DIR.into())),
+        };
+        Ok(Self {
+            llm,
+            brokers: lookup(BROKERS).unwrap_or_else(|| DEFAULT_BROKERS.into()),
+            topics: Topics::from_lookup(lookup),
+            data_dir,
+            max_attempts,
+            file: file.map(|f| f.path.clone()),
+        })
+    }
+
+    /// The retry policy of failing steps: the library's, with [`MAX_ATTEMPTS`] tries if set.
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        let defaults = RetryPolicy::default();
+        RetryPolicy {
+            max_attempts: self.max_attempts.unwrap_or(defaults.max_attempts),
+            ..defaults
+        }
+    }
+
+    /// Whether no API key is configured, so that the offline model runs.
+    pub(crate) fn is_offline(&self) -> bool {
+        self.llm.api_key.is_none()
+    }
+
+    /// The model for people: `offline model (no OPENAI_API_KEY)`, or the model and the server.
+    pub(crate) fn model_description(&self) -> String {
+        if self.is_offline() {
+            "offline model (no OPENAI_API_KEY)".to_owned()
+        } else {
+            format!("{} at {}", self.llm.model, redact_url(&self.llm.base_url))
+        }
+    }
+}
+
+/// `url` without credentials or a query string, which may hold secrets of a proxy.
+fn redact_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake environment.
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |key| map.get(key).cloned()
+    }
+
+    fn file(text: &str) -> Result<ConfigFile> {
+        ConfigFile::parse(Path::new("config.local.json"), text)
+    }
+
+    #[test]
+    fn defaults_apply_without_any_source() -> Result<()> {
+        let config = Config::resolve(&env(&[]), None, &Flags::default())?;
+        assert!(config.is_offline());
+        assert_eq!(config.llm.model, "gpt-4o-mini");
+        assert_eq!(config.llm.base_url, "https://api.openai.com/v1");
+        assert_eq!(config.brokers, "127.0.0.1:9092");
+        assert_eq!(config.topics, Topics::default());
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.retry_policy(), RetryPolicy::default());
+        assert_eq!(config.llm.max_attempts, LlmSettings::default().max_attempts);
+        assert_eq!(
+            config.model_description(),
+            "offline model (no OPENAI_API_KEY)"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn environment_beats_defaults_file_beats_environment_flags_beat_file() -> Result<()> {
+        let env = env(&[
+            ("OPENAI_MODEL", "env-model"),
+            ("OPENAI_BASE_URL", "http://env.example/v1"),
+            ("REDPANDA_BROKERS", "env:9092"),
+            ("TASK_TOPIC", "env_tasks"),
+            ("DLQ_TOPIC", "env_dlq"),
+            ("DATA_DIR", "/env/data"),
+        ]);
+        let from_env = Config::resolve(&env, None, &Flags::default())?;
+        assert_eq!(from_env.llm.model, "env-model");
+        assert_eq!(from_env.brokers, "env:9092");
+        assert_eq!(from_env.topics.tasks, "env_tasks");
+        assert_eq!(from_env.topics.step_results, "step_results");
+        assert_eq!(from_env.data_dir, PathBuf::from("/env/data"));
+
+        let file = file(
+            r#"{ "OPENAI_MODEL": "file-model", "DATA_DIR": "/file/data", "DLQ_TOPIC": "file_dlq" }"#,
+        )?;
+        let with_file = Config::resolve(&env, Some(&file), &Flags::default())?;
+        assert_eq!(with_file.llm.model, "file-model");
+        assert_eq!(with_file.llm.base_url, "http://env.example/v1");
+        assert_eq!(with_file.topics.tasks, "env_tasks");
+        assert_eq!(with_file.topics.dlq, "file_dlq");
+        assert_eq!(with_file.data_dir, PathBuf::from("/file/data"));
+        assert_eq!(
+            with_file.file.as_deref(),
+            Some(Path::new("config.local.json"))
+        );
+
+        let flags = Flags {
+            data_dir: Some(PathBuf::from("/flag/data")),
+        };
+        let with_flags = Config::resolve(&env, Some(&file), &flags)?;
+        assert_eq!(with_flags.data_dir, PathBuf::from("/flag/data"));
+        assert_eq!(with_flags.llm.model, "file-model");
+        Ok(())
+    }
+
+    #[test]
+    fn an_empty_value_in_the_file_switches_the_environment_key_off() -> Result<()> {
+        let env = env(&[("OPENAI_API_KEY", "sk-env")]);
+        let online = Config::resolve(&env, None, &Flags::default())?;
+        assert!(!online.is_offline());
+        let file = file(r#"{ "OPENAI_API_KEY": "" }"#)?;
+        let offline = Config::resolve(&env, Some(&file), &Flags::default())?;
+        assert!(offline.is_offline());
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_and_non_string_values_are_errors_naming_the_key() {
+        let unknown = file(r#"{ "OPENAI_MODLE": "x" }"#).map_err(|e| format!("{e:#}"));
+        assert!(
+            unknown
+                .as_ref()
+                .is_err_and(|e| e.contains("unknown key \"OPENAI_MODLE\"")),
+            "{unknown:?}"
+        );
+        let number = file(r#"{ "AGENT_HOST_MAX_ATTEMPTS": 2 }"#).map_err(|e| format!("{e:#}"));
+        assert!(
+            number
+                .as_ref()
+                .is_err_and(|e| e.contains("\"AGENT_HOST_MAX_ATTEMPTS\" must be a string")),
+            "{number:?}"
+        );
+        assert!(file("[1, 2]").is_err());
+        assert!(file("{ not json").is_err());
+    }
+
+    #[test]
+    fn a_missing_default_file_is_fine_and_a_missing_explicit_one_is_not() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let missing = dir.path().join("config.local.json");
+        assert_eq!(ConfigFile::read(&missing, false)?, None);
+        assert!(ConfigFile::read(&missing, true).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn max_attempts_lowers_step_tries_and_http_requests() -> Result<()> {
+        let config = Config::resolve(
+            &env(&[("AGENT_HOST_MAX_ATTEMPTS", "1")]),
+            None,
+            &Flags::default(),
+        )?;
+        assert_eq!(config.retry_policy().max_attempts, 1);
+        assert_eq!(config.llm.max_attempts, 1);
+        for bad in ["0", "-1", "many"] {
+            let result = Config::resolve(
+                &env(&[("AGENT_HOST_MAX_ATTEMPTS", bad)]),
+                None,
+                &Flags::default(),
+            );
+            assert!(result.is_err(), "{bad:?} must be rejected");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_api_key() -> Result<()> {
+        let config = Config::resolve(
+            &env(&[
+                ("OPENAI_API_KEY", "sk-test-SECRET123"),
+                (
+                    "OPENAI_BASE_URL",
+                    "https://user:pw@proxy.example/v1?token=t0k",
+                ),
+            ]),
+            None,
+            &Flags::default(),
+        )?;
+        assert!(!format!("{config:?}").contains("SECRET123"));
+        let shown = config.model_description();
+        assert_eq!(shown, "gpt-4o-mini at https://***@proxy.example/v1");
+        Ok(())
+    }
+
+    #[test]
+    fn an_https_client_builds_once_ring_is_installed() -> Result<()> {
+        // The binary installs ring at start-up; so does this test, as the binary would.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = Config::resolve(
+            &env(&[
+                ("OPENAI_API_KEY", "sk-test"),
+                ("OPENAI_BASE_URL", "https://127.0.0.1:9/v1"),
+            ]),
+            None,
+            &Flags::default(),
+        )?;
+        let llm = agent_pipeline::llm::OpenAiLlm::new(config.llm.clone())?;
+        assert!(format!("{llm:?}").contains("https://127.0.0.1:9/v1"));
+        Ok(())
+    }
+}

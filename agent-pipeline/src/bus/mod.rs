@@ -1,0 +1,106 @@
+//! The `Bus` trait: keyed messages on topics, consumed by named groups with acknowledgement.
+
+mod memory;
+mod topics;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryBus;
+pub use topics::Topics;
+
+/// Why a bus operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BusError {
+    /// The bus was shut down.
+    #[error("the bus is closed")]
+    Closed,
+    /// The broker or transport failed.
+    #[error("bus transport failed: {0}")]
+    Transport(String),
+    /// The message is larger than the bus accepts.
+    #[error("message of {size} bytes is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// The bus's limit.
+        limit: usize,
+    },
+}
+
+impl BusError {
+    /// Whether the same operation may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, BusError::Transport(_))
+    }
+}
+
+/// One message received from a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The topic it came from.
+    pub topic: String,
+    /// Its key (the task id, so that one task's messages stay in order).
+    pub key: String,
+    /// Its content.
+    pub payload: Vec<u8>,
+    /// Where it is in the topic; pass it back to [`Subscription::ack`].
+    pub receipt: Receipt,
+}
+
+/// Identifies a delivery to acknowledge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    /// The partition (0 for buses without partitions).
+    pub partition: u32,
+    /// The offset within the partition.
+    pub offset: u64,
+}
+
+/// A consumer's view of one topic as a member of a group.
+///
+/// Delivery is at least once: a message that is not acknowledged is delivered again (to this
+/// group) once the subscription that received it is dropped. Messages with the same key are
+/// delivered in the order they were published, and the next one with a key is not delivered
+/// while an earlier one with that key is unacknowledged, so a consumer may work on several
+/// keys at once and still keep each key's order.
+#[async_trait]
+pub trait Subscription: Send + Sync + fmt::Debug {
+    /// Waits for the next message.
+    async fn next(&self) -> Result<Delivery, BusError>;
+
+    /// Marks a delivered message as handled.
+    async fn ack(&self, receipt: Receipt) -> Result<(), BusError>;
+}
+
+/// A message bus: the in-memory [`MemoryBus`], or an adapter such as Kafka / Redpanda.
+///
+/// ```
+/// use agent_pipeline::bus::{Bus, MemoryBus};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let bus = MemoryBus::new();
+/// bus.publish("agent_tasks", "task-1", b"hello".to_vec()).await.unwrap();
+/// let subscription = bus.subscribe("agent_tasks", "planner").await.unwrap();
+/// let delivery = subscription.next().await.unwrap();
+/// assert_eq!(delivery.payload, b"hello");
+/// subscription.ack(delivery.receipt).await.unwrap();
+/// # });
+/// ```
+#[async_trait]
+pub trait Bus: Send + Sync + fmt::Debug + 'static {
+    /// Appends a message with `key` to `topic`.
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<(), BusError>;
+
+    /// Joins consumer group `group` on `topic`. Every group sees every message once its
+    /// members acknowledge it; a new group starts at the oldest message the bus still has.
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Arc<dyn Subscription>, BusError>;
+
+    /// Whether published messages outlive the process (a broker) or not (the memory bus).
+    ///
+    /// A pipeline on a bus that is not durable re-sends unfinished steps from the state store
+    /// when it starts.
+    fn is_durable(&self) -> bool;
+}

@@ -1,0 +1,10 @@
+//! Conformance suites: behaviour every implementation of a pluggable trait must show.
+//!
+//! Call them from the tests of an implementation (feature `test-util`); they panic with a
+//! message saying which behaviour is missing.
+
+mod bus;
+mod state;
+
+pub use bus::bus;
+pub use state::state_store;

@@ -1,0 +1,695 @@
+//! The conformance suite of [`StateStore`].
+
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use serde_json::json;
+
+use crate::ids::{Attempt, Stage, StepId, TaskId};
+use crate::llm::Usage;
+use crate::store::{
+    AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, StoreResult, TaskStatus,
+};
+use crate::wire::{StepMode, StepOutcome, StepRequest, StepResult};
+
+/// Checks that `store` behaves as a [`StateStore`] must, and panics with a message naming the
+/// first behaviour that is missing.
+///
+/// Every task it creates has a fresh random id, so it may run against a store that already
+/// holds data, and several times against the same store. It assumes only that the store keeps
+/// times to the millisecond and that nothing else writes the suite's own tasks.
+///
+/// ```no_run
+/// # async fn run() {
+/// let store = agent_pipeline::store::MemoryStateStore::new();
+/// agent_pipeline::conformance::state_store(&store).await;
+/// # }
+/// ```
+pub async fn state_store(store: &dyn StateStore) {
+    tasks_are_inserted_once(store).await;
+    tasks_are_listed_newest_first(store).await;
+    task_status_changes(store).await;
+    attempts_are_reserved_once(store).await;
+    results_are_recorded_once(store).await;
+    unreserved_results_are_recorded(store).await;
+    replay_results_leave_the_task_alone(store).await;
+    attempts_are_listed_in_pipeline_order(store).await;
+    unfinished_attempts_are_listed_oldest_first(store).await;
+}
+
+async fn tasks_are_inserted_once(store: &dyn StateStore) {
+    let id = TaskId::new();
+    let t0 = now();
+    assert_eq!(
+        ok(
+            store.insert_task(id, "add a /health endpoint", t0).await,
+            "insert_task"
+        ),
+        NewTaskOutcome::Created,
+        "insert_task of a new task id must return Created"
+    );
+    assert_eq!(
+        ok(
+            store
+                .insert_task(id, "add a /health endpoint", t0 + secs(1))
+                .await,
+            "insert_task"
+        ),
+        NewTaskOutcome::AlreadyExists,
+        "insert_task of an existing id with the same prompt (a redelivered message) must return \
+         AlreadyExists"
+    );
+    assert_eq!(
+        ok(
+            store.insert_task(id, "something else", t0 + secs(2)).await,
+            "insert_task"
+        ),
+        NewTaskOutcome::Conflict,
+        "insert_task of an existing id with another prompt must return Conflict"
+    );
+
+    let task = ok(store.task(id).await, "task");
+    let task = task.unwrap_or_else(|| panic!("task({id}) must find the task just inserted"));
+    assert_eq!(task.task_id, id, "task() returned another task");
+    assert_eq!(
+        task.prompt, "add a /health endpoint",
+        "the prompt must be the first one; AlreadyExists and Conflict must change nothing"
+    );
+    assert_eq!(
+        task.status,
+        TaskStatus::Received,
+        "a new task must be Received"
+    );
+    assert_eq!(
+        task.current_step, None,
+        "a new task must have no current step"
+    );
+    assert_eq!(
+        task.created_at, t0,
+        "created_at must be the insertion time, kept"
+    );
+    assert_eq!(
+        task.updated_at, t0,
+        "updated_at of a new task must be its insertion time"
+    );
+
+    assert_eq!(
+        ok(store.task(TaskId::new()).await, "task"),
+        None,
+        "task() of an unknown id must return None"
+    );
+}
+
+async fn tasks_are_listed_newest_first(store: &dyn StateStore) {
+    // Created in the future, so that these are the newest tasks even in a store shared with
+    // other runs, and inserted out of order, so that insertion order cannot pass for time order.
+    let base = now() + TimeDelta::hours(1);
+    let oldest = (TaskId::new(), base);
+    let middle = (TaskId::new(), base + secs(1));
+    let newest = (TaskId::new(), base + secs(2));
+    for (id, at) in [middle, newest, oldest] {
+        assert_eq!(
+            ok(store.insert_task(id, "list me", at).await, "insert_task"),
+            NewTaskOutcome::Created,
+            "insert_task of a new task id must return Created"
+        );
+    }
+
+    let two = ok(store.tasks(2).await, "tasks");
+    assert_eq!(two.len(), 2, "tasks(2) must return 2 tasks when more exist");
+    assert_sorted_newest_first(&two, "tasks(2)");
+    assert!(
+        two[0].created_at >= newest.1,
+        "tasks(2) must start with the newest task, got one created at {}",
+        two[0].created_at
+    );
+    assert!(
+        ok(store.tasks(0).await, "tasks").is_empty(),
+        "tasks(0) must return no task"
+    );
+
+    let all = ok(store.tasks(usize::MAX).await, "tasks");
+    assert_sorted_newest_first(&all, "tasks(usize::MAX)");
+    let position = |id: TaskId| {
+        all.iter()
+            .position(|t| t.task_id == id)
+            .unwrap_or_else(|| panic!("tasks(usize::MAX) must list every task, {id} is missing"))
+    };
+    assert!(
+        position(newest.0) < position(middle.0) && position(middle.0) < position(oldest.0),
+        "tasks() must list newer tasks before older ones"
+    );
+}
+
+fn assert_sorted_newest_first(tasks: &[crate::store::TaskRecord], what: &str) {
+    assert!(
+        tasks.windows(2).all(|w| w[0].created_at >= w[1].created_at),
+        "{what} must be sorted newest first, got {:?}",
+        tasks.iter().map(|t| t.created_at).collect::<Vec<_>>()
+    );
+}
+
+async fn task_status_changes(store: &dyn StateStore) {
+    let id = TaskId::new();
+    let t0 = now();
+    ok(
+        store.insert_task(id, "change my status", t0).await,
+        "insert_task",
+    );
+    let design = StepId::v1(Stage::Design);
+
+    ok(
+        store
+            .set_task_status(id, TaskStatus::Running, Some(design), t0 + secs(1))
+            .await,
+        "set_task_status",
+    );
+    let task = expect_task(store, id).await;
+    assert_eq!(
+        task.status,
+        TaskStatus::Running,
+        "set_task_status must set the status"
+    );
+    assert_eq!(
+        task.current_step,
+        Some(design),
+        "set_task_status must set the step"
+    );
+    assert_eq!(
+        task.updated_at,
+        t0 + secs(1),
+        "set_task_status must set updated_at"
+    );
+    assert_eq!(
+        task.created_at, t0,
+        "set_task_status must not change created_at"
+    );
+    assert_eq!(
+        task.prompt, "change my status",
+        "set_task_status must not change the prompt"
+    );
+
+    ok(
+        store
+            .set_task_status(id, TaskStatus::Done, None, t0 + secs(2))
+            .await,
+        "set_task_status",
+    );
+    let task = expect_task(store, id).await;
+    assert_eq!(
+        task.status,
+        TaskStatus::Done,
+        "set_task_status must set the status"
+    );
+    assert_eq!(
+        task.current_step,
+        Some(design),
+        "set_task_status without a step must keep the current step"
+    );
+    assert_eq!(
+        task.updated_at,
+        t0 + secs(2),
+        "set_task_status must set updated_at"
+    );
+
+    let unknown = TaskId::new();
+    ok(
+        store
+            .set_task_status(unknown, TaskStatus::Error, Some(design), t0)
+            .await,
+        "set_task_status of an unknown task",
+    );
+    assert_eq!(
+        ok(store.task(unknown).await, "task"),
+        None,
+        "set_task_status of an unknown task must not create it"
+    );
+}
+
+async fn attempts_are_reserved_once(store: &dyn StateStore) {
+    let id = TaskId::new();
+    let t0 = now();
+    ok(store.insert_task(id, "reserve", t0).await, "insert_task");
+    let design = StepId::v1(Stage::Design);
+    // A request with every optional field set, to check that it is kept whole.
+    let first = StepRequest {
+        try_number: 2,
+        mode: StepMode::Replay,
+        reason: Some("the design missed the rate limit".to_owned()),
+        not_before: Some(t0 + secs(30)),
+        ..request(id, design, 1, t0)
+    };
+
+    assert!(
+        ok(store.reserve_attempt(&first).await, "reserve_attempt"),
+        "reserve_attempt of a new attempt must return true"
+    );
+    let again = request(id, design, 1, t0 + secs(5));
+    assert!(
+        !ok(store.reserve_attempt(&again).await, "reserve_attempt"),
+        "reserve_attempt of an attempt already reserved must return false"
+    );
+    assert_eq!(
+        expect_attempt(store, id, design, 1).await,
+        requested(&first),
+        "a reserved attempt must be Requested with its first request kept whole"
+    );
+    assert!(
+        ok(
+            store.reserve_attempt(&request(id, design, 2, t0)).await,
+            "reserve_attempt"
+        ),
+        "reserve_attempt of the next attempt number must return true"
+    );
+    assert_eq!(
+        ok(
+            store.attempt(id, StepId::v1(Stage::Test), one()).await,
+            "attempt"
+        ),
+        None,
+        "attempt() of an attempt never recorded must return None"
+    );
+}
+
+async fn results_are_recorded_once(store: &dyn StateStore) {
+    let id = TaskId::new();
+    let t0 = now();
+    ok(store.insert_task(id, "finish", t0).await, "insert_task");
+    let design = StepId::v1(Stage::Design);
+    let reserved = request(id, design, 1, t0);
+    ok(store.reserve_attempt(&reserved).await, "reserve_attempt");
+
+    let result = succeeded(&reserved, t0 + secs(1), 1500);
+    let finished_at = t0 + secs(3);
+    assert!(
+        ok(
+            store
+                .finish_attempt(&result, Some(TaskStatus::Running), finished_at)
+                .await,
+            "finish_attempt"
+        ),
+        "finish_attempt of a reserved attempt must return true"
+    );
+    let expected = AttemptRecord {
+        request: reserved.clone(),
+        status: AttemptStatus::Succeeded,
+        error: None,
+        model: Some("test-model".to_owned()),
+        finished_at: Some(finished_at),
+        duration_ms: Some(1500),
+    };
+    assert_eq!(
+        expect_attempt(store, id, design, 1).await,
+        expected,
+        "finish_attempt must record the result and keep the reserved request"
+    );
+    let task = expect_task(store, id).await;
+    assert_eq!(
+        task.status,
+        TaskStatus::Running,
+        "finish_attempt must move the task to the given status"
+    );
+    assert_eq!(
+        task.current_step,
+        Some(design),
+        "finish_attempt must make the finished step the task's current step"
+    );
+    assert_eq!(
+        task.updated_at, finished_at,
+        "finish_attempt must set the task's updated_at"
+    );
+
+    // The same attempt again, e.g. a redelivered message (here with another outcome, to see
+    // that nothing of it is kept).
+    let redelivered = failed(&reserved, t0 + secs(2), 99);
+    assert!(
+        !ok(
+            store
+                .finish_attempt(&redelivered, Some(TaskStatus::Error), t0 + secs(9))
+                .await,
+            "finish_attempt"
+        ),
+        "finish_attempt of an attempt already finished must return false"
+    );
+    assert_eq!(
+        expect_attempt(store, id, design, 1).await,
+        expected,
+        "a second result for a finished attempt must not change the record"
+    );
+    let unchanged = expect_task(store, id).await;
+    assert_eq!(
+        unchanged, task,
+        "a second result for a finished attempt must not change the task"
+    );
+    assert!(
+        !ok(store.reserve_attempt(&reserved).await, "reserve_attempt"),
+        "reserve_attempt of a finished attempt must return false"
+    );
+    assert_eq!(
+        expect_attempt(store, id, design, 1).await,
+        expected,
+        "reserve_attempt of a finished attempt must not change it"
+    );
+}
+
+async fn unreserved_results_are_recorded(store: &dyn StateStore) {
+    let id = TaskId::new();
+    let t0 = now();
+    ok(store.insert_task(id, "unreserved", t0).await, "insert_task");
+    let implement = StepId::v1(Stage::Implement);
+    // Never reserved: e.g. the state store was replaced while the worker ran.
+    let never_reserved = StepRequest {
+        mode: StepMode::Replay,
+        reason: Some("try again".to_owned()),
+        ..request(id, implement, 3, t0)
+    };
+    let result = failed(&never_reserved, t0 + secs(1), 250);
+    let finished_at = t0 + secs(2);
+    assert!(
+        ok(
+            store
+                .finish_attempt(&result, Some(TaskStatus::Error), finished_at)
+                .await,
+            "finish_attempt"
+        ),
+        "finish_attempt of an attempt never reserved must return true"
+    );
+    let record = expect_attempt(store, id, implement, 3).await;
+    assert_eq!(
+        record.status,
+        AttemptStatus::Failed,
+        "a failed result must be Failed"
+    );
+    assert_eq!(
+        record.error.as_deref(),
+        Some("the model timed out"),
+        "a failed result must keep its error"
+    );
+    assert_eq!(record.model, None, "a failed result has no model");
+    assert_eq!(
+        record.finished_at,
+        Some(finished_at),
+        "finished_at must be kept"
+    );
+    assert_eq!(record.duration_ms, Some(250), "duration_ms must be kept");
+    assert_eq!(
+        (record.task_id(), record.step_id(), record.attempt()),
+        (id, implement, attempt(3)),
+        "an attempt recorded from a result must be that result's attempt"
+    );
+    assert_eq!(
+        record.mode(),
+        StepMode::Replay,
+        "the mode must come from the result"
+    );
+    assert_eq!(
+        record.request.reason.as_deref(),
+        Some("try again"),
+        "the replay reason must come from the result"
+    );
+    assert_eq!(
+        record.request.requested_at,
+        t0 + secs(1),
+        "an attempt recorded from a result counts as requested when the worker started it"
+    );
+    let task = expect_task(store, id).await;
+    assert_eq!(
+        (task.status, task.current_step),
+        (TaskStatus::Error, Some(implement)),
+        "finish_attempt of an unreserved attempt must still move the task"
+    );
+    assert_eq!(
+        ok(store.last_attempt(id, implement).await, "last_attempt"),
+        Some(attempt(3)),
+        "last_attempt must count an attempt recorded from a result"
+    );
+    assert!(
+        !ok(
+            store
+                .finish_attempt(&result, Some(TaskStatus::Done), t0 + secs(5))
+                .await,
+            "finish_attempt"
+        ),
+        "finish_attempt must return false the second time for an unreserved attempt too"
+    );
+    assert_eq!(
+        expect_task(store, id).await.status,
+        TaskStatus::Error,
+        "a second result must not move the task"
+    );
+}
+
+async fn replay_results_leave_the_task_alone(store: &dyn StateStore) {
+    let id = TaskId::new();
+    let t0 = now();
+    ok(store.insert_task(id, "replayed", t0).await, "insert_task");
+    let review = StepId::v1(Stage::Review);
+    ok(
+        store
+            .set_task_status(id, TaskStatus::Done, Some(review), t0 + secs(1))
+            .await,
+        "set_task_status",
+    );
+    let before = expect_task(store, id).await;
+    let replay = StepRequest {
+        mode: StepMode::Replay,
+        ..request(id, StepId::v1(Stage::Implement), 2, t0 + secs(2))
+    };
+    ok(store.reserve_attempt(&replay).await, "reserve_attempt");
+    let result = failed(&replay, t0 + secs(3), 10);
+    assert!(
+        ok(
+            store.finish_attempt(&result, None, t0 + secs(4)).await,
+            "finish_attempt"
+        ),
+        "finish_attempt without a task status must still record the attempt"
+    );
+    assert_eq!(
+        expect_task(store, id).await,
+        before,
+        "finish_attempt without a task status must leave the task as it was"
+    );
+}
+
+async fn attempts_are_listed_in_pipeline_order(store: &dyn StateStore) {
+    let id = TaskId::new();
+    let other = TaskId::new();
+    let t0 = now();
+    ok(store.insert_task(id, "order", t0).await, "insert_task");
+    ok(
+        store.insert_task(other, "order too", t0).await,
+        "insert_task",
+    );
+    assert!(
+        ok(store.attempts(id).await, "attempts").is_empty(),
+        "attempts() of a task without attempts must be empty"
+    );
+    let [design, implement, test, review] = Stage::ALL.map(StepId::v1);
+
+    // Inserted against pipeline order (review first, attempt 10 before 9 before 1), and
+    // requested in the opposite order, so that neither insertion nor request time nor text
+    // order of the numbers can pass for the right order.
+    let inserted = [
+        (review, 1),
+        (review, 2),
+        (test, 10),
+        (test, 9),
+        (test, 1),
+        (implement, 1),
+        (design, 2),
+        (design, 1),
+    ];
+    for (n, (step, number)) in inserted.into_iter().enumerate() {
+        let at = t0 - secs(i64::try_from(n).unwrap_or(0));
+        assert!(
+            ok(
+                store.reserve_attempt(&request(id, step, number, at)).await,
+                "reserve_attempt"
+            ),
+            "reserve_attempt of a new attempt must return true"
+        );
+    }
+    ok(
+        store.reserve_attempt(&request(other, design, 1, t0)).await,
+        "reserve_attempt",
+    );
+    ok(
+        store
+            .finish_attempt(
+                &succeeded(&request(id, design, 2, t0), t0, 10),
+                Some(TaskStatus::Running),
+                t0,
+            )
+            .await,
+        "finish_attempt",
+    );
+
+    let listed: Vec<(StepId, u32)> = ok(store.attempts(id).await, "attempts")
+        .iter()
+        .map(|a| (a.step_id(), a.attempt().get()))
+        .collect();
+    let expected = vec![
+        (design, 1),
+        (design, 2),
+        (implement, 1),
+        (test, 1),
+        (test, 9),
+        (test, 10),
+        (review, 1),
+        (review, 2),
+    ];
+    assert_eq!(
+        listed, expected,
+        "attempts() must list this task's attempts (only), by stage in pipeline order, then by \
+         attempt number"
+    );
+
+    let last = |step| async move { ok(store.last_attempt(id, step).await, "last_attempt") };
+    assert_eq!(
+        last(design).await,
+        Some(attempt(2)),
+        "last_attempt must count finished attempts"
+    );
+    assert_eq!(
+        last(test).await,
+        Some(attempt(10)),
+        "last_attempt must return the highest attempt number (10 > 9 > 1)"
+    );
+    assert_eq!(
+        last(review).await,
+        Some(attempt(2)),
+        "last_attempt of review"
+    );
+    assert_eq!(
+        ok(store.last_attempt(other, review).await, "last_attempt"),
+        None,
+        "last_attempt of a step without attempts must be None (other tasks do not count)"
+    );
+}
+
+async fn unfinished_attempts_are_listed_oldest_first(store: &dyn StateStore) {
+    let id = TaskId::new();
+    let t0 = now();
+    ok(store.insert_task(id, "unfinished", t0).await, "insert_task");
+    let [design, implement, test, _] = Stage::ALL.map(StepId::v1);
+    // Requested long ago, so that these are older than anything else a shared store holds.
+    let oldest = request(id, test, 1, t0 - TimeDelta::days(3));
+    let finished = request(id, design, 1, t0 - TimeDelta::days(2));
+    let newer = request(id, implement, 1, t0 - TimeDelta::days(1));
+    for r in [&newer, &finished, &oldest] {
+        ok(store.reserve_attempt(r).await, "reserve_attempt");
+    }
+    ok(
+        store
+            .finish_attempt(&succeeded(&finished, t0, 10), Some(TaskStatus::Running), t0)
+            .await,
+        "finish_attempt",
+    );
+
+    let open = ok(store.unfinished_attempts().await, "unfinished_attempts");
+    assert!(
+        open.iter().all(|a| a.status == AttemptStatus::Requested),
+        "unfinished_attempts must return only Requested attempts"
+    );
+    assert!(
+        open.windows(2)
+            .all(|w| w[0].request.requested_at <= w[1].request.requested_at),
+        "unfinished_attempts must be sorted oldest request first"
+    );
+    let mine: Vec<AttemptRecord> = open.into_iter().filter(|a| a.task_id() == id).collect();
+    assert_eq!(
+        mine,
+        vec![requested(&oldest), requested(&newer)],
+        "unfinished_attempts must return the requested attempts, whole, oldest first, and not \
+         the finished one"
+    );
+
+    ok(
+        store
+            .finish_attempt(&failed(&oldest, t0, 10), Some(TaskStatus::Running), t0)
+            .await,
+        "finish_attempt",
+    );
+    ok(
+        store
+            .finish_attempt(&failed(&newer, t0, 10), Some(TaskStatus::Error), t0)
+            .await,
+        "finish_attempt",
+    );
+    assert!(
+        ok(store.unfinished_attempts().await, "unfinished_attempts")
+            .iter()
+            .all(|a| a.task_id() != id),
+        "unfinished_attempts must not return finished attempts"
+    );
+}
+
+/// The current time, to the millisecond (the precision the suite asks of a store).
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+fn secs(n: i64) -> TimeDelta {
+    TimeDelta::seconds(n)
+}
+
+fn one() -> Attempt {
+    Attempt::FIRST
+}
+
+fn attempt(n: u32) -> Attempt {
+    Attempt::new(n).unwrap_or_else(|e| panic!("attempt {n}: {e}"))
+}
+
+fn request(task_id: TaskId, step_id: StepId, n: u32, requested_at: DateTime<Utc>) -> StepRequest {
+    StepRequest {
+        task_id,
+        step_id,
+        attempt: attempt(n),
+        try_number: 1,
+        mode: StepMode::Run,
+        reason: None,
+        not_before: None,
+        requested_at,
+    }
+}
+
+fn requested(request: &StepRequest) -> AttemptRecord {
+    AttemptRecord {
+        request: request.clone(),
+        status: AttemptStatus::Requested,
+        error: None,
+        model: None,
+        finished_at: None,
+        duration_ms: None,
+    }
+}
+
+fn succeeded(request: &StepRequest, started_at: DateTime<Utc>, duration_ms: u64) -> StepResult {
+    let outcome = StepOutcome::Succeeded {
+        output: json!({ "design_summary": "a summary" }),
+        model: "test-model".to_owned(),
+        usage: Usage::default(),
+    };
+    StepResult::of(request, outcome, started_at, duration_ms)
+}
+
+fn failed(request: &StepRequest, started_at: DateTime<Utc>, duration_ms: u64) -> StepResult {
+    let outcome = StepOutcome::Failed {
+        error: "the model timed out".to_owned(),
+        retryable: true,
+    };
+    StepResult::of(request, outcome, started_at, duration_ms)
+}
+
+async fn expect_task(store: &dyn StateStore, id: TaskId) -> crate::store::TaskRecord {
+    ok(store.task(id).await, "task").unwrap_or_else(|| panic!("task {id} must exist"))
+}
+
+async fn expect_attempt(store: &dyn StateStore, id: TaskId, step: StepId, n: u32) -> AttemptRecord {
+    ok(store.attempt(id, step, attempt(n)).await, "attempt")
+        .unwrap_or_else(|| panic!("attempt {n} of {step} of task {id} must be recorded"))
+}
+
+/// The value of a store call, or a panic naming the call.
+fn ok<T>(result: StoreResult<T>, call: &str) -> T {
+    result.unwrap_or_else(|e| panic!("{call} failed: {e}"))
+}

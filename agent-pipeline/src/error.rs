@@ -1,0 +1,48 @@
+//! The crate's error type.
+
+use crate::bus::BusError;
+use crate::ids::{IdError, StepId, TaskId};
+use crate::llm::LlmError;
+use crate::store::StoreError;
+
+/// Everything that can go wrong in agent-pipeline.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An id did not parse.
+    #[error(transparent)]
+    Id(#[from] IdError),
+    /// The bus failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The LLM failed.
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    /// A store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No task with this id.
+    #[error("no task {0}")]
+    TaskNotFound(TaskId),
+    /// A replay cannot run because an earlier stage's artifact is missing.
+    #[error(
+        "cannot replay {step} of task {task_id}: {missing} has no artifact yet (its inputs are missing)"
+    )]
+    ReplayInputsMissing {
+        /// The task.
+        task_id: TaskId,
+        /// The step to replay.
+        step: StepId,
+        /// The earlier step without an artifact.
+        missing: StepId,
+    },
+    /// The step is not one this pipeline runs (it runs the `v1` step of each stage).
+    #[error("unknown step {0}: this pipeline runs {stage}@v1", stage = .0.stage())]
+    UnknownStep(StepId),
+    /// A task without a prompt.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

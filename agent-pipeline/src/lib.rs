@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+
+pub mod agent;
+pub mod bus;
+#[cfg(feature = "test-util")]
+pub mod conformance;
+mod error;
+mod ids;
+pub mod llm;
+pub mod machine;
+pub mod output;
+mod pipeline;
+mod service;
+pub mod store;
+pub mod wire;
+
+pub use error::{Error, Result};
+pub use ids::{Attempt, IdError, Stage, StepId, TaskId};
+pub use pipeline::{Pipeline, PipelineBuilder, ReportWatch, RunningPipeline};
+pub use service::Service;

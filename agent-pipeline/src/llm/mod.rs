@@ -1,0 +1,263 @@
+//! The `Llm` trait and its providers: the OpenAI-compatible client and the offline model.
+
+mod offline;
+#[cfg(feature = "openai")]
+mod openai;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use offline::{OFFLINE_MODEL, OfflineLlm};
+#[cfg(feature = "openai")]
+pub use openai::OpenAiLlm;
+
+/// Who speaks in a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions to the model.
+    System,
+    /// The task and the context.
+    User,
+    /// An earlier answer of the model.
+    Assistant,
+}
+
+/// One message of a chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Who speaks.
+    pub role: Role,
+    /// What is said.
+    pub content: String,
+}
+
+impl Message {
+    /// A message of `role` saying `content`.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// A request for one structured answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmRequest {
+    /// The chat so far.
+    pub messages: Vec<Message>,
+    /// The name of the answer's schema (e.g. `design`).
+    pub schema_name: String,
+    /// The strict JSON Schema the answer must follow.
+    pub schema: Value,
+}
+
+/// Tokens spent by one or more calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens of the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens of the answer.
+    pub completion_tokens: u64,
+    /// Both together.
+    pub total_tokens: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
+/// The model's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmResponse {
+    /// The answer's text: JSON meant to follow the request's schema.
+    pub content: String,
+    /// The model that answered, as the server names it (`offline` for [`OfflineLlm`]).
+    pub model: String,
+    /// Tokens spent.
+    pub usage: Usage,
+}
+
+/// Why an LLM call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LlmError {
+    /// The server refused the credentials (HTTP 401/403).
+    #[error("the LLM server refused the API key (HTTP {status}): {message}; check OPENAI_API_KEY")]
+    Unauthorized {
+        /// The HTTP status.
+        status: u16,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The model refused to answer.
+    #[error("the model refused to answer: {0}")]
+    Refused(String),
+    /// The server kept answering 429 or 5xx until the retries ran out.
+    #[error("the LLM server answered HTTP {status} after {attempts} attempt(s): {message}")]
+    Unavailable {
+        /// The last HTTP status.
+        status: u16,
+        /// How many requests were made.
+        attempts: u32,
+        /// The server's last explanation.
+        message: String,
+    },
+    /// The server rejected the request (another 4xx).
+    #[error("the LLM server rejected the request (HTTP {status}): {message}")]
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The call took longer than the configured timeout.
+    #[error("the LLM call timed out after {0:?}")]
+    Timeout(Duration),
+    /// The server could not be reached.
+    #[error("could not reach the LLM server: {0}")]
+    Transport(String),
+    /// The server's answer is not a Chat Completions response.
+    #[error("the LLM server's answer is not a chat completion: {0}")]
+    Protocol(String),
+}
+
+impl LlmError {
+    /// Whether trying the same call again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            LlmError::Unavailable { .. }
+                | LlmError::Timeout(_)
+                | LlmError::Transport(_)
+                | LlmError::Protocol(_)
+        )
+    }
+}
+
+/// A large language model that answers with JSON following a schema.
+///
+/// ```
+/// use agent_pipeline::llm::{Llm, LlmRequest, Message, OfflineLlm, Role};
+/// # tokio_test_block_on(async {
+/// let llm = OfflineLlm::new();
+/// let answer = llm
+///     .complete(&LlmRequest {
+///         messages: vec![Message::new(Role::User, "Write hello.py")],
+///         schema_name: "review".into(),
+///         schema: agent_pipeline::output::strict_schema::<agent_pipeline::output::Review>(),
+///     })
+///     .await
+///     .unwrap();
+/// assert_eq!(answer.model, "offline");
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[async_trait]
+pub trait Llm: Send + Sync + fmt::Debug + 'static {
+    /// The configured model name (what artifacts record when the server does not say).
+    fn model(&self) -> &str;
+
+    /// Asks for one answer.
+    async fn complete(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError>;
+}
+
+/// An API key that never shows up in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// The key itself, to put in a request header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// How to reach an OpenAI-compatible server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmSettings {
+    /// `OPENAI_API_KEY`; without it the offline model is used.
+    pub api_key: Option<ApiKey>,
+    /// `OPENAI_MODEL`, default `gpt-4o-mini`.
+    pub model: String,
+    /// `OPENAI_BASE_URL`, default `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// How long one HTTP request may take.
+    pub timeout: Duration,
+    /// How many HTTP requests one call may make when the server answers 429 or 5xx.
+    pub max_attempts: u32,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            model: "gpt-4o-mini".to_owned(),
+            base_url: "https://api.openai.com/v1".to_owned(),
+            timeout: Duration::from_secs(120),
+            max_attempts: 4,
+        }
+    }
+}
+
+impl LlmSettings {
+    /// Reads `OPENAI_API_KEY`, `OPENAI_MODEL` and `OPENAI_BASE_URL` from the environment;
+    /// unset or empty variables keep the defaults.
+    pub fn from_env() -> Self {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The same as [`LlmSettings::from_env`], reading the variables through `lookup` (a
+    /// configuration file layered over the environment, say).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let defaults = Self::default();
+        Self {
+            api_key: var("OPENAI_API_KEY").map(ApiKey::new),
+            model: var("OPENAI_MODEL").unwrap_or(defaults.model),
+            base_url: var("OPENAI_BASE_URL").unwrap_or(defaults.base_url),
+            ..defaults
+        }
+    }
+}
+
+/// The LLM these settings call for: the OpenAI-compatible client when a key is set (and the
+/// `openai` feature is on), the offline model otherwise.
+pub fn from_settings(settings: &LlmSettings) -> Result<Arc<dyn Llm>, LlmError> {
+    #[cfg(feature = "openai")]
+    if settings.api_key.is_some() {
+        return Ok(Arc::new(OpenAiLlm::new(settings.clone())?));
+    }
+    if settings.api_key.is_some() {
+        tracing::warn!(
+            "OPENAI_API_KEY is set but the `openai` feature is off; using the offline model"
+        );
+    }
+    tracing::warn!(
+        "no OPENAI_API_KEY: using the offline model; every artifact says \"model\": \"offline\""
+    );
+    Ok(Arc::new(OfflineLlm::new()))
+}

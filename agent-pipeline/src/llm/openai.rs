@@ -1,0 +1,497 @@
+//! The OpenAI-compatible Chat Completions client.
+//!
+//! One [`Llm::complete`] call is one `POST {base_url}/chat/completions` with a strict
+//! `json_schema` response format, retried on 429, 5xx, timeouts and connection errors up to
+//! [`LlmSettings::max_attempts`] requests in all.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Llm, LlmError, LlmRequest, LlmResponse, LlmSettings, Usage};
+
+/// The first backoff wait when the server gives no `Retry-After`; it doubles on each retry.
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// The longest backoff wait computed by us.
+const BACKOFF_CAP: Duration = Duration::from_secs(20);
+/// The longest wait a server's `Retry-After` may impose on one retry.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+/// How much of an unexpected body goes into an error message, in characters.
+const MESSAGE_LIMIT: usize = 300;
+/// How much of a body that is not a chat completion goes into a `Protocol` error.
+const EXCERPT_LIMIT: usize = 100;
+
+/// A client of an OpenAI-compatible Chat Completions API (OpenAI itself, or any server that
+/// speaks the same protocol at [`LlmSettings::base_url`]).
+///
+/// Answers are requested with a strict `json_schema` response format, so the model's content
+/// is JSON following [`LlmRequest::schema`]. `Debug` shows the settings but never the API key.
+///
+/// ```no_run
+/// use agent_pipeline::llm::{ApiKey, LlmSettings, OpenAiLlm};
+///
+/// let llm = OpenAiLlm::new(LlmSettings {
+///     api_key: Some(ApiKey::new("sk-…")),
+///     ..LlmSettings::default()
+/// })?;
+/// # Ok::<(), agent_pipeline::llm::LlmError>(())
+/// ```
+#[derive(Clone)]
+pub struct OpenAiLlm {
+    settings: LlmSettings,
+    /// `{base_url}/chat/completions`.
+    endpoint: Url,
+    /// `Bearer <key>`, marked sensitive so that HTTP libraries do not print it either.
+    authorization: HeaderValue,
+    client: reqwest::Client,
+}
+
+impl fmt::Debug for OpenAiLlm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Written by hand so that the key cannot leak through a field added later: the
+        // settings' `ApiKey` redacts itself and the header value is left out.
+        f.debug_struct("OpenAiLlm")
+            .field("model", &self.settings.model)
+            .field("endpoint", &self.endpoint.as_str())
+            .field("api_key", &self.settings.api_key)
+            .field("timeout", &self.settings.timeout)
+            .field("max_attempts", &self.settings.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiLlm {
+    /// A client for the server, model and key of `settings`.
+    ///
+    /// Each HTTP request may take up to `settings.timeout`; one call makes at most
+    /// `settings.max_attempts` requests (at least one).
+    ///
+    /// # Errors
+    ///
+    /// - [`LlmError::Unauthorized`] with status `0` (no request was made) when
+    ///   `settings.api_key` is missing, empty, or not sendable in an HTTP header: the error's
+    ///   message points at `OPENAI_API_KEY`, which is what the user has to fix.
+    /// - [`LlmError::Transport`] when `settings.base_url` is not a URL or the HTTP client cannot
+    ///   be built.
+    pub fn new(settings: LlmSettings) -> Result<OpenAiLlm, LlmError> {
+        let key = settings
+            .api_key
+            .as_ref()
+            .map(|key| key.expose().trim())
+            .filter(|key| !key.is_empty())
+            .ok_or_else(|| LlmError::Unauthorized {
+                status: 0,
+                message: "no API key is configured (OPENAI_API_KEY is unset or empty)".to_owned(),
+            })?;
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+            LlmError::Unauthorized {
+                status: 0,
+                message: "the API key contains characters that cannot be sent in an HTTP header"
+                    .to_owned(),
+            }
+        })?;
+        authorization.set_sensitive(true);
+
+        let endpoint = format!(
+            "{}/chat/completions",
+            settings.base_url.trim_end_matches('/')
+        );
+        // The URL is not echoed back: a base URL may carry credentials of a proxy.
+        let endpoint = Url::parse(&endpoint)
+            .map_err(|e| LlmError::Transport(format!("OPENAI_BASE_URL is not a valid URL: {e}")))?;
+
+        // reqwest is built without a default TLS provider; the workspace uses ring. Another
+        // part of the process may have installed it already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .build()
+            .map_err(|e| {
+                LlmError::Transport(format!("cannot build the HTTP client: {}", error_chain(e)))
+            })?;
+
+        Ok(OpenAiLlm {
+            settings,
+            endpoint,
+            authorization,
+            client,
+        })
+    }
+
+    /// Makes one HTTP request and sorts its outcome.
+    async fn attempt(&self, body: &Value) -> Attempt {
+        let sent = self
+            .client
+            .post(self.endpoint.clone())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .json(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) => return Attempt::Retry(self.request_error(e), None),
+        };
+
+        let status = response.status();
+        let wait_hint = retry_after(response.headers());
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(e) => return Attempt::Retry(self.request_error(e), None),
+        };
+        tracing::debug!(model = %self.settings.model, status = status.as_u16(), "LLM server answered");
+
+        if status.is_success() {
+            return match parse_completion(&text, &self.settings.model) {
+                Ok(response) => Attempt::Done(response),
+                Err(e) => Attempt::Fail(e),
+            };
+        }
+        let code = status.as_u16();
+        let message = error_message(&text);
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            Attempt::Fail(LlmError::Unauthorized {
+                status: code,
+                message,
+            })
+        } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            let error = LlmError::Unavailable {
+                status: code,
+                attempts: 0,
+                message,
+            };
+            Attempt::Retry(error, wait_hint)
+        } else if status.is_client_error() {
+            Attempt::Fail(LlmError::Rejected {
+                status: code,
+                message,
+            })
+        } else {
+            Attempt::Fail(LlmError::Protocol(format!("unexpected HTTP status {code}")))
+        }
+    }
+
+    /// Converts a reqwest error (before or while reading the answer) into ours.
+    fn request_error(&self, error: reqwest::Error) -> LlmError {
+        if error.is_timeout() {
+            LlmError::Timeout(self.settings.timeout)
+        } else {
+            LlmError::Transport(error_chain(error))
+        }
+    }
+}
+
+#[async_trait]
+impl Llm for OpenAiLlm {
+    fn model(&self) -> &str {
+        &self.settings.model
+    }
+
+    async fn complete(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        let body = json!({
+            "model": self.settings.model,
+            "messages": request.messages,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": request.schema_name,
+                    "strict": true,
+                    "schema": request.schema,
+                },
+            },
+        });
+        let max_attempts = self.settings.max_attempts.max(1);
+        let mut attempt: u32 = 1;
+        loop {
+            tracing::debug!(model = %self.settings.model, attempt, "calling the LLM server");
+            let (error, wait_hint) = match self.attempt(&body).await {
+                Attempt::Done(response) => return Ok(response),
+                Attempt::Fail(error) => return Err(error),
+                Attempt::Retry(error, wait_hint) => (error, wait_hint),
+            };
+            let error = match error {
+                LlmError::Unavailable {
+                    status, message, ..
+                } => LlmError::Unavailable {
+                    status,
+                    attempts: attempt,
+                    message,
+                },
+                other => other,
+            };
+            if attempt >= max_attempts {
+                tracing::warn!(model = %self.settings.model, attempt, %error, "LLM call failed, no attempts left");
+                return Err(error);
+            }
+            let wait = wait_hint.unwrap_or_else(|| backoff(attempt));
+            let status = match &error {
+                LlmError::Unavailable { status, .. } => Some(*status),
+                _ => None,
+            };
+            tracing::warn!(
+                model = %self.settings.model,
+                status,
+                attempt,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                %error,
+                "LLM call failed, retrying"
+            );
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// What one HTTP request came to.
+enum Attempt {
+    /// A chat completion.
+    Done(LlmResponse),
+    /// An error that another request would not fix.
+    Fail(LlmError),
+    /// An error that another request may fix, with the server's wish of how long to wait.
+    Retry(LlmError, Option<Duration>),
+}
+
+/// The parts of a Chat Completions response that we read.
+#[derive(Deserialize)]
+struct ChatCompletion {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: ChoiceMessage,
+}
+
+#[derive(Deserialize)]
+struct ChoiceMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+/// Token counts; some compatible servers leave fields out or send `null`.
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+}
+
+/// Reads a successful answer's body.
+fn parse_completion(body: &str, configured_model: &str) -> Result<LlmResponse, LlmError> {
+    let value: Value = serde_json::from_str(body).map_err(|e| {
+        LlmError::Protocol(format!(
+            "the body is not JSON ({e}): {:?}",
+            truncate(body, EXCERPT_LIMIT)
+        ))
+    })?;
+    let completion: ChatCompletion = serde_json::from_value(value)
+        .map_err(|e| LlmError::Protocol(format!("unexpected shape: {e}")))?;
+    let Some(choice) = completion.choices.into_iter().next() else {
+        return Err(LlmError::Protocol("the answer has no choices".to_owned()));
+    };
+    if let Some(refusal) = choice.message.refusal {
+        return Err(LlmError::Refused(refusal));
+    }
+    let content = choice.message.content.ok_or_else(|| {
+        LlmError::Protocol("the first choice has neither content nor refusal".to_owned())
+    })?;
+    let usage = completion
+        .usage
+        .map(|usage| {
+            let prompt_tokens = usage.prompt_tokens.unwrap_or(0);
+            let completion_tokens = usage.completion_tokens.unwrap_or(0);
+            Usage {
+                prompt_tokens,
+                completion_tokens,
+                total_tokens: usage
+                    .total_tokens
+                    .unwrap_or(prompt_tokens.saturating_add(completion_tokens)),
+            }
+        })
+        .unwrap_or_default();
+    let model = completion
+        .model
+        .filter(|model| !model.is_empty())
+        .unwrap_or_else(|| configured_model.to_owned());
+    Ok(LlmResponse {
+        content,
+        model,
+        usage,
+    })
+}
+
+/// The explanation in an error body: OpenAI's `{"error":{"message":…}}` (or the flatter
+/// `{"message":…}` / `{"error":"…"}` of some compatible servers), else the body itself,
+/// shortened.
+fn error_message(body: &str) -> String {
+    let from_json = serde_json::from_str::<Value>(body).ok().and_then(|value| {
+        let message = value
+            .pointer("/error/message")
+            .or_else(|| value.get("error").filter(|error| error.is_string()))
+            .or_else(|| value.get("message"))?;
+        message.as_str().map(str::to_owned)
+    });
+    match from_json {
+        Some(message) => truncate(&message, MESSAGE_LIMIT),
+        None if body.trim().is_empty() => "(empty body)".to_owned(),
+        None => truncate(body.trim(), MESSAGE_LIMIT),
+    }
+}
+
+/// The wait a server asks for: `retry-after-ms` (milliseconds, OpenAI's) or `Retry-After`
+/// (whole seconds; HTTP dates are ignored), at most [`RETRY_AFTER_CAP`].
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let header = |name| headers.get(name)?.to_str().ok().map(str::trim);
+    let millis = header("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+        .map(|ms| Duration::from_secs_f64(ms.min(RETRY_AFTER_CAP.as_secs_f64() * 1000.0) / 1000.0));
+    let seconds = || {
+        header(RETRY_AFTER.as_str())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs)
+    };
+    millis
+        .or_else(seconds)
+        .map(|wait| wait.min(RETRY_AFTER_CAP))
+}
+
+/// Exponential backoff with jitter after failed attempt number `attempt` (1-based): half of
+/// `BACKOFF_BASE * 2^(attempt-1)` (capped at [`BACKOFF_CAP`]) plus a random share of the other
+/// half, so that clients that failed together do not retry together.
+fn backoff(attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(16);
+    let full = BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_CAP);
+    let half = full / 2;
+    let half_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+    let jitter_ms = random_u64() % half_ms.saturating_add(1);
+    half + Duration::from_millis(jitter_ms)
+}
+
+/// A random number good enough for jitter, without a dependency: std's hasher keys are
+/// randomly seeded per `RandomState`.
+fn random_u64() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    hasher.write_u32(nanos);
+    hasher.finish()
+}
+
+/// The message of an error and its sources, without the request URL.
+fn error_chain(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// `text` cut to at most `limit` characters, with `…` when something was cut.
+fn truncate(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_prefers_milliseconds_and_caps_the_wait() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        headers.insert("retry-after-ms", HeaderValue::from_static("250"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(250)));
+        headers.insert("retry-after-ms", HeaderValue::from_static("999999999"));
+        assert_eq!(retry_after(&headers), Some(RETRY_AFTER_CAP));
+        headers.remove("retry-after-ms");
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        for attempt in 1..=40_u32 {
+            let full = BACKOFF_BASE
+                .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+                .min(BACKOFF_CAP);
+            let wait = backoff(attempt);
+            assert!(
+                wait >= full / 2 && wait <= full,
+                "attempt {attempt}: {wait:?}"
+            );
+        }
+        assert!(backoff(1) <= BACKOFF_BASE);
+        assert!(backoff(40) >= BACKOFF_CAP / 2);
+    }
+
+    #[test]
+    fn error_message_reads_openai_error_bodies_and_shortens_others() {
+        assert_eq!(
+            error_message(r#"{"error":{"message":"Incorrect API key provided","type":"x"}}"#),
+            "Incorrect API key provided"
+        );
+        let long = "x".repeat(1000);
+        let message = error_message(&long);
+        assert_eq!(message.chars().count(), MESSAGE_LIMIT + 1);
+        assert!(message.ends_with('…'));
+        assert_eq!(error_message(""), "(empty body)");
+    }
+
+    #[test]
+    fn usage_and_model_default_when_missing() {
+        let body = r#"{"choices":[{"message":{"role":"assistant","content":"{}"}}]}"#;
+        let response = parse_completion(body, "configured").map_err(|e| e.to_string());
+        assert_eq!(
+            response,
+            Ok(LlmResponse {
+                content: "{}".to_owned(),
+                model: "configured".to_owned(),
+                usage: Usage::default(),
+            })
+        );
+    }
+
+    #[test]
+    fn null_content_without_refusal_is_a_protocol_error() {
+        let body =
+            r#"{"choices":[{"message":{"role":"assistant","content":null,"refusal":null}}]}"#;
+        assert!(matches!(
+            parse_completion(body, "m"),
+            Err(LlmError::Protocol(_))
+        ));
+    }
+}

@@ -1,0 +1,198 @@
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::*;
+use crate::TaskId;
+use crate::llm::Usage;
+
+fn context(now: DateTime<Utc>) -> Context<'static> {
+    Context {
+        task_dir: "./data/t",
+        results_topic: "step_results",
+        now,
+        jitter: 0.5,
+    }
+}
+
+fn result(
+    stage: Stage,
+    attempt: u32,
+    try_number: u32,
+    mode: StepMode,
+    outcome: StepOutcome,
+) -> StepResult {
+    StepResult {
+        task_id: TaskId::new(),
+        step_id: StepId::v1(stage),
+        attempt: Attempt::new(attempt).unwrap_or(Attempt::FIRST),
+        try_number,
+        mode,
+        reason: None,
+        outcome,
+        started_at: Utc::now(),
+        duration_ms: 7,
+    }
+}
+
+fn ok() -> StepOutcome {
+    StepOutcome::Succeeded {
+        output: json!({}),
+        model: "m".into(),
+        usage: Usage::default(),
+    }
+}
+
+fn failed(retryable: bool) -> StepOutcome {
+    StepOutcome::Failed {
+        error: "boom".into(),
+        retryable,
+    }
+}
+
+fn statuses(transition: &Transition) -> Vec<String> {
+    transition
+        .commands
+        .iter()
+        .map(|c| match c {
+            Command::SaveArtifact => "save".to_owned(),
+            Command::RequestStep(r) => format!("request {} #{}", r.step_id, r.attempt),
+            Command::Report(e) => format!("report {}", e.status),
+            Command::DeadLetter(_) => "dlq".to_owned(),
+        })
+        .collect()
+}
+
+#[test]
+fn each_stage_requests_the_next_and_review_finishes_the_task() {
+    let now = Utc::now();
+    let policy = RetryPolicy::default();
+    let design = on_step_result(
+        &policy,
+        &result(Stage::Design, 1, 1, StepMode::Run, ok()),
+        context(now),
+    );
+    assert_eq!(
+        statuses(&design),
+        ["save", "report stage_done", "request implement@v1 #1"]
+    );
+    assert_eq!(design.task_status, Some(TaskStatus::Running));
+
+    let review = on_step_result(
+        &policy,
+        &result(Stage::Review, 1, 1, StepMode::Run, ok()),
+        context(now),
+    );
+    assert_eq!(
+        statuses(&review),
+        ["save", "report stage_done", "report done"]
+    );
+    assert_eq!(review.task_status, Some(TaskStatus::Done));
+    let Some(Command::Report(done)) = review.commands.last() else {
+        panic!("done report")
+    };
+    assert_eq!(done.summary, "Task completed; artifacts in ./data/t");
+}
+
+#[test]
+fn a_replay_does_not_run_later_stages_or_move_the_task() {
+    let policy = RetryPolicy::default();
+    let replay = on_step_result(
+        &policy,
+        &result(Stage::Implement, 2, 1, StepMode::Replay, ok()),
+        context(Utc::now()),
+    );
+    assert_eq!(statuses(&replay), ["save", "report replayed"]);
+    assert_eq!(replay.task_status, None);
+    let Some(Command::Report(event)) = replay.commands.last() else {
+        panic!("report")
+    };
+    assert_eq!(event.summary, "Implement replayed (attempt 2)");
+}
+
+#[test]
+fn failures_are_retried_with_backoff_then_dead_lettered() {
+    let now = Utc::now();
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(60),
+    };
+    let first = on_step_result(
+        &policy,
+        &result(Stage::Test, 1, 1, StepMode::Run, failed(true)),
+        context(now),
+    );
+    assert_eq!(statuses(&first), ["request test@v1 #2", "report retry"]);
+    let Some(Command::RequestStep(retry)) = first.commands.first() else {
+        panic!("retry")
+    };
+    assert_eq!(retry.try_number, 2);
+    assert_eq!(
+        retry.not_before,
+        Some(now + chrono::Duration::milliseconds(750))
+    );
+
+    let second = on_step_result(
+        &policy,
+        &result(Stage::Test, 2, 2, StepMode::Run, failed(true)),
+        context(now),
+    );
+    let Some(Command::RequestStep(retry)) = second.commands.first() else {
+        panic!("retry")
+    };
+    assert_eq!(
+        retry.not_before,
+        Some(now + chrono::Duration::milliseconds(1500))
+    );
+
+    let last = on_step_result(
+        &policy,
+        &result(Stage::Test, 3, 3, StepMode::Run, failed(true)),
+        context(now),
+    );
+    assert_eq!(statuses(&last), ["dlq", "report dlq", "report error"]);
+    assert_eq!(last.task_status, Some(TaskStatus::Error));
+    let Some(Command::DeadLetter(letter)) = last.commands.first() else {
+        panic!("dlq")
+    };
+    assert_eq!(letter.reason, "Test failed after 3 tries: boom");
+    assert_eq!(letter.step_id.as_deref(), Some("test@v1"));
+}
+
+#[test]
+fn a_permanent_failure_is_not_retried() {
+    let policy = RetryPolicy::default();
+    let failed = on_step_result(
+        &policy,
+        &result(Stage::Design, 1, 1, StepMode::Run, failed(false)),
+        context(Utc::now()),
+    );
+    assert_eq!(statuses(&failed), ["dlq", "report dlq", "report error"]);
+    let Some(Command::Report(event)) = failed.commands.last() else {
+        panic!("error")
+    };
+    assert_eq!(event.summary, "error: Design failed: boom");
+}
+
+#[test]
+fn backoff_grows_exponentially_with_bounded_jitter_and_a_cap() {
+    let policy = RetryPolicy {
+        max_attempts: 10,
+        base_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(1),
+    };
+    let mut previous = Duration::ZERO;
+    for failed_try in 1..=4 {
+        let low = policy.backoff(failed_try, 0.0);
+        let high = policy.backoff(failed_try, 0.999);
+        assert!(
+            low >= previous && high >= low && high < low * 2,
+            "try {failed_try}: {low:?}..{high:?}"
+        );
+        previous = low;
+    }
+    assert_eq!(policy.backoff(20, 0.999_999).as_millis(), 999);
+    assert_eq!(policy.backoff(u32::MAX, 0.0), Duration::from_millis(500));
+}

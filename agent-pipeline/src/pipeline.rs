@@ -1,0 +1,490 @@
+//! [`Pipeline`]: one call assembles the embedded default; every part is replaceable.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::agent::{Agent, Agents};
+use crate::bus::{Bus, MemoryBus, Subscription, Topics};
+use crate::ids::{StepId, TaskId};
+use crate::llm::{self, Llm, LlmSettings};
+use crate::machine::RetryPolicy;
+use crate::service::{
+    Deps, Handler, Mirror, OnStop, Orchestrator, Planner, Service, Worker, check_replay,
+    run_consumer,
+};
+use crate::store::{FileArtifactStore, ReportLog, StateStore};
+use crate::wire::{NewTask, ReplayStep, ReportEvent, ReportStatus};
+use crate::{Error, Result};
+
+/// Assembles a [`Pipeline`]; every part has a default.
+///
+/// | part | default |
+/// |---|---|
+/// | data directory | `./data` |
+/// | bus | [`MemoryBus`] |
+/// | state store | SQLite in `DATA_DIR/state.sqlite` (feature `sqlite`), else in memory |
+/// | LLM | from `OPENAI_*` variables: OpenAI-compatible with a key, offline without |
+/// | agents | [`architect`](crate::agent::architect) and the other three factories |
+/// | retries | 3 tries, 500 ms base backoff |
+#[derive(Debug)]
+pub struct PipelineBuilder {
+    data_dir: PathBuf,
+    bus: Option<Arc<dyn Bus>>,
+    state: Option<Arc<dyn StateStore>>,
+    llm: Option<Arc<dyn Llm>>,
+    agents: Vec<Arc<dyn Agent>>,
+    topics: Topics,
+    policy: RetryPolicy,
+    step_timeout: Duration,
+    worker_concurrency: usize,
+    resume_unfinished: bool,
+}
+
+impl Default for PipelineBuilder {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            bus: None,
+            state: None,
+            llm: None,
+            agents: Vec::new(),
+            topics: Topics::default(),
+            policy: RetryPolicy::default(),
+            step_timeout: Duration::from_secs(600),
+            worker_concurrency: 4,
+            resume_unfinished: false,
+        }
+    }
+}
+
+impl PipelineBuilder {
+    /// Where artifacts, `reports.jsonl` and `state.sqlite` live (`DATA_DIR`).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
+
+    /// The bus (default: a new [`MemoryBus`]).
+    pub fn bus(mut self, bus: Arc<dyn Bus>) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// The state store (default: SQLite in the data directory).
+    pub fn state_store(mut self, state: Arc<dyn StateStore>) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// The LLM of the default agents (default: from the environment).
+    pub fn llm(mut self, llm: Arc<dyn Llm>) -> Self {
+        self.llm = Some(llm);
+        self
+    }
+
+    /// Replaces the default agent of `agent.stage()`.
+    pub fn agent(mut self, agent: Arc<dyn Agent>) -> Self {
+        self.agents.push(agent);
+        self
+    }
+
+    /// The topic names (default: those of mission.md).
+    pub fn topics(mut self, topics: Topics) -> Self {
+        self.topics = topics;
+        self
+    }
+
+    /// Retries and backoff of failing steps.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How long one step may run before it fails as timed out (default 10 minutes).
+    pub fn step_timeout(mut self, timeout: Duration) -> Self {
+        self.step_timeout = timeout;
+        self
+    }
+
+    /// How many steps a worker runs at once (default 4; one task's steps never overlap).
+    pub fn worker_concurrency(mut self, concurrency: usize) -> Self {
+        self.worker_concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Whether [`Pipeline::start`] sends again the steps that were requested and never
+    /// finished, when the bus does not keep messages across restarts (default off; the host's
+    /// `run` turns it on).
+    pub fn resume_unfinished(mut self, resume: bool) -> Self {
+        self.resume_unfinished = resume;
+        self
+    }
+
+    /// Builds the pipeline, opening the default state store if none was given.
+    pub async fn build(self) -> Result<Pipeline> {
+        tokio::fs::create_dir_all(&self.data_dir)
+            .await
+            .map_err(|source| crate::store::StoreError::Io {
+                action: "create directory",
+                path: self.data_dir.clone(),
+                source,
+            })?;
+        let state = match self.state {
+            Some(state) => state,
+            None => default_state_store(&self.data_dir).await?,
+        };
+        let llm = match self.llm {
+            Some(llm) => llm,
+            None => llm::from_settings(&LlmSettings::from_env())?,
+        };
+        let mut agents = Agents::with_llm(llm);
+        for agent in self.agents {
+            agents.set(agent);
+        }
+        let deps = Deps {
+            bus: self.bus.unwrap_or_else(|| Arc::new(MemoryBus::new())),
+            state,
+            artifacts: FileArtifactStore::new(&self.data_dir),
+            reports: ReportLog::in_dir(&self.data_dir),
+            dead_letters: ReportLog::named(&self.data_dir, "dead_letters.jsonl"),
+            topics: self.topics,
+            agents,
+            policy: self.policy,
+            step_timeout: self.step_timeout,
+            worker_concurrency: self.worker_concurrency,
+        };
+        Ok(Pipeline {
+            deps,
+            resume_unfinished: self.resume_unfinished,
+        })
+    }
+}
+
+#[cfg(feature = "sqlite")]
+async fn default_state_store(data_dir: &Path) -> Result<Arc<dyn StateStore>> {
+    let store = crate::store::SqliteStateStore::open(data_dir.join("state.sqlite")).await?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn default_state_store(_data_dir: &Path) -> Result<Arc<dyn StateStore>> {
+    Ok(Arc::new(crate::store::MemoryStateStore::new()))
+}
+
+/// The pipeline: its services, and the calls to enqueue, replay and follow tasks.
+///
+/// ```
+/// use agent_pipeline::{Pipeline, wire::ReportStatus};
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let pipeline = Pipeline::builder()
+///     .data_dir(dir.path())
+///     .llm(std::sync::Arc::new(agent_pipeline::llm::OfflineLlm::new()))
+///     .build()
+///     .await
+///     .unwrap();
+/// let running = pipeline.start().await.unwrap();
+/// let task_id = pipeline.submit("Write a tiny Python program that prints 'Hello Earthling'").await.unwrap();
+/// let last = pipeline.wait(task_id).await.unwrap();
+/// assert_eq!(last.status, ReportStatus::Done);
+/// assert!(dir.path().join(task_id.to_string()).join("review@v1.json").exists());
+/// running.shutdown().await;
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    deps: Deps,
+    resume_unfinished: bool,
+}
+
+impl Pipeline {
+    /// A builder with every default.
+    pub fn builder() -> PipelineBuilder {
+        PipelineBuilder::default()
+    }
+
+    /// The embedded default over `data_dir`: memory bus, files and SQLite, LLM from the
+    /// environment.
+    pub async fn embedded(data_dir: impl Into<PathBuf>) -> Result<Self> {
+        Self::builder().data_dir(data_dir).build().await
+    }
+
+    /// Starts every service in this process.
+    pub async fn start(&self) -> Result<RunningPipeline> {
+        self.start_services(&Service::ALL).await
+    }
+
+    /// Starts the given services in this process (one process per service on a real bus).
+    pub async fn start_services(&self, services: &[Service]) -> Result<RunningPipeline> {
+        if self.resume_unfinished && !self.deps.bus.is_durable() {
+            self.resend_unfinished().await?;
+        }
+        // Two phases: the working services stop first, the mirrors last, after draining what
+        // the others published, so that reports.jsonl and dead_letters.jsonl miss nothing.
+        let (stop_work, work_stopped) = watch::channel(false);
+        let (stop_mirrors, mirrors_stopped) = watch::channel(false);
+        let mut work = JoinSet::new();
+        let mut mirrors = JoinSet::new();
+        let deps = &self.deps;
+        for service in services {
+            let consumers: Vec<(String, Arc<dyn Handler>, usize)> = match service {
+                Service::Planner => vec![(
+                    deps.topics.tasks.clone(),
+                    Arc::new(Planner { deps: deps.clone() }),
+                    1,
+                )],
+                Service::Worker => vec![(
+                    deps.topics.step_requests.clone(),
+                    Arc::new(Worker { deps: deps.clone() }),
+                    deps.worker_concurrency,
+                )],
+                Service::Orchestrator => vec![(
+                    deps.topics.step_results.clone(),
+                    Arc::new(Orchestrator { deps: deps.clone() }),
+                    1,
+                )],
+                Service::Mirror => vec![
+                    (
+                        deps.topics.reports.clone(),
+                        Arc::new(Mirror {
+                            deps: deps.clone(),
+                            log: deps.reports.clone(),
+                        }),
+                        1,
+                    ),
+                    (
+                        deps.topics.dlq.clone(),
+                        Arc::new(Mirror {
+                            deps: deps.clone(),
+                            log: deps.dead_letters.clone(),
+                        }),
+                        1,
+                    ),
+                ],
+            };
+            let (on_stop, stopped, tasks) = match service {
+                Service::Mirror => (OnStop::Drain, &mirrors_stopped, &mut mirrors),
+                _ => (OnStop::Stop, &work_stopped, &mut work),
+            };
+            for (topic, handler, concurrency) in consumers {
+                let group = service.name();
+                let future = run_consumer(
+                    deps.clone(),
+                    topic.clone(),
+                    group,
+                    concurrency,
+                    handler,
+                    on_stop,
+                    stopped.clone(),
+                );
+                tasks.spawn(async move {
+                    if let Err(error) = future.await {
+                        tracing::error!(%error, %topic, group, "consumer stopped on a bus error");
+                    }
+                });
+            }
+        }
+        tracing::info!(services = ?services, data_dir = %deps.artifacts.root().display(), "pipeline started");
+        Ok(RunningPipeline {
+            stop_work,
+            work,
+            stop_mirrors,
+            mirrors,
+        })
+    }
+
+    /// Sends again every step that was requested and has no result (after a restart on a bus
+    /// that lost its messages). Returns how many were sent.
+    pub async fn resend_unfinished(&self) -> Result<usize> {
+        let unfinished = self.deps.state.unfinished_attempts().await?;
+        for attempt in &unfinished {
+            tracing::info!(task_id = %attempt.task_id(), step = %attempt.step_id(), attempt = %attempt.attempt(), "resending an unfinished step");
+            self.deps
+                .publish(
+                    &self.deps.topics.step_requests,
+                    attempt.task_id(),
+                    &attempt.request,
+                )
+                .await?;
+        }
+        Ok(unfinished.len())
+    }
+
+    /// Enqueues a new task; returns its id.
+    pub async fn submit(&self, prompt: impl Into<String>) -> Result<TaskId> {
+        let task = NewTask {
+            task_id: TaskId::new(),
+            prompt: prompt.into(),
+        };
+        if task.prompt.trim().is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        self.deps
+            .publish(&self.deps.topics.tasks, task.task_id, &task)
+            .await?;
+        Ok(task.task_id)
+    }
+
+    /// Enqueues a replay of one step, after checking that it can run (the task exists and
+    /// the earlier stages have their artifacts). The `replayed` report says when it is done.
+    pub async fn replay(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        check_replay(
+            self.deps.state.as_ref(),
+            &self.deps.artifacts,
+            task_id,
+            step,
+        )
+        .await?;
+        let command = ReplayStep::new(task_id, step, reason);
+        self.deps
+            .publish(&self.deps.topics.tasks, task_id, &command)
+            .await
+    }
+
+    /// Publishes a raw message on the task topic, as any other program could: used to test
+    /// how malformed input is handled.
+    pub async fn publish_raw_task_message(&self, key: &str, payload: Vec<u8>) -> Result<()> {
+        Ok(self
+            .deps
+            .bus
+            .publish(&self.deps.topics.tasks, key, payload)
+            .await?)
+    }
+
+    /// Follows the report events of one task, from its first.
+    pub async fn watch(&self, task_id: TaskId) -> Result<ReportWatch> {
+        let group = format!("watch-{}", uuid::Uuid::new_v4());
+        let subscription = self
+            .deps
+            .bus
+            .subscribe(&self.deps.topics.reports, &group)
+            .await?;
+        Ok(ReportWatch {
+            subscription,
+            task_id,
+            since: None,
+        })
+    }
+
+    /// Waits for the task's `done` or `error` event.
+    pub async fn wait(&self, task_id: TaskId) -> Result<ReportEvent> {
+        let mut watch = self.watch(task_id).await?;
+        loop {
+            let event = watch.next().await?;
+            if event.status.is_final() {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// Waits for the outcome of a replay of `step` requested at `since`: its `replayed`
+    /// event, or the `error` event that refused or ended it.
+    pub async fn wait_replay(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        since: DateTime<Utc>,
+    ) -> Result<ReportEvent> {
+        let mut watch = self.watch(task_id).await?;
+        watch.since = Some(since);
+        loop {
+            let event = watch.next().await?;
+            let about_step = event.stage == Some(step);
+            if about_step && matches!(event.status, ReportStatus::Replayed | ReportStatus::Error) {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// The state store.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.deps.state
+    }
+
+    /// The artifact store.
+    pub fn artifacts(&self) -> &FileArtifactStore {
+        &self.deps.artifacts
+    }
+
+    /// The `reports.jsonl` mirror.
+    pub fn report_log(&self) -> &ReportLog {
+        &self.deps.reports
+    }
+
+    /// The `dead_letters.jsonl` mirror of the dead-letter topic.
+    pub fn dead_letter_log(&self) -> &ReportLog {
+        &self.deps.dead_letters
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.deps.bus
+    }
+
+    /// The topic names.
+    pub fn topics(&self) -> &Topics {
+        &self.deps.topics
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.deps.artifacts.root()
+    }
+}
+
+/// Services running in this process; stop them with [`RunningPipeline::shutdown`].
+#[derive(Debug)]
+pub struct RunningPipeline {
+    stop_work: watch::Sender<bool>,
+    work: JoinSet<()>,
+    stop_mirrors: watch::Sender<bool>,
+    mirrors: JoinSet<()>,
+}
+
+impl RunningPipeline {
+    /// Stops the services gracefully: they take no new messages and finish the ones under
+    /// way (for up to 10 s; what is still running then is left unacknowledged, so the bus
+    /// delivers it again). The mirrors stop last, once they have written every report and
+    /// dead letter published before, so the files are complete when this returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop_work.send(true);
+        while self.work.join_next().await.is_some() {}
+        let _ = self.stop_mirrors.send(true);
+        while self.mirrors.join_next().await.is_some() {}
+    }
+}
+
+/// The report events of one task, in order.
+#[derive(Debug)]
+pub struct ReportWatch {
+    subscription: Arc<dyn Subscription>,
+    task_id: TaskId,
+    since: Option<DateTime<Utc>>,
+}
+
+impl ReportWatch {
+    /// The next event of the task; waits for it.
+    pub async fn next(&mut self) -> Result<ReportEvent> {
+        loop {
+            let delivery = self.subscription.next().await?;
+            self.subscription.ack(delivery.receipt).await?;
+            let Ok(event) = serde_json::from_slice::<ReportEvent>(&delivery.payload) else {
+                continue;
+            };
+            let recent = self.since.is_none_or(|since| event.timestamp >= since);
+            if event.task_id == self.task_id && recent {
+                return Ok(event);
+            }
+        }
+    }
+}

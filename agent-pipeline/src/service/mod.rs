@@ -1,0 +1,144 @@
+//! The services — planner, worker, orchestrator and the mirrors — as library components wired
+//! through the traits. Each consumes one topic as a consumer group.
+
+mod mirror;
+mod orchestrator;
+mod planner;
+mod runner;
+mod worker;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::agent::Agents;
+use crate::bus::{Bus, Delivery, Topics};
+use crate::machine::RetryPolicy;
+use crate::store::{FileArtifactStore, ReportLog, StateStore};
+use crate::wire::{DeadLetter, ReportEvent, ReportStatus, encode};
+use crate::{Result, TaskId};
+
+pub(crate) use mirror::Mirror;
+pub(crate) use orchestrator::Orchestrator;
+pub(crate) use planner::{Planner, check_replay};
+pub(crate) use runner::{Handler, OnStop, run_consumer};
+pub(crate) use worker::Worker;
+
+/// One of the services a pipeline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Service {
+    /// Turns tasks and replay commands into step requests.
+    Planner,
+    /// Runs agents for step requests.
+    Worker,
+    /// Persists results, requests next steps, retries, dead-letters and reports.
+    Orchestrator,
+    /// Mirrors the report topic to `reports.jsonl` and the dead-letter topic to
+    /// `dead_letters.jsonl`.
+    Mirror,
+}
+
+impl Service {
+    /// Every service: what one process runs on the embedded default.
+    pub const ALL: [Service; 4] = [
+        Service::Planner,
+        Service::Worker,
+        Service::Orchestrator,
+        Service::Mirror,
+    ];
+
+    /// The service's name, also its consumer group.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Planner => "planner",
+            Service::Worker => "worker",
+            Service::Orchestrator => "orchestrator",
+            Service::Mirror => "mirror",
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything the services share.
+#[derive(Debug, Clone)]
+pub(crate) struct Deps {
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) state: Arc<dyn StateStore>,
+    pub(crate) artifacts: FileArtifactStore,
+    pub(crate) reports: ReportLog,
+    pub(crate) dead_letters: ReportLog,
+    pub(crate) topics: Topics,
+    pub(crate) agents: Agents,
+    pub(crate) policy: RetryPolicy,
+    pub(crate) step_timeout: Duration,
+    pub(crate) worker_concurrency: usize,
+}
+
+impl Deps {
+    /// Publishes a message keyed by its task.
+    pub(crate) async fn publish<T: serde::Serialize>(
+        &self,
+        topic: &str,
+        task_id: TaskId,
+        message: &T,
+    ) -> Result<()> {
+        self.bus
+            .publish(topic, &task_id.to_string(), encode(message))
+            .await
+            .map_err(Into::into)
+    }
+
+    /// Publishes a report event.
+    pub(crate) async fn report(&self, event: &ReportEvent) -> Result<()> {
+        self.publish(&self.topics.reports, event.task_id, event)
+            .await
+    }
+
+    /// Sends a message that cannot be handled to the dead-letter topic, with the reason and
+    /// the raw payload, and reports it when the message names a task.
+    pub(crate) async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+        let task_id: Option<TaskId> = delivery.key.parse().ok();
+        tracing::warn!(topic = %delivery.topic, key = %delivery.key, %reason, "message sent to the dead-letter queue");
+        let letter = DeadLetter {
+            reason: reason.to_owned(),
+            source_topic: delivery.topic.clone(),
+            key: Some(delivery.key.clone()),
+            payload: String::from_utf8_lossy(&delivery.payload).into_owned(),
+            task_id: task_id.map(|t| t.to_string()),
+            step_id: None,
+            attempt: None,
+            failed_at: chrono::Utc::now(),
+        };
+        self.bus
+            .publish(&self.topics.dlq, &delivery.key, encode(&letter))
+            .await?;
+        if let Some(task_id) = task_id
+            && self.state.task(task_id).await?.is_some()
+        {
+            let event = ReportEvent::new(
+                task_id,
+                ReportStatus::Dlq,
+                format!(
+                    "a message on {} was dead-lettered: {reason}",
+                    delivery.topic
+                ),
+                chrono::Utc::now(),
+            );
+            self.report(&event).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A number in `[0, 1)` for backoff jitter. uuid's v4 generator is already a dependency and
+/// draws from the operating system, so no other random-number crate is needed.
+pub(crate) fn jitter() -> f64 {
+    let bits = uuid::Uuid::new_v4().as_u128() >> 75;
+    bits as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,99 @@
+//! The worker: runs the agent of one step request and publishes the result.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use serde_json::Value;
+
+use super::{Deps, Handler};
+use crate::Result;
+use crate::agent::{AgentInput, PriorArtifact};
+use crate::bus::Delivery;
+use crate::ids::StepId;
+use crate::wire::{StepOutcome, StepRequest, StepResult, decode};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Worker {
+    pub(crate) deps: Deps,
+}
+
+#[async_trait]
+impl Handler for Worker {
+    async fn handle(&self, delivery: &Delivery) -> Result<()> {
+        let request: StepRequest = match decode(&delivery.payload) {
+            Ok(request) => request,
+            Err(malformed) => return self.deps.dead_letter(delivery, &malformed.reason).await,
+        };
+        if let Some(not_before) = request.not_before
+            && let Ok(wait) = (not_before - Utc::now()).to_std()
+        {
+            tokio::time::sleep(wait).await;
+        }
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        tracing::info!(task_id = %request.task_id, step = %request.step_id, attempt = %request.attempt, "step started");
+        let outcome = self.run(&request).await?;
+        let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let StepOutcome::Failed { error, .. } = &outcome {
+            tracing::warn!(task_id = %request.task_id, step = %request.step_id, attempt = %request.attempt, %error, "step failed");
+        }
+        let result = StepResult::of(&request, outcome, started_at, duration_ms);
+        self.deps
+            .publish(&self.deps.topics.step_results, request.task_id, &result)
+            .await
+    }
+}
+
+impl Worker {
+    async fn run(&self, request: &StepRequest) -> Result<StepOutcome> {
+        let deps = &self.deps;
+        let failed = |error: String| StepOutcome::Failed {
+            error,
+            retryable: false,
+        };
+        let Some(task) = deps.artifacts.read_task(request.task_id).await? else {
+            return Ok(failed(format!(
+                "task {} has no task.json: its prompt is missing",
+                request.task_id
+            )));
+        };
+        let mut prior = Vec::new();
+        for earlier in request.step_id.stage().earlier() {
+            let step = StepId::v1(*earlier);
+            match deps.artifacts.read_artifact(request.task_id, step).await? {
+                Some(artifact) => prior.push(PriorArtifact {
+                    step,
+                    output: artifact.output,
+                }),
+                None => return Ok(failed(format!("input {step} has no artifact"))),
+            }
+        }
+        let input = AgentInput {
+            task_id: request.task_id,
+            step: request.step_id,
+            attempt: request.attempt,
+            prompt: task.prompt,
+            prior,
+            replay_reason: request.reason.clone(),
+        };
+        let agent = deps.agents.get(request.step_id.stage());
+        Ok(
+            match tokio::time::timeout(deps.step_timeout, agent.run(&input)).await {
+                Err(_) => StepOutcome::Failed {
+                    error: format!("the step took longer than {:?}", deps.step_timeout),
+                    retryable: true,
+                },
+                Ok(Err(error)) => StepOutcome::Failed {
+                    error: error.to_string(),
+                    retryable: error.is_retryable(),
+                },
+                Ok(Ok(output)) => StepOutcome::Succeeded {
+                    output: Value::Object(output.output),
+                    model: output.model,
+                    usage: output.usage,
+                },
+            },
+        )
+    }
+}

@@ -1,0 +1,301 @@
+//! Artifacts as files: `DATA_DIR/<task_id>/<step>.json`, one file per later attempt.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::fs_util::{confined, ensure_dir_within, io, write_atomic};
+use super::{StoreError, StoreResult};
+use crate::ids::{Attempt, StepId, TaskId};
+use crate::llm::Usage;
+
+/// The task as first received, kept beside its artifacts as `task.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFile {
+    /// The task.
+    pub task_id: TaskId,
+    /// What was asked.
+    pub prompt: String,
+    /// When it was received.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One step's artifact: the stage output's fields at the top level (the contract), with
+/// what produced them beside them.
+///
+/// The names `task_id`, `step`, `attempt`, `model`, `usage`, `created_at`, `duration_ms` and
+/// `replay_reason` are reserved for this record; a stage output must not use them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// The stage output, e.g. `design_summary` and `files_touched`.
+    #[serde(flatten)]
+    pub output: Map<String, Value>,
+    /// The task.
+    pub task_id: TaskId,
+    /// The step.
+    pub step: StepId,
+    /// Which execution of the step produced it.
+    pub attempt: Attempt,
+    /// The model that produced it (`offline` for the offline model).
+    pub model: String,
+    /// Tokens spent.
+    pub usage: Usage,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+    /// How long the step took.
+    pub duration_ms: u64,
+    /// Why the step was replayed, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_reason: Option<String>,
+}
+
+impl Artifact {
+    /// The stage output as its type.
+    pub fn output_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_value(Value::Object(self.output.clone()))
+    }
+}
+
+/// Artifacts and task files under a data directory, in the layout of contracts.md:
+///
+/// ```text
+/// <task_id>/task.json                   the prompt
+/// <task_id>/design@v1.json              the canonical (latest) artifact of each step
+/// <task_id>/implement@v1.attempt2.json  one file per attempt once a step has more than one
+/// ```
+///
+/// Every write is atomic (temporary file and rename) and confined to the data directory.
+#[derive(Debug, Clone)]
+pub struct FileArtifactStore {
+    root: PathBuf,
+}
+
+impl FileArtifactStore {
+    /// A store rooted at `root` (`DATA_DIR`); the directory is created on first write.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of a task's files.
+    pub fn task_dir(&self, task_id: TaskId) -> PathBuf {
+        self.root.join(task_id.to_string())
+    }
+
+    /// The canonical file of a step.
+    pub fn canonical_path(&self, task_id: TaskId, step: StepId) -> StoreResult<PathBuf> {
+        confined(&self.root, &[&task_id.to_string(), &format!("{step}.json")])
+    }
+
+    /// The file of one attempt of a step.
+    pub fn attempt_path(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        attempt: Attempt,
+    ) -> StoreResult<PathBuf> {
+        confined(
+            &self.root,
+            &[
+                &task_id.to_string(),
+                &format!("{step}.attempt{attempt}.json"),
+            ],
+        )
+    }
+
+    async fn prepare_task_dir(&self, task_id: TaskId) -> StoreResult<()> {
+        tokio::fs::create_dir_all(&self.root)
+            .await
+            .map_err(|source| io("create directory", &self.root, source))?;
+        ensure_dir_within(&self.root, &self.task_dir(task_id)).await
+    }
+
+    /// Writes `task.json`.
+    pub async fn write_task(&self, task: &TaskFile) -> StoreResult<PathBuf> {
+        self.prepare_task_dir(task.task_id).await?;
+        let path = confined(&self.root, &[&task.task_id.to_string(), "task.json"])?;
+        write_atomic(&path, pretty(task)).await?;
+        Ok(path)
+    }
+
+    /// Reads `task.json`, if the task has one.
+    pub async fn read_task(&self, task_id: TaskId) -> StoreResult<Option<TaskFile>> {
+        let path = confined(&self.root, &[&task_id.to_string(), "task.json"])?;
+        read_json(&path).await
+    }
+
+    /// Stores an artifact: the canonical file always, and the attempt's own file when the
+    /// step already had an artifact from another attempt (whose content is first kept in its
+    /// own attempt file, so that no attempt is lost). Returns the canonical path.
+    pub async fn write_artifact(&self, artifact: &Artifact) -> StoreResult<PathBuf> {
+        let (task_id, step) = (artifact.task_id, artifact.step);
+        self.prepare_task_dir(task_id).await?;
+        let canonical = self.canonical_path(task_id, step)?;
+        if let Some(previous) = read_json::<Artifact>(&canonical).await?
+            && previous.attempt != artifact.attempt
+        {
+            let previous_path = self.attempt_path(task_id, step, previous.attempt)?;
+            if !exists(&previous_path).await {
+                write_atomic(&previous_path, pretty(&previous)).await?;
+            }
+            let own = self.attempt_path(task_id, step, artifact.attempt)?;
+            write_atomic(&own, pretty(artifact)).await?;
+        } else if artifact.attempt != Attempt::FIRST {
+            let own = self.attempt_path(task_id, step, artifact.attempt)?;
+            write_atomic(&own, pretty(artifact)).await?;
+        }
+        write_atomic(&canonical, pretty(artifact)).await?;
+        Ok(canonical)
+    }
+
+    /// The canonical (latest) artifact of a step, if there is one.
+    pub async fn read_artifact(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+    ) -> StoreResult<Option<Artifact>> {
+        read_json(&self.canonical_path(task_id, step)?).await
+    }
+
+    /// The artifact of one attempt, from its own file or the canonical one.
+    pub async fn read_attempt(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        attempt: Attempt,
+    ) -> StoreResult<Option<Artifact>> {
+        if let Some(artifact) = read_json(&self.attempt_path(task_id, step, attempt)?).await? {
+            return Ok(Some(artifact));
+        }
+        Ok(self
+            .read_artifact(task_id, step)
+            .await?
+            .filter(|a: &Artifact| a.attempt == attempt))
+    }
+
+    /// The files of a task's directory, sorted by name.
+    pub async fn list_files(&self, task_id: TaskId) -> StoreResult<Vec<PathBuf>> {
+        let dir = self.task_dir(task_id);
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(io("list", &dir, source)),
+        };
+        let mut files = Vec::new();
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|source| io("list", &dir, source))?
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") && !name.starts_with('.') {
+                files.push(entry.path());
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+}
+
+fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+async fn exists(path: &Path) -> bool {
+    tokio::fs::try_exists(path).await.unwrap_or(false)
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> StoreResult<Option<T>> {
+    match tokio::fs::read(path).await {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(io("read", path, source)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Stage;
+    use serde_json::json;
+
+    fn artifact(task_id: TaskId, attempt: u32, summary: &str) -> Artifact {
+        let Value::Object(output) = json!({ "design_summary": summary, "files_touched": ["a.py"] })
+        else {
+            unreachable!("a JSON object literal");
+        };
+        Artifact {
+            output,
+            task_id,
+            step: StepId::v1(Stage::Design),
+            attempt: Attempt::new(attempt).unwrap_or(Attempt::FIRST),
+            model: "offline".into(),
+            usage: Usage::default(),
+            created_at: Utc::now(),
+            duration_ms: 3,
+            replay_reason: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn artifacts_follow_the_contract_layout() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = FileArtifactStore::new(dir.path());
+        let task_id = TaskId::new();
+        let step = StepId::v1(Stage::Design);
+
+        store.write_artifact(&artifact(task_id, 1, "first")).await?;
+        let names = |files: Vec<PathBuf>| -> Vec<String> {
+            files
+                .iter()
+                .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect()
+        };
+        assert_eq!(names(store.list_files(task_id).await?), ["design@v1.json"]);
+        let text =
+            std::fs::read_to_string(dir.path().join(task_id.to_string()).join("design@v1.json"))?;
+        let value: Value = serde_json::from_str(&text)?;
+        assert_eq!(
+            value["design_summary"], "first",
+            "output fields at the top level"
+        );
+        assert_eq!(value["model"], "offline");
+        assert!(text.contains("\n  \""), "pretty-printed");
+
+        store
+            .write_artifact(&artifact(task_id, 2, "second"))
+            .await?;
+        assert_eq!(
+            names(store.list_files(task_id).await?),
+            [
+                "design@v1.attempt1.json",
+                "design@v1.attempt2.json",
+                "design@v1.json"
+            ]
+        );
+        let canonical = store.read_artifact(task_id, step).await?;
+        assert_eq!(
+            canonical.map(|a| a.output["design_summary"].clone()),
+            Some(json!("second"))
+        );
+        let first = store.read_attempt(task_id, step, Attempt::FIRST).await?;
+        assert_eq!(
+            first.map(|a| a.output["design_summary"].clone()),
+            Some(json!("first"))
+        );
+        Ok(())
+    }
+}

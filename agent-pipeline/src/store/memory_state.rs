@@ -1,0 +1,222 @@
+//! The in-memory state store, for tests and for embedding without files.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::StoreResult;
+use super::state::{
+    AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
+};
+use crate::ids::{Attempt, StepId, TaskId};
+use crate::wire::{StepOutcome, StepRequest, StepResult};
+
+/// A [`StateStore`] in memory; everything is lost when it is dropped.
+#[derive(Debug, Default)]
+pub struct MemoryStateStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tasks: BTreeMap<TaskId, TaskRecord>,
+    attempts: BTreeMap<(TaskId, StepId, Attempt), AttemptRecord>,
+}
+
+impl MemoryStateStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// The record of `result`, starting from `reserved` when the attempt was reserved.
+pub(crate) fn finished_record(
+    result: &StepResult,
+    reserved: Option<&AttemptRecord>,
+    now: DateTime<Utc>,
+) -> AttemptRecord {
+    let request = match reserved {
+        Some(record) => record.request.clone(),
+        None => StepRequest {
+            task_id: result.task_id,
+            step_id: result.step_id,
+            attempt: result.attempt,
+            try_number: result.try_number,
+            mode: result.mode,
+            reason: result.reason.clone(),
+            not_before: None,
+            requested_at: result.started_at,
+        },
+    };
+    let (status, error, model) = match &result.outcome {
+        StepOutcome::Succeeded { model, .. } => {
+            (AttemptStatus::Succeeded, None, Some(model.clone()))
+        }
+        StepOutcome::Failed { error, .. } => (AttemptStatus::Failed, Some(error.clone()), None),
+    };
+    AttemptRecord {
+        request,
+        status,
+        error,
+        model,
+        finished_at: Some(now),
+        duration_ms: Some(result.duration_ms),
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStateStore {
+    async fn insert_task(
+        &self,
+        task_id: TaskId,
+        prompt: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<NewTaskOutcome> {
+        let mut state = self.lock();
+        if let Some(existing) = state.tasks.get(&task_id) {
+            return Ok(if existing.prompt == prompt {
+                NewTaskOutcome::AlreadyExists
+            } else {
+                NewTaskOutcome::Conflict
+            });
+        }
+        state.tasks.insert(
+            task_id,
+            TaskRecord {
+                task_id,
+                prompt: prompt.to_owned(),
+                status: TaskStatus::Received,
+                current_step: None,
+                created_at: now,
+                updated_at: now,
+            },
+        );
+        Ok(NewTaskOutcome::Created)
+    }
+
+    async fn task(&self, task_id: TaskId) -> StoreResult<Option<TaskRecord>> {
+        Ok(self.lock().tasks.get(&task_id).cloned())
+    }
+
+    async fn tasks(&self, limit: usize) -> StoreResult<Vec<TaskRecord>> {
+        let mut all: Vec<TaskRecord> = self.lock().tasks.values().cloned().collect();
+        all.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then(b.task_id.cmp(&a.task_id))
+        });
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    async fn set_task_status(
+        &self,
+        task_id: TaskId,
+        status: TaskStatus,
+        step: Option<StepId>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        if let Some(task) = self.lock().tasks.get_mut(&task_id) {
+            task.status = status;
+            if step.is_some() {
+                task.current_step = step;
+            }
+            task.updated_at = now;
+        }
+        Ok(())
+    }
+
+    async fn reserve_attempt(&self, request: &StepRequest) -> StoreResult<bool> {
+        let key = (request.task_id, request.step_id, request.attempt);
+        let mut state = self.lock();
+        if state.attempts.contains_key(&key) {
+            return Ok(false);
+        }
+        state.attempts.insert(
+            key,
+            AttemptRecord {
+                request: request.clone(),
+                status: AttemptStatus::Requested,
+                error: None,
+                model: None,
+                finished_at: None,
+                duration_ms: None,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn attempt(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        attempt: Attempt,
+    ) -> StoreResult<Option<AttemptRecord>> {
+        Ok(self.lock().attempts.get(&(task_id, step, attempt)).cloned())
+    }
+
+    async fn finish_attempt(
+        &self,
+        result: &StepResult,
+        task_status: Option<TaskStatus>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let key = (result.task_id, result.step_id, result.attempt);
+        let mut state = self.lock();
+        let reserved = state.attempts.get(&key);
+        if reserved.is_some_and(|r| r.status.is_finished()) {
+            return Ok(false);
+        }
+        let record = finished_record(result, reserved, now);
+        state.attempts.insert(key, record);
+        if let Some(task_status) = task_status
+            && let Some(task) = state.tasks.get_mut(&result.task_id)
+        {
+            task.status = task_status;
+            task.current_step = Some(result.step_id);
+            task.updated_at = now;
+        }
+        Ok(true)
+    }
+
+    async fn attempts(&self, task_id: TaskId) -> StoreResult<Vec<AttemptRecord>> {
+        Ok(self
+            .lock()
+            .attempts
+            .values()
+            .filter(|a| a.task_id() == task_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn last_attempt(&self, task_id: TaskId, step: StepId) -> StoreResult<Option<Attempt>> {
+        Ok(self
+            .lock()
+            .attempts
+            .keys()
+            .filter(|(t, s, _)| *t == task_id && *s == step)
+            .map(|(_, _, a)| *a)
+            .max())
+    }
+
+    async fn unfinished_attempts(&self) -> StoreResult<Vec<AttemptRecord>> {
+        let mut open: Vec<AttemptRecord> = self
+            .lock()
+            .attempts
+            .values()
+            .filter(|a| a.status == AttemptStatus::Requested)
+            .cloned()
+            .collect();
+        open.sort_by_key(|a| a.request.requested_at);
+        Ok(open)
+    }
+}

@@ -1,0 +1,57 @@
+//! Where the pipeline keeps things: artifacts and the report mirror as files under
+//! `DATA_DIR`, and the state of tasks and attempts behind the [`StateStore`] trait.
+
+mod artifacts;
+mod fs_util;
+mod memory_state;
+mod reports;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod state;
+
+pub use artifacts::{Artifact, FileArtifactStore, TaskFile};
+pub use memory_state::MemoryStateStore;
+pub use reports::ReportLog;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStateStore;
+pub use state::{AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, TaskRecord, TaskStatus};
+
+use std::path::PathBuf;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Reading or writing a file failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A path would leave `DATA_DIR`.
+    #[error("refused to use {path}: it is outside the data directory {root}")]
+    OutsideDataDir {
+        /// The offending path.
+        path: PathBuf,
+        /// The data directory.
+        root: PathBuf,
+    },
+    /// A stored file is not what it should be.
+    #[error("{path} is corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The database failed.
+    #[error("state database: {0}")]
+    Database(String),
+}
+
+/// The result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,0 +1,222 @@
+//! The state store: tasks, steps and attempts, with their status and times.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::StoreResult;
+use crate::ids::{Attempt, StepId, TaskId};
+use crate::wire::{StepMode, StepRequest, StepResult};
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    /// Accepted, no step finished yet.
+    Received,
+    /// Steps are running.
+    Running,
+    /// All stages finished.
+    Done,
+    /// A step failed for good.
+    Error,
+}
+
+impl TaskStatus {
+    /// The status as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Received => "received",
+            TaskStatus::Running => "running",
+            TaskStatus::Done => "done",
+            TaskStatus::Error => "error",
+        }
+    }
+
+    /// Parses a stored status.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            TaskStatus::Received,
+            TaskStatus::Running,
+            TaskStatus::Done,
+            TaskStatus::Error,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where one attempt of a step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptStatus {
+    /// Requested from a worker, no result yet.
+    Requested,
+    /// The step produced its artifact.
+    Succeeded,
+    /// The step failed.
+    Failed,
+}
+
+impl AttemptStatus {
+    /// The status as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptStatus::Requested => "requested",
+            AttemptStatus::Succeeded => "succeeded",
+            AttemptStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored status.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            AttemptStatus::Requested,
+            AttemptStatus::Succeeded,
+            AttemptStatus::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Whether a result was recorded.
+    pub fn is_finished(self) -> bool {
+        self != AttemptStatus::Requested
+    }
+}
+
+/// A task as the state store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// The task.
+    pub task_id: TaskId,
+    /// What was asked.
+    pub prompt: String,
+    /// Where it stands.
+    pub status: TaskStatus,
+    /// The step it is at (or ended at).
+    pub current_step: Option<StepId>,
+    /// When it was received.
+    pub created_at: DateTime<Utc>,
+    /// When its status last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One attempt of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    /// The request that started it (kept whole so that it can be sent again).
+    pub request: StepRequest,
+    /// Where it stands.
+    pub status: AttemptStatus,
+    /// The error, when it failed.
+    pub error: Option<String>,
+    /// The model that ran it, when it finished.
+    pub model: Option<String>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How long the worker took.
+    pub duration_ms: Option<u64>,
+}
+
+impl AttemptRecord {
+    /// The task.
+    pub fn task_id(&self) -> TaskId {
+        self.request.task_id
+    }
+
+    /// The step.
+    pub fn step_id(&self) -> StepId {
+        self.request.step_id
+    }
+
+    /// The attempt number.
+    pub fn attempt(&self) -> Attempt {
+        self.request.attempt
+    }
+
+    /// Run or replay.
+    pub fn mode(&self) -> StepMode {
+        self.request.mode
+    }
+}
+
+/// What [`StateStore::insert_task`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewTaskOutcome {
+    /// The task is new and was recorded.
+    Created,
+    /// A task with this id and the same prompt exists (a redelivered message).
+    AlreadyExists,
+    /// A task with this id but another prompt exists.
+    Conflict,
+}
+
+/// Tasks, steps and attempts: the pipeline's memory of what happened.
+///
+/// Implementations: [`super::MemoryStateStore`], [`super::SqliteStateStore`] (feature
+/// `sqlite`). Every implementation passes `conformance::state_store` (feature `test-util`).
+#[async_trait]
+pub trait StateStore: Send + Sync + fmt::Debug + 'static {
+    /// Records a new task as [`TaskStatus::Received`].
+    async fn insert_task(
+        &self,
+        task_id: TaskId,
+        prompt: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<NewTaskOutcome>;
+
+    /// One task.
+    async fn task(&self, task_id: TaskId) -> StoreResult<Option<TaskRecord>>;
+
+    /// Tasks, newest first, at most `limit`.
+    async fn tasks(&self, limit: usize) -> StoreResult<Vec<TaskRecord>>;
+
+    /// Changes a task's status and current step.
+    async fn set_task_status(
+        &self,
+        task_id: TaskId,
+        status: TaskStatus,
+        step: Option<StepId>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Records that `request` was sent. Returns `false` (and changes nothing) when that
+    /// attempt is already recorded.
+    async fn reserve_attempt(&self, request: &StepRequest) -> StoreResult<bool>;
+
+    /// One attempt.
+    async fn attempt(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        attempt: Attempt,
+    ) -> StoreResult<Option<AttemptRecord>>;
+
+    /// Records `result` and, in the same transaction, moves the task to `task_status` with
+    /// the result's step as its current step (`None` leaves the task as it is: a replay).
+    ///
+    /// Returns `false` (and changes nothing) when a result for that attempt is already
+    /// recorded, so that a redelivered result has no effect. An attempt that was never
+    /// reserved is recorded from the result.
+    async fn finish_attempt(
+        &self,
+        result: &StepResult,
+        task_status: Option<TaskStatus>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Every attempt of a task, by step in pipeline order and then by attempt.
+    async fn attempts(&self, task_id: TaskId) -> StoreResult<Vec<AttemptRecord>>;
+
+    /// The highest attempt number recorded for a step.
+    async fn last_attempt(&self, task_id: TaskId, step: StepId) -> StoreResult<Option<Attempt>>;
+
+    /// Attempts requested and not finished, oldest first (to send again after a restart).
+    async fn unfinished_attempts(&self) -> StoreResult<Vec<AttemptRecord>>;
+}

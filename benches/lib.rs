@@ -1,0 +1,1 @@
+//! Benchmarks for agent-pipeline live beside this file; see `pipeline.rs`.
