@@ -338,3 +338,59 @@ async fn a_missing_key_is_refused_before_any_request() {
     );
     assert!(error.to_string().contains("OPENAI_API_KEY"));
 }
+
+#[tokio::test]
+async fn a_malformed_json_answer_is_sent_back_to_the_model_and_repaired() {
+    use agent_pipeline::agent::{Agent, AgentInput, architect};
+    use agent_pipeline::{Attempt, Stage, StepId, TaskId};
+
+    let (server, settings) = start(|n| {
+        let content = if n == 0 {
+            "{\"design_summary\": \"print hel"
+        } else {
+            DESIGN
+        };
+        Json(completion(content)).into_response()
+    })
+    .await;
+    let agent = architect(Arc::new(OpenAiLlm::new(settings).expect("client")));
+    let input = AgentInput {
+        task_id: TaskId::new(),
+        step: StepId::v1(Stage::Design),
+        attempt: Attempt::FIRST,
+        prompt: "Write hello.py".to_owned(),
+        prior: Vec::new(),
+        replay_reason: None,
+    };
+
+    let output = agent
+        .run(&input)
+        .await
+        .expect("repaired on the second call");
+
+    assert_eq!(output.output["files_touched"], json!(["hello.py"]));
+    assert_eq!(output.model, "gpt-test-2026-01-01");
+    assert_eq!(
+        output.usage.total_tokens, 36,
+        "usage of both calls is recorded"
+    );
+    assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+    let seen = server.seen.lock().expect("requests").clone();
+    let messages = seen[1].1["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        messages.len(),
+        4,
+        "the bad answer and the problem were sent back"
+    );
+    assert_eq!(messages[2]["role"], "assistant");
+    assert!(
+        messages[3]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("rejected") && c.contains("EOF")),
+        "{}",
+        messages[3]
+    );
+}

@@ -4,10 +4,8 @@
 //! `json_schema` response format, retried on 429, 5xx, timeouts and connection errors up to
 //! [`LlmSettings::max_attempts`] requests in all.
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
@@ -16,11 +14,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Llm, LlmError, LlmRequest, LlmResponse, LlmSettings, Usage};
+use crate::machine::{RetryPolicy, random_jitter};
 
-/// The first backoff wait when the server gives no `Retry-After`; it doubles on each retry.
-const BACKOFF_BASE: Duration = Duration::from_millis(500);
-/// The longest backoff wait computed by us.
-const BACKOFF_CAP: Duration = Duration::from_secs(20);
+/// The backoff when the server gives no `Retry-After`: 500 ms doubling on each retry, at most
+/// 20 s, with jitter (the tries themselves are counted by `LlmSettings::max_attempts`).
+const BACKOFF: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    base_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(20),
+};
 /// The longest wait a server's `Retry-After` may impose on one retry.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 /// How much of an unexpected body goes into an error message, in characters.
@@ -229,7 +231,7 @@ impl Llm for OpenAiLlm {
                 tracing::warn!(model = %self.settings.model, attempt, %error, "LLM call failed, no attempts left");
                 return Err(error);
             }
-            let wait = wait_hint.unwrap_or_else(|| backoff(attempt));
+            let wait = wait_hint.unwrap_or_else(|| BACKOFF.backoff(attempt, random_jitter()));
             let status = match &error {
                 LlmError::Unavailable { status, .. } => Some(*status),
                 _ => None,
@@ -373,30 +375,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(|wait| wait.min(RETRY_AFTER_CAP))
 }
 
-/// Exponential backoff with jitter after failed attempt number `attempt` (1-based): half of
-/// `BACKOFF_BASE * 2^(attempt-1)` (capped at [`BACKOFF_CAP`]) plus a random share of the other
-/// half, so that clients that failed together do not retry together.
-fn backoff(attempt: u32) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(16);
-    let full = BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_CAP);
-    let half = full / 2;
-    let half_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-    let jitter_ms = random_u64() % half_ms.saturating_add(1);
-    half + Duration::from_millis(jitter_ms)
-}
-
-/// A random number good enough for jitter, without a dependency: std's hasher keys are
-/// randomly seeded per `RandomState`.
-fn random_u64() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    hasher.write_u32(nanos);
-    hasher.finish()
-}
-
 /// The message of an error and its sources, without the request URL.
 fn error_chain(error: reqwest::Error) -> String {
     let error = error.without_url();
@@ -440,22 +418,6 @@ mod tests {
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&headers), None);
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        for attempt in 1..=40_u32 {
-            let full = BACKOFF_BASE
-                .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-                .min(BACKOFF_CAP);
-            let wait = backoff(attempt);
-            assert!(
-                wait >= full / 2 && wait <= full,
-                "attempt {attempt}: {wait:?}"
-            );
-        }
-        assert!(backoff(1) <= BACKOFF_BASE);
-        assert!(backoff(40) >= BACKOFF_CAP / 2);
     }
 
     #[test]

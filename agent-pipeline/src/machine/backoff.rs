@@ -46,3 +46,10 @@ impl RetryPolicy {
         half + half.mul_f64(jitter.clamp(0.0, 1.0))
     }
 }
+
+/// A number in `[0, 1)` for backoff jitter. uuid's v4 generator is already a dependency and
+/// draws from the operating system, so no random-number crate is needed.
+pub fn random_jitter() -> f64 {
+    let bits = uuid::Uuid::new_v4().as_u128() >> 75;
+    bits as f64 / (1u64 << 53) as f64
+}

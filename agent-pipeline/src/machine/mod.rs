@@ -8,7 +8,7 @@ mod backoff;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-pub use backoff::RetryPolicy;
+pub use backoff::{RetryPolicy, random_jitter};
 
 use crate::ids::{Attempt, Stage, StepId};
 use crate::output::{Design, Implementation, Review, StageOutput, TestReport};

@@ -196,3 +196,11 @@ fn backoff_grows_exponentially_with_bounded_jitter_and_a_cap() {
     assert_eq!(policy.backoff(20, 0.999_999).as_millis(), 999);
     assert_eq!(policy.backoff(u32::MAX, 0.0), Duration::from_millis(500));
 }
+
+#[test]
+fn jitter_is_in_range_and_varies() {
+    let draws: Vec<f64> = (0..200).map(|_| random_jitter()).collect();
+    assert!(draws.iter().all(|j| (0.0..1.0).contains(j)));
+    let low = draws.iter().filter(|j| **j < 0.5).count();
+    assert!((40..=160).contains(&low), "{low} of 200 below one half");
+}

@@ -135,10 +135,3 @@ impl Deps {
         Ok(())
     }
 }
-
-/// A number in `[0, 1)` for backoff jitter. uuid's v4 generator is already a dependency and
-/// draws from the operating system, so no other random-number crate is needed.
-pub(crate) fn jitter() -> f64 {
-    let bits = uuid::Uuid::new_v4().as_u128() >> 75;
-    bits as f64 / (1u64 << 53) as f64
-}

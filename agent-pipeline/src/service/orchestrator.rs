@@ -4,10 +4,10 @@ use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::Value;
 
-use super::{Deps, Handler, jitter};
+use super::{Deps, Handler};
 use crate::Result;
 use crate::bus::Delivery;
-use crate::machine::{Command, Context, on_step_result};
+use crate::machine::{Command, Context, on_step_result, random_jitter};
 use crate::store::Artifact;
 use crate::wire::{StepOutcome, StepResult, decode};
 
@@ -59,7 +59,7 @@ impl Handler for Orchestrator {
             task_dir: &task_dir,
             results_topic: &deps.topics.step_results,
             now,
-            jitter: jitter(),
+            jitter: random_jitter(),
         };
         let transition = on_step_result(&deps.policy, &result, context);
         // Artifacts, requests and dead letters first, then the state change, then the
