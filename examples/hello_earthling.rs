@@ -8,6 +8,7 @@
 //!
 //! Without `OPENAI_API_KEY` it uses the offline model, and every artifact says so.
 
+use std::io::IsTerminal;
 use std::time::Instant;
 
 use agent_pipeline::wire::ReportStatus;
@@ -23,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let data_dir = std::env::var("DATA_DIR").unwrap_or_else(|_| "./data".to_owned());
 
