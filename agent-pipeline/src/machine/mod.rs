@@ -1,7 +1,9 @@
 //! The step state machine, as pure functions: (what happened, policy) → what to do.
 //!
 //! The services perform the [`Command`]s; nothing here touches a bus, a store or the clock,
-//! so retries, backoff, dead-lettering and replay are tested without any of them.
+//! so retries, backoff, dead-lettering and replay are tested without any of them. The time
+//! and the backoff's jitter come in as inputs ([`Context`]); [`random_jitter`] is the one
+//! impure helper, for the callers that draw it.
 
 mod backoff;
 

@@ -2,11 +2,10 @@
 
 use async_trait::async_trait;
 
-use super::{Deps, Handler};
+use super::{Deps, Handler, dead_letter_of};
 use crate::Result;
 use crate::bus::Delivery;
 use crate::store::ReportLog;
-use crate::wire::DeadLetter;
 
 /// Appends every message of a topic to a file; a message that is not a JSON object is
 /// dead-lettered instead (or, on the dead-letter topic itself, kept wrapped in one).
@@ -25,16 +24,7 @@ impl Handler for Mirror {
             self.log.append_raw(&delivery.payload).await?;
         } else if delivery.topic == self.deps.topics.dlq {
             // Dead-lettering a dead letter would loop; keep it in the file, wrapped in one.
-            let wrapped = DeadLetter {
-                reason: "a dead letter that is not a JSON object".to_owned(),
-                source_topic: delivery.topic.clone(),
-                key: Some(delivery.key.clone()),
-                payload: String::from_utf8_lossy(&delivery.payload).into_owned(),
-                task_id: None,
-                step_id: None,
-                attempt: None,
-                failed_at: chrono::Utc::now(),
-            };
+            let wrapped = dead_letter_of(delivery, "a dead letter that is not a JSON object");
             let wrapped = crate::wire::encode(&wrapped);
             self.log.append_raw(&wrapped).await?;
         } else {

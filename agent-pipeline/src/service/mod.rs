@@ -106,14 +106,8 @@ impl Deps {
         let task_id: Option<TaskId> = delivery.key.parse().ok();
         tracing::warn!(topic = %delivery.topic, key = %delivery.key, %reason, "message sent to the dead-letter queue");
         let letter = DeadLetter {
-            reason: reason.to_owned(),
-            source_topic: delivery.topic.clone(),
-            key: Some(delivery.key.clone()),
-            payload: String::from_utf8_lossy(&delivery.payload).into_owned(),
             task_id: task_id.map(|t| t.to_string()),
-            step_id: None,
-            attempt: None,
-            failed_at: chrono::Utc::now(),
+            ..dead_letter_of(delivery, reason)
         };
         self.bus
             .publish(&self.topics.dlq, &delivery.key, encode(&letter))
@@ -133,5 +127,19 @@ impl Deps {
             self.report(&event).await?;
         }
         Ok(())
+    }
+}
+
+/// The dead letter of a delivery: the reason, where it came from and its raw payload.
+pub(crate) fn dead_letter_of(delivery: &Delivery, reason: &str) -> DeadLetter {
+    DeadLetter {
+        reason: reason.to_owned(),
+        source_topic: delivery.topic.clone(),
+        key: Some(delivery.key.clone()),
+        payload: String::from_utf8_lossy(&delivery.payload).into_owned(),
+        task_id: None,
+        step_id: None,
+        attempt: None,
+        failed_at: chrono::Utc::now(),
     }
 }
