@@ -1,6 +1,9 @@
 //! Runs the Hello Earthling task end to end in this process, on the embedded default
-//! (in-process bus, files and SQLite under `./data`, or `DATA_DIR`), and prints each stage's
-//! artifact and where the files are.
+//! (in-process bus, files and SQLite under `./data`, or `DATA_DIR`): the implementation is
+//! committed to the task's git workspace, its tests really run in the bubblewrap sandbox, the
+//! gates pass, the change is published as branch `agent/<task_id>` of the bare repository
+//! `DATA_DIR/published.git`, and the ci-monitor checks it. Prints each stage's artifact, the
+//! test run and where everything is.
 //!
 //! ```text
 //! cargo run --example hello_earthling
@@ -11,11 +14,15 @@
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use agent_pipeline::wire::ReportStatus;
+use agent_pipeline::output::TestReport;
+use agent_pipeline::wire::{ReportEvent, ReportStatus};
 use agent_pipeline::{Pipeline, Stage, StepId};
 use anyhow::Context;
 
 const PROMPT: &str = "Write a tiny Python program that prints 'Hello Earthling'";
+
+/// How long to wait for the ci-monitor's report once the task is done.
+const CI_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -37,8 +44,7 @@ async fn main() -> anyhow::Result<()> {
     println!("Task {task_id}: {PROMPT}\n");
 
     let mut reports = pipeline.watch(task_id).await?;
-    let last = loop {
-        let event = reports.next().await?;
+    let print = |event: &ReportEvent| {
         let stage = event.stage.map(|s| format!(" {s}")).unwrap_or_default();
         println!(
             "[{:>5.1}s] {}{stage} — {}",
@@ -46,10 +52,32 @@ async fn main() -> anyhow::Result<()> {
             event.status,
             event.summary
         );
+    };
+    let last = loop {
+        let event = reports.next().await?;
+        print(&event);
         if event.status.is_final() {
             break event;
         }
     };
+    let mut branch = None;
+    if last.status == ReportStatus::Done {
+        // The pr event came before done; the ci-monitor's check of the branch comes after.
+        let ci = tokio::time::timeout(CI_WAIT, async {
+            loop {
+                let event = reports.next().await?;
+                print(&event);
+                if event.status == ReportStatus::Ci {
+                    return anyhow::Ok(event);
+                }
+            }
+        })
+        .await;
+        if ci.is_err() {
+            println!("(no ci report within {}s)", CI_WAIT.as_secs());
+        }
+        branch = Some(agent_pipeline::publish::branch_name(task_id));
+    }
     running.shutdown().await;
 
     println!();
@@ -69,11 +97,39 @@ async fn main() -> anyhow::Result<()> {
             serde_json::to_string_pretty(&artifact.output).unwrap_or_default()
         );
     }
+    if let Some(Ok(tests)) = pipeline
+        .artifacts()
+        .read_artifact(task_id, StepId::v1(Stage::Test))
+        .await?
+        .map(|artifact| artifact.output_as::<TestReport>())
+    {
+        println!(
+            "── the test run ({}) ──\n$ {}\n{}\n{}: {} passed, {} failed, counted from {}\n",
+            tests.run.sandbox,
+            tests.run.command,
+            tests.run.output.trim_end(),
+            tests.run.ending(),
+            tests.passed,
+            tests.failed,
+            tests
+                .counted_from
+                .as_deref()
+                .unwrap_or("nothing: no summary")
+        );
+    }
+    let task_dir = pipeline.artifacts().task_dir(task_id);
     println!(
-        "Artifacts: {}\nReports:   {}",
-        pipeline.artifacts().task_dir(task_id).display(),
+        "Artifacts: {}\nWorkspace: {}\nReports:   {}",
+        task_dir.display(),
+        task_dir.join("workspace").display(),
         pipeline.report_log().path().display()
     );
+    if let (Some(branch), Some(repository)) = (branch, pipeline.publisher().local_repository()) {
+        println!(
+            "Branch:    {branch}\n           git -C {} log {branch}",
+            repository.display()
+        );
+    }
     if last.status == ReportStatus::Done {
         Ok(())
     } else {

@@ -14,6 +14,14 @@
 //! | `REDPANDA_BROKERS` | `127.0.0.1:9092` (parsed and shown; the embedded bus does not use it yet) |
 //! | `TASK_TOPIC` … `DLQ_TOPIC` | see [`Topics::VARIABLES`] |
 //! | `DATA_DIR` | `./data` (a relative path is relative to the current directory) |
+//! | `AGENT_SANDBOX` | `bubblewrap`; `none` runs generated code without isolation (explicit opt-in) |
+//! | `SANDBOX_TIMEOUT_SECS` | `120`: wall-clock limit of one test or check run |
+//! | `SANDBOX_MEMORY_MB` | `1024`: address-space limit of each process of a run |
+//! | `GATE_ROUNDS` | `3`: rounds of Implement → Test → Review a task gets to pass its gates |
+//! | `PUBLISH_REPO` | `DATA_DIR/published.git`: the git repository branches are pushed to |
+//! | `CI_CHECK_COMMAND` | unset: the ci-monitor runs the command that ran the task's tests |
+//! | `GITHUB_REPOSITORY` | unset; `owner/name` publishes branches and pull requests on GitHub instead |
+//! | `GITHUB_TOKEN`, `GITHUB_API_URL`, `GITHUB_BASE_BRANCH` | for GitHub: the token (required), `https://api.github.com`, `main` |
 //! | `AGENT_HOST_MAX_ATTEMPTS` | unset: the library's defaults (hidden; see [`MAX_ATTEMPTS`]) |
 //!
 //! An empty value counts as unset, so `"OPENAI_API_KEY": ""` in the file switches an API key
@@ -23,8 +31,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use agent_pipeline::bus::Topics;
+use agent_pipeline::execution::sandbox::SandboxLimits;
 use agent_pipeline::llm::LlmSettings;
 use agent_pipeline::machine::RetryPolicy;
+use agent_pipeline::publish::GitHubSettings;
 use anyhow::{Context, Result, bail};
 
 /// The file read when no `--config` is given; a missing one is fine.
@@ -48,6 +58,26 @@ const DATA_DIR: &str = "DATA_DIR";
 /// error.
 pub(crate) const MAX_ATTEMPTS: &str = "AGENT_HOST_MAX_ATTEMPTS";
 
+/// `AGENT_SANDBOX`.
+const SANDBOX: &str = "AGENT_SANDBOX";
+/// `SANDBOX_TIMEOUT_SECS`.
+const SANDBOX_TIMEOUT: &str = "SANDBOX_TIMEOUT_SECS";
+/// `SANDBOX_MEMORY_MB`.
+const SANDBOX_MEMORY: &str = "SANDBOX_MEMORY_MB";
+/// `GATE_ROUNDS`.
+const GATE_ROUNDS: &str = "GATE_ROUNDS";
+/// `PUBLISH_REPO`.
+const PUBLISH_REPO: &str = "PUBLISH_REPO";
+/// `CI_CHECK_COMMAND`.
+const CI_CHECK_COMMAND: &str = "CI_CHECK_COMMAND";
+/// The GitHub publisher's keys, read by [`GitHubSettings::from_lookup`].
+const GITHUB_KEYS: [&str; 4] = [
+    "GITHUB_REPOSITORY",
+    "GITHUB_TOKEN",
+    "GITHUB_API_URL",
+    "GITHUB_BASE_BRANCH",
+];
+
 /// The default of `REDPANDA_BROKERS`.
 const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 /// The default of `DATA_DIR`.
@@ -58,6 +88,15 @@ pub(crate) fn known_keys() -> Vec<&'static str> {
     let mut keys = vec![API_KEY, MODEL, BASE_URL, BROKERS];
     keys.extend(Topics::VARIABLES.iter().map(|(name, _)| *name));
     keys.push(DATA_DIR);
+    keys.extend([
+        SANDBOX,
+        SANDBOX_TIMEOUT,
+        SANDBOX_MEMORY,
+        GATE_ROUNDS,
+        PUBLISH_REPO,
+        CI_CHECK_COMMAND,
+    ]);
+    keys.extend(GITHUB_KEYS);
     keys.push(MAX_ATTEMPTS);
     keys
 }
@@ -125,6 +164,33 @@ impl ConfigFile {
     }
 }
 
+/// Which sandbox runs generated code (`AGENT_SANDBOX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SandboxChoice {
+    /// bubblewrap: no network, read-only system, the workspace the only writable place.
+    Bubblewrap,
+    /// No isolation at all; only when the user asks for it.
+    None,
+}
+
+/// How generated code runs, is gated and is published.
+#[derive(Debug, Clone)]
+pub(crate) struct ExecutionConfig {
+    /// `AGENT_SANDBOX`.
+    pub(crate) sandbox: SandboxChoice,
+    /// `SANDBOX_TIMEOUT_SECS` and `SANDBOX_MEMORY_MB`.
+    pub(crate) limits: SandboxLimits,
+    /// `GATE_ROUNDS`.
+    pub(crate) gate_rounds: u32,
+    /// `PUBLISH_REPO`, when set (else `DATA_DIR/published.git`).
+    pub(crate) publish_repo: Option<PathBuf>,
+    /// `CI_CHECK_COMMAND`, when set.
+    pub(crate) ci_check_command: Option<String>,
+    /// The GitHub publisher's settings, when `GITHUB_REPOSITORY` is set (`Debug` hides the
+    /// token).
+    pub(crate) github: Option<GitHubSettings>,
+}
+
 /// Everything the host needs to know to assemble a pipeline.
 ///
 /// `Debug` never shows the API key: it is held as an [`ApiKey`](agent_pipeline::llm::ApiKey).
@@ -140,6 +206,8 @@ pub(crate) struct Config {
     pub(crate) data_dir: PathBuf,
     /// [`MAX_ATTEMPTS`], when set.
     pub(crate) max_attempts: Option<u32>,
+    /// How generated code runs, is gated and is published.
+    pub(crate) execution: ExecutionConfig,
     /// The configuration file that was read, if any.
     pub(crate) file: Option<PathBuf>,
 }
@@ -188,8 +256,47 @@ impl Config {
             Some(dir) => dir.clone(),
             None => PathBuf::from(lookup(DATA_DIR).unwrap_or_else(|| DEFAULT_DATA_DIR.into())),
         };
+        let whole_number = |key: &str, default: u64| -> Result<u64> {
+            match lookup(key) {
+                None => Ok(default),
+                Some(text) => text
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .with_context(|| {
+                        format!("{key} must be a whole number of at least 1, not {text:?}")
+                    }),
+            }
+        };
+        let sandbox = match lookup(SANDBOX).as_deref().map(str::trim) {
+            None | Some("bubblewrap") | Some("bwrap") => SandboxChoice::Bubblewrap,
+            Some("none") => SandboxChoice::None,
+            Some(other) => bail!("{SANDBOX} must be \"bubblewrap\" or \"none\", not {other:?}"),
+        };
+        let defaults = SandboxLimits::default();
+        let limits = SandboxLimits {
+            timeout: std::time::Duration::from_secs(whole_number(
+                SANDBOX_TIMEOUT,
+                defaults.timeout.as_secs(),
+            )?),
+            memory_bytes: whole_number(SANDBOX_MEMORY, defaults.memory_bytes / (1024 * 1024))?
+                .saturating_mul(1024 * 1024),
+            ..defaults
+        };
+        let github = GitHubSettings::from_lookup(lookup)
+            .context("GitHub publishing (GITHUB_REPOSITORY, GITHUB_TOKEN)")?;
+        let execution = ExecutionConfig {
+            sandbox,
+            limits,
+            gate_rounds: u32::try_from(whole_number(GATE_ROUNDS, 3)?).unwrap_or(u32::MAX),
+            publish_repo: lookup(PUBLISH_REPO).map(PathBuf::from),
+            ci_check_command: lookup(CI_CHECK_COMMAND),
+            github,
+        };
         Ok(Self {
             llm,
+            execution,
             brokers: lookup(BROKERS).unwrap_or_else(|| DEFAULT_BROKERS.into()),
             topics: Topics::from_lookup(lookup),
             data_dir,
@@ -371,10 +478,49 @@ mod tests {
     }
 
     #[test]
+    fn execution_settings_have_safe_defaults_and_refuse_nonsense() -> Result<()> {
+        let defaults = Config::resolve(&env(&[]), None, &Flags::default())?.execution;
+        assert_eq!(defaults.sandbox, SandboxChoice::Bubblewrap);
+        assert_eq!(defaults.limits, SandboxLimits::default());
+        assert_eq!(defaults.gate_rounds, 3);
+        assert!(defaults.github.is_none() && defaults.publish_repo.is_none());
+        let set = Config::resolve(
+            &env(&[
+                ("AGENT_SANDBOX", "none"),
+                ("SANDBOX_TIMEOUT_SECS", "5"),
+                ("SANDBOX_MEMORY_MB", "256"),
+                ("GATE_ROUNDS", "1"),
+                ("CI_CHECK_COMMAND", "make check"),
+            ]),
+            None,
+            &Flags::default(),
+        )?
+        .execution;
+        assert_eq!(set.sandbox, SandboxChoice::None);
+        assert_eq!(set.limits.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(set.limits.memory_bytes, 256 * 1024 * 1024);
+        assert_eq!(set.gate_rounds, 1);
+        assert_eq!(set.ci_check_command.as_deref(), Some("make check"));
+        for (key, bad) in [
+            ("AGENT_SANDBOX", "docker"),
+            ("SANDBOX_TIMEOUT_SECS", "0"),
+            ("GATE_ROUNDS", "many"),
+            ("GITHUB_REPOSITORY", "no-slash"),
+        ] {
+            let result = Config::resolve(&env(&[(key, bad)]), None, &Flags::default());
+            let message = result.err().map(|e| format!("{e:#}")).unwrap_or_default();
+            assert!(message.contains(key), "{key}={bad}: {message:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn debug_output_never_shows_the_api_key() -> Result<()> {
         let config = Config::resolve(
             &env(&[
                 ("OPENAI_API_KEY", "sk-test-SECRET123"),
+                ("GITHUB_REPOSITORY", "octo/hello"),
+                ("GITHUB_TOKEN", "ghp_SECRET456"),
                 (
                     "OPENAI_BASE_URL",
                     "https://user:pw@proxy.example/v1?token=t0k",
@@ -383,7 +529,9 @@ mod tests {
             None,
             &Flags::default(),
         )?;
-        assert!(!format!("{config:?}").contains("SECRET123"));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("SECRET123") && !shown.contains("SECRET456"));
+        assert!(config.execution.github.is_some());
         let shown = config.model_description();
         assert_eq!(shown, "gpt-4o-mini at https://***@proxy.example/v1");
         Ok(())

@@ -15,8 +15,12 @@ fn send_wait_runs_every_stage_and_the_task_can_be_listed_and_shown() {
         "] stage_done design@v1 — Design completed",
         "] stage_done implement@v1 — ",
         "] stage_done test@v1 — ",
+        "] stage_done test@v1 — Test completed: 1 run, 1 passed, 0 failed (`python3 -m unittest -v`, exit code 0)",
         "] stage_done review@v1 — ",
+        "] gates — Gates passed (round 1): tests, review, secrets",
+        "] pr — Change published as agent/",
         "] done ",
+        "] ci — CI passed on agent/",
     ] {
         assert!(stdout.contains(expected), "missing {expected:?}:\n{output}");
     }
@@ -52,7 +56,10 @@ fn send_wait_runs_every_stage_and_the_task_can_be_listed_and_shown() {
             "stage_done",
             "stage_done",
             "stage_done",
-            "done"
+            "gates",
+            "pr",
+            "done",
+            "ci"
         ],
         "reports.jsonl holds every event of the task"
     );

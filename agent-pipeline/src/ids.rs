@@ -132,8 +132,17 @@ impl Stage {
 
     /// The stages that run before this one, in order.
     pub fn earlier(self) -> &'static [Stage] {
-        let index = Stage::ALL.iter().position(|s| *s == self).unwrap_or(0);
-        &Stage::ALL[..index]
+        &Stage::ALL[..self.index()]
+    }
+
+    /// The stage's position in [`Stage::ALL`], from 0.
+    pub fn index(self) -> usize {
+        match self {
+            Stage::Design => 0,
+            Stage::Implement => 1,
+            Stage::Test => 2,
+            Stage::Review => 3,
+        }
     }
 }
 

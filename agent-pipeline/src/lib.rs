@@ -5,11 +5,16 @@ pub mod bus;
 #[cfg(feature = "test-util")]
 pub mod conformance;
 mod error;
+pub mod execution;
+pub mod gates;
+#[cfg(any(feature = "openai", feature = "github"))]
+mod http;
 mod ids;
 pub mod llm;
 pub mod machine;
 pub mod output;
 mod pipeline;
+pub mod publish;
 mod service;
 pub mod store;
 pub mod wire;

@@ -10,12 +10,16 @@ use tokio::task::JoinSet;
 
 use crate::agent::{Agent, Agents};
 use crate::bus::{Bus, MemoryBus, Subscription, Topics};
+use crate::execution::WorkspaceLimits;
+use crate::execution::sandbox::{Bubblewrap, Sandbox, SandboxLimits};
+use crate::gates::{Gate, default_gates};
 use crate::ids::{StepId, TaskId};
 use crate::llm::{self, Llm, LlmSettings};
 use crate::machine::RetryPolicy;
+use crate::publish::{LocalGitPublisher, Publisher};
 use crate::service::{
-    Deps, Handler, Mirror, OnStop, Orchestrator, Planner, Service, Worker, check_replay,
-    run_consumer,
+    CiMonitor, Deps, Execution, Handler, Mirror, OnStop, Orchestrator, Planner, Service, Worker,
+    check_replay, run_consumer,
 };
 use crate::store::{FileArtifactStore, ReportLog, StateStore};
 use crate::wire::{NewTask, ReplayStep, ReportEvent, ReportStatus};
@@ -31,6 +35,10 @@ use crate::{Error, Result};
 /// | LLM | from `OPENAI_*` variables: OpenAI-compatible with a key, offline without |
 /// | agents | [`architect`](crate::agent::architect) and the other three factories |
 /// | retries | 3 tries, 500 ms base backoff |
+/// | sandbox | [`Bubblewrap`] (tests are refused where `bwrap` is missing), 120 s, 1 GiB, 64 KiB of output |
+/// | gates | [`default_gates`]: tests passed, review approved, no secrets; 3 rounds |
+/// | publisher | [`LocalGitPublisher`] to the bare repository `DATA_DIR/published.git` |
+/// | ci check | the command that ran the task's tests |
 #[derive(Debug)]
 pub struct PipelineBuilder {
     data_dir: PathBuf,
@@ -43,6 +51,13 @@ pub struct PipelineBuilder {
     step_timeout: Duration,
     worker_concurrency: usize,
     resume_unfinished: bool,
+    sandbox: Option<Arc<dyn Sandbox>>,
+    sandbox_limits: SandboxLimits,
+    workspace_limits: WorkspaceLimits,
+    gates: Vec<Arc<dyn Gate>>,
+    gate_rounds: u32,
+    publisher: Option<Arc<dyn Publisher>>,
+    ci_check_command: Option<String>,
 }
 
 impl Default for PipelineBuilder {
@@ -58,6 +73,13 @@ impl Default for PipelineBuilder {
             step_timeout: Duration::from_secs(600),
             worker_concurrency: 4,
             resume_unfinished: false,
+            sandbox: None,
+            sandbox_limits: SandboxLimits::default(),
+            workspace_limits: WorkspaceLimits::default(),
+            gates: default_gates(),
+            gate_rounds: 3,
+            publisher: None,
+            ci_check_command: None,
         }
     }
 }
@@ -125,6 +147,59 @@ impl PipelineBuilder {
         self
     }
 
+    /// The sandbox that runs the generated tests and the CI checks (default: [`Bubblewrap`]).
+    /// [`Unsandboxed`](crate::execution::sandbox::Unsandboxed) runs them without isolation;
+    /// choose it only knowingly.
+    pub fn sandbox(mut self, sandbox: Arc<dyn Sandbox>) -> Self {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
+    /// Time, memory and output bounds of each sandboxed run.
+    pub fn sandbox_limits(mut self, limits: SandboxLimits) -> Self {
+        self.sandbox_limits = limits;
+        self
+    }
+
+    /// Size limits on the files a model may write into a task's workspace.
+    pub fn workspace_limits(mut self, limits: WorkspaceLimits) -> Self {
+        self.workspace_limits = limits;
+        self
+    }
+
+    /// Adds a gate to the defaults (tests passed, review approved, no secrets).
+    pub fn gate(mut self, gate: Arc<dyn Gate>) -> Self {
+        self.gates.push(gate);
+        self
+    }
+
+    /// Replaces every gate, the defaults included.
+    pub fn gates(mut self, gates: Vec<Arc<dyn Gate>>) -> Self {
+        self.gates = gates;
+        self
+    }
+
+    /// How many rounds of Implement → Test → Review a task gets to pass its gates (default 3,
+    /// at least 1).
+    pub fn gate_rounds(mut self, rounds: u32) -> Self {
+        self.gate_rounds = rounds.max(1);
+        self
+    }
+
+    /// Where changes that pass their gates are published (default: the bare repository
+    /// `DATA_DIR/published.git`).
+    pub fn publisher(mut self, publisher: Arc<dyn Publisher>) -> Self {
+        self.publisher = Some(publisher);
+        self
+    }
+
+    /// The command the ci-monitor runs on a published change (default: the command that ran
+    /// the task's tests).
+    pub fn ci_check_command(mut self, command: impl Into<String>) -> Self {
+        self.ci_check_command = Some(command.into());
+        self
+    }
+
     /// Builds the pipeline, opening the default state store if none was given.
     pub async fn build(self) -> Result<Pipeline> {
         tokio::fs::create_dir_all(&self.data_dir)
@@ -157,6 +232,19 @@ impl PipelineBuilder {
             policy: self.policy,
             step_timeout: self.step_timeout,
             worker_concurrency: self.worker_concurrency,
+            execution: Execution {
+                sandbox: self
+                    .sandbox
+                    .unwrap_or_else(|| Arc::new(Bubblewrap::default())),
+                sandbox_limits: self.sandbox_limits,
+                workspace_limits: self.workspace_limits,
+                gates: self.gates,
+                gate_rounds: self.gate_rounds,
+                publisher: self.publisher.unwrap_or_else(|| {
+                    Arc::new(LocalGitPublisher::new(self.data_dir.join("published.git")))
+                }),
+                ci_check_command: self.ci_check_command,
+            },
         };
         Ok(Pipeline {
             deps,
@@ -246,6 +334,11 @@ impl Pipeline {
                 Service::Orchestrator => vec![(
                     deps.topics.step_results.clone(),
                     Arc::new(Orchestrator { deps: deps.clone() }),
+                    1,
+                )],
+                Service::CiMonitor => vec![(
+                    deps.topics.ci_watch.clone(),
+                    Arc::new(CiMonitor { deps: deps.clone() }),
                     1,
                 )],
                 Service::Mirror => vec![
@@ -434,6 +527,16 @@ impl Pipeline {
     /// The topic names.
     pub fn topics(&self) -> &Topics {
         &self.deps.topics
+    }
+
+    /// The sandbox that runs generated tests.
+    pub fn sandbox(&self) -> &Arc<dyn Sandbox> {
+        &self.deps.execution.sandbox
+    }
+
+    /// Where changes are published.
+    pub fn publisher(&self) -> &Arc<dyn Publisher> {
+        &self.deps.execution.publisher
     }
 
     /// The data directory.

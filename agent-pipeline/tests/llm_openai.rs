@@ -360,7 +360,8 @@ async fn a_malformed_json_answer_is_sent_back_to_the_model_and_repaired() {
         attempt: Attempt::FIRST,
         prompt: "Write hello.py".to_owned(),
         prior: Vec::new(),
-        replay_reason: None,
+        reason: None,
+        diff: None,
     };
 
     let output = agent

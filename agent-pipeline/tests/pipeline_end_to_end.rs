@@ -8,7 +8,8 @@ use agent_pipeline::llm::{Llm, LlmError, LlmRequest, LlmResponse, OfflineLlm};
 use agent_pipeline::store::{AttemptStatus, SqliteStateStore, StateStore, TaskStatus};
 use agent_pipeline::wire::ReportStatus;
 use agent_pipeline::{Stage, StepId};
-use common::{TestResult, finish, mirrored_reports, start, start_with};
+use common::{TestResult, finish, git, reports_until, start, start_with, story};
+use serde_json::json;
 
 const HELLO: &str = "Write a tiny Python program that prints 'Hello Earthling'";
 
@@ -21,7 +22,10 @@ async fn hello_earthling_runs_through_all_four_stages() -> TestResult {
     assert!(last.summary.starts_with("Task completed; artifacts in "));
     assert!(last.summary.ends_with(&task_id.to_string()));
 
-    // Files, in the contract's layout.
+    // The ci-monitor's check of the published branch comes after `done`.
+    let events = reports_until(&harness, task_id, ReportStatus::Ci).await?;
+
+    // Files, in the contract's layout, with the workspace, the gates and the CI check beside.
     let dir = harness.task_dir(task_id);
     let mut names: Vec<String> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
@@ -30,11 +34,14 @@ async fn hello_earthling_runs_through_all_four_stages() -> TestResult {
     assert_eq!(
         names,
         [
+            "ci.json",
             "design@v1.json",
+            "gates.round1.json",
             "implement@v1.json",
             "review@v1.json",
             "task.json",
-            "test@v1.json"
+            "test@v1.json",
+            "workspace"
         ]
     );
     let read = |name: &str| -> Result<serde_json::Value, Box<dyn std::error::Error>> {
@@ -49,42 +56,91 @@ async fn hello_earthling_runs_through_all_four_stages() -> TestResult {
     let implementation = read("implement@v1.json")?;
     assert_eq!(
         implementation["files"][0]["content"],
-        "print('Hello Earthling')\n"
+        "print(\"Hello Earthling\")\n"
     );
     assert!(
         implementation["diff_summary"].is_string() && implementation["code_snippets"].is_array()
     );
+    let implemented = implementation["workspace"]["commit"]
+        .as_str()
+        .ok_or("implement@v1.json names its workspace commit")?;
+
+    // The numbers come from really running the tests in the sandbox.
     let test = read("test@v1.json")?;
-    for field in ["tests_added", "passed", "failed"] {
-        assert!(test[field].is_u64(), "test@v1.json has {field}");
-    }
+    assert_eq!(
+        (&test["tests_added"], &test["passed"], &test["failed"]),
+        (&json!(1), &json!(1), &json!(0)),
+        "{test:#}"
+    );
+    assert_eq!(test["counted_from"], "unittest");
+    assert_eq!(test["run"]["sandbox"], "bubblewrap");
+    assert_eq!(test["run"]["command"], "python3 -m unittest -v");
+    assert_eq!(test["run"]["exit_code"], 0);
+    assert_eq!(test["run"]["timed_out"], false);
+    let output = test["run"]["output"].as_str().unwrap_or_default();
+    assert!(
+        output.contains("Ran 1 test") && output.contains("OK"),
+        "{output}"
+    );
+    let tested = test["commit"]
+        .as_str()
+        .ok_or("test@v1.json names its commit")?;
     let review = read("review@v1.json")?;
     assert_eq!(review["approved"], true);
+    assert_eq!(review["reviewed_commit"], tested);
     assert_eq!(read("task.json")?["prompt"], HELLO);
+    let gates = read("gates.round1.json")?;
+    assert_eq!(gates["passed"], true, "{gates:#}");
+    let ci = read("ci.json")?;
+    assert_eq!(
+        (&ci["passed"], &ci["run"]["exit_code"]),
+        (&json!(true), &json!(0)),
+        "{ci:#}"
+    );
+
+    // The workspace is a git repository with one commit per attempt, and the tested commit
+    // is published as agent/<task_id> in the bare repository under DATA_DIR.
+    let workspace = dir.join("workspace");
+    let history = git(&workspace, &["log", "--format=%s", tested])?;
+    let subjects: Vec<&str> = history.lines().collect();
+    assert_eq!(subjects.len(), 3, "{history}");
+    assert!(subjects[0].starts_with("test@v1 attempt 1"), "{history}");
+    assert!(
+        subjects[1].starts_with("implement@v1 attempt 1"),
+        "{history}"
+    );
+    assert_eq!(
+        git(&workspace, &["rev-parse", "HEAD~1"])?.trim(),
+        implemented
+    );
+    let files = git(&workspace, &["ls-tree", "-r", "--name-only", tested])?;
+    assert_eq!(
+        files.lines().collect::<Vec<_>>(),
+        ["hello.py", "test_hello.py"]
+    );
+    let branch = format!("agent/{task_id}");
+    let published = harness.data_dir().join("published.git");
+    assert_eq!(git(&published, &["rev-parse", &branch])?.trim(), tested);
 
     // reports.jsonl mirrors every event, in order.
-    let events = mirrored_reports(&harness, task_id).await?;
-    let story: Vec<String> = events
-        .iter()
-        .map(|e| {
-            format!(
-                "{}{}",
-                e.status,
-                e.stage.map(|s| format!(" {s}")).unwrap_or_default()
-            )
-        })
-        .collect();
     assert_eq!(
-        story,
+        story(&events),
         [
             "received",
             "stage_done design@v1",
             "stage_done implement@v1",
             "stage_done test@v1",
             "stage_done review@v1",
-            "done review@v1"
+            "gates",
+            "pr",
+            "done review@v1",
+            "ci"
         ]
     );
+    let pr = &events[6];
+    assert_eq!(pr.details["branch"], branch.as_str());
+    assert_eq!(pr.details["commit"], tested);
+    assert_eq!(events[8].details["passed"], true);
 
     // The state store, read back from the SQLite file by a second handle.
     let data_dir = harness.data_dir();
@@ -143,7 +199,7 @@ async fn each_agent_sees_the_prompt_and_the_earlier_artifacts() -> TestResult {
     );
     let requests = llm.requests.lock().map(|r| r.clone()).unwrap_or_default();
     let names: Vec<&str> = requests.iter().map(|r| r.schema_name.as_str()).collect();
-    assert_eq!(names, ["design", "implementation", "test_report", "review"]);
+    assert_eq!(names, ["design", "implementation", "test_plan", "review"]);
     for (request, earlier) in requests.iter().zip([0, 1, 2, 3]) {
         let context = &request.messages[1].content;
         assert!(context.contains(HELLO), "the prompt is in {context}");
@@ -157,11 +213,12 @@ async fn each_agent_sees_the_prompt_and_the_earlier_artifacts() -> TestResult {
             "strict schema"
         );
     }
-    assert!(
-        requests[3].messages[1]
-            .content
-            .contains("print('Hello Earthling')")
-    );
+    // The reviewer sees the real test run and the diff of the change.
+    let review = &requests[3].messages[1].content;
+    assert!(review.contains("\"exit_code\": 0"), "{review}");
+    assert!(review.contains("Ran 1 test"), "{review}");
+    assert!(review.contains("## The change (git diff)"), "{review}");
+    assert!(review.contains("+print(\"Hello Earthling\")"), "{review}");
     harness.stop().await;
     Ok(())
 }
@@ -189,7 +246,7 @@ async fn many_tasks_run_side_by_side() -> TestResult {
             .read_artifact(*task_id, StepId::v1(Stage::Implement))
             .await?;
         let content = implementation.ok_or("implementation")?.output["files"][0]["content"].clone();
-        assert_eq!(content, format!("print('task {n}')\n"));
+        assert_eq!(content, format!("print(\"task {n}\")\n"));
     }
     assert_eq!(harness.pipeline.state().tasks(100).await?.len(), 8);
     harness.stop().await;

@@ -262,6 +262,7 @@ mod sqlite {
             attempt: Attempt::new(n).expect("attempt numbers in these tests start at 1"),
             try_number: 1,
             mode: StepMode::Run,
+            round: 1,
             reason: None,
             not_before: None,
             requested_at,

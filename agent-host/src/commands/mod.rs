@@ -12,6 +12,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use agent_pipeline::execution::sandbox::{Bubblewrap, Sandbox, Unsandboxed};
+use agent_pipeline::publish::{GitHubPublisher, LocalGitPublisher};
 use agent_pipeline::store::{FileArtifactStore, SqliteStateStore, StateStore};
 use agent_pipeline::wire::ReportEvent;
 use agent_pipeline::{Pipeline, TaskId};
@@ -19,7 +21,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use crate::cli::{Cli, Command};
-use crate::config::{Config, Flags};
+use crate::config::{Config, Flags, SandboxChoice};
 
 /// The exit code of a process stopped by Ctrl-C (128 + SIGINT), as shells report it.
 pub(crate) const INTERRUPTED: u8 = 130;
@@ -46,20 +48,36 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
 pub(crate) async fn build_pipeline(config: &Config, resume_unfinished: bool) -> Result<Pipeline> {
     let llm = agent_pipeline::llm::from_settings(&config.llm)
         .context("cannot set up the LLM client (check OPENAI_BASE_URL and OPENAI_API_KEY)")?;
-    Pipeline::builder()
+    let execution = &config.execution;
+    let sandbox: Arc<dyn Sandbox> = match execution.sandbox {
+        SandboxChoice::Bubblewrap => Arc::new(Bubblewrap::default()),
+        SandboxChoice::None => Arc::new(Unsandboxed),
+    };
+    let mut builder = Pipeline::builder()
         .data_dir(&config.data_dir)
         .llm(llm)
         .topics(config.topics.clone())
         .retry_policy(config.retry_policy())
         .resume_unfinished(resume_unfinished)
-        .build()
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the data directory {}",
-                config.data_dir.display()
-            )
-        })
+        .sandbox(sandbox)
+        .sandbox_limits(execution.limits)
+        .gate_rounds(execution.gate_rounds);
+    if let Some(command) = &execution.ci_check_command {
+        builder = builder.ci_check_command(command.clone());
+    }
+    if let Some(github) = &execution.github {
+        let publisher = GitHubPublisher::new(github.clone())
+            .context("cannot set up the GitHub publisher (GITHUB_*)")?;
+        builder = builder.publisher(Arc::new(publisher));
+    } else if let Some(repository) = &execution.publish_repo {
+        builder = builder.publisher(Arc::new(LocalGitPublisher::new(repository)));
+    }
+    builder.build().await.with_context(|| {
+        format!(
+            "cannot open the data directory {}",
+            config.data_dir.display()
+        )
+    })
 }
 
 /// The stores of a data directory, opened without starting any service.

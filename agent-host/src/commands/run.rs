@@ -22,6 +22,8 @@ pub(crate) async fn run(config: &Config) -> Result<ExitCode> {
         .await
         .context("cannot start the services")?;
 
+    // Listen before saying "Press Ctrl-C": tokio's ctrl_c() only registers when first polled.
+    let interrupt = Interrupt::listen()?;
     let data = pipeline.data_dir().display();
     println!("agent-host: every service runs in this process (embedded default, in-memory bus)");
     println!("  data:    {data}  (artifacts in {data}/<task_id>/, reports.jsonl, state.sqlite)");
@@ -52,11 +54,45 @@ pub(crate) async fn run(config: &Config) -> Result<ExitCode> {
     );
     println!("Press Ctrl-C to stop.");
 
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
+    interrupt.received().await?;
     println!("stopping…");
     running.shutdown().await;
     println!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C, listened for from the moment it is created.
+#[cfg(unix)]
+struct Interrupt(tokio::signal::unix::Signal);
+
+#[cfg(unix)]
+impl Interrupt {
+    fn listen() -> Result<Self> {
+        let kind = tokio::signal::unix::SignalKind::interrupt();
+        Ok(Self(
+            tokio::signal::unix::signal(kind).context("cannot listen for Ctrl-C")?,
+        ))
+    }
+
+    async fn received(mut self) -> Result<()> {
+        self.0.recv().await;
+        Ok(())
+    }
+}
+
+/// Ctrl-C, listened for when awaited.
+#[cfg(not(unix))]
+struct Interrupt;
+
+#[cfg(not(unix))]
+impl Interrupt {
+    fn listen() -> Result<Self> {
+        Ok(Self)
+    }
+
+    async fn received(self) -> Result<()> {
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot listen for Ctrl-C")
+    }
 }

@@ -6,6 +6,8 @@ use agent_pipeline::wire::{ReportEvent, ReportStatus};
 use agent_pipeline::{Pipeline, TaskId};
 use anyhow::{Context, Result};
 use chrono::Utc;
+use std::time::Duration;
+
 use tokio::sync::mpsc;
 
 use super::{INTERRUPTED, build_pipeline, event_line};
@@ -35,7 +37,7 @@ pub(crate) async fn send(config: &Config, args: &SendArgs) -> Result<ExitCode> {
             .context("cannot submit the task")?;
         println!("task {task_id}");
         let last = tokio::select! {
-            last = follow(&pipeline, task_id, args.wait, start) => last?,
+            last = follow(&pipeline, task_id, args.wait, start, ci_wait(config)) => last?,
             interrupted = tokio::signal::ctrl_c() => {
                 interrupted.context("cannot listen for Ctrl-C")?;
                 eprintln!("interrupted: task {task_id} is unfinished; `agent-host run` resumes its unfinished steps");
@@ -67,17 +69,29 @@ pub(crate) async fn send(config: &Config, args: &SendArgs) -> Result<ExitCode> {
     }
 }
 
-/// Follows the task's report events until its `done` or `error` event, printing each one
-/// when `print_all`, and showing progress meanwhile.
+/// How long `send` waits for the CI check after `done`: the check's own time limit, and some
+/// time to check the branch out.
+fn ci_wait(config: &Config) -> Duration {
+    config.execution.limits.timeout + Duration::from_secs(30)
+}
+
+/// Follows the task's report events until its `done` or `error` event, and after `done`
+/// until the ci-monitor's `ci` check of the published change (for at most `ci_wait`),
+/// printing each one when `print_all`, and showing progress meanwhile. Returns the final
+/// event.
 async fn follow(
     pipeline: &Pipeline,
     task_id: TaskId,
     print_all: bool,
     start: chrono::DateTime<Utc>,
+    ci_wait: Duration,
 ) -> Result<ReportEvent> {
     let mut events = Events::of(pipeline, task_id).await?;
     let mut progress = Progress::new();
     let mut ticker = progress.ticker();
+    let mut done: Option<ReportEvent> = None;
+    let ci_deadline = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(ci_deadline);
     loop {
         tokio::select! {
             event = events.recv() => {
@@ -85,13 +99,24 @@ async fn follow(
                     .context("the pipeline stopped before the task ended")?
                     .context("cannot follow the task's reports")?;
                 progress.clear();
-                if print_all {
+                if print_all || done.is_some() {
                     println!("{}", event_line(&event, start));
                 }
                 progress.on_event(&event);
-                if event.status.is_final() {
-                    return Ok(event);
+                match (&event.status, done.take()) {
+                    (ReportStatus::Ci, Some(done)) => return Ok(done),
+                    (ReportStatus::Done, _) => {
+                        ci_deadline.as_mut().reset(tokio::time::Instant::now() + ci_wait);
+                        done = Some(event);
+                    }
+                    (status, _) if status.is_final() => return Ok(event),
+                    (_, earlier) => done = earlier,
                 }
+            }
+            () = &mut ci_deadline, if done.is_some() => {
+                progress.clear();
+                eprintln!("no ci report within {}s; the check goes on without this command", ci_wait.as_secs());
+                return done.context("the task's done event");
             }
             _ = ticker.tick() => progress.tick(),
         }

@@ -72,8 +72,13 @@ impl<T: StageOutput> LlmAgent<T> {
             input.attempt,
             T::SCHEMA_NAME
         ));
-        if let Some(reason) = &input.replay_reason {
-            text.push_str(&format!("This step is being redone. Reason: {reason}\n"));
+        if let Some(diff) = &input.diff {
+            text.push_str(&format!(
+                "\n## The change (git diff)\n```diff\n{diff}\n```\n"
+            ));
+        }
+        if let Some(reason) = &input.reason {
+            text.push_str(&format!("\nThis step is being redone. Reason: {reason}\n"));
         }
         text
     }
@@ -194,7 +199,8 @@ mod tests {
             attempt: Attempt::FIRST,
             prompt: "Write hello.py".into(),
             prior: Vec::new(),
-            replay_reason: None,
+            reason: None,
+            diff: None,
         }
     }
 

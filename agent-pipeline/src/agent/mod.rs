@@ -38,8 +38,11 @@ pub struct AgentInput {
     pub prompt: String,
     /// The outputs of the earlier stages, in pipeline order.
     pub prior: Vec<PriorArtifact>,
-    /// Why the step is replayed, when it is.
-    pub replay_reason: Option<String>,
+    /// Why the step runs again, when it does: a replay's reason, or what the gates of the
+    /// last round found.
+    pub reason: Option<String>,
+    /// The change under review as a `git diff` (for the Review stage), when there is one.
+    pub diff: Option<String>,
 }
 
 /// What an agent produced.
@@ -150,21 +153,12 @@ impl Agents {
 
     /// Replaces the agent of `agent.stage()`.
     pub fn set(&mut self, agent: Arc<dyn Agent>) {
-        let slot = index(agent.stage());
+        let slot = agent.stage().index();
         self.by_stage[slot] = agent;
     }
 
     /// The agent of `stage`.
     pub fn get(&self, stage: Stage) -> &Arc<dyn Agent> {
-        &self.by_stage[index(stage)]
-    }
-}
-
-fn index(stage: Stage) -> usize {
-    match stage {
-        Stage::Design => 0,
-        Stage::Implement => 1,
-        Stage::Test => 2,
-        Stage::Review => 3,
+        &self.by_stage[stage.index()]
     }
 }

@@ -233,6 +233,7 @@ async fn attempts_are_reserved_once(store: &dyn StateStore) {
     let first = StepRequest {
         try_number: 2,
         mode: StepMode::Replay,
+        round: 2,
         reason: Some("the design missed the rate limit".to_owned()),
         not_before: Some(t0 + secs(30)),
         ..request(id, design, 1, t0)
@@ -646,6 +647,7 @@ fn request(task_id: TaskId, step_id: StepId, n: u32, requested_at: DateTime<Utc>
         attempt: attempt(n),
         try_number: 1,
         mode: StepMode::Run,
+        round: 1,
         reason: None,
         not_before: None,
         requested_at,

@@ -47,7 +47,12 @@ impl Llm for OfflineLlm {
                 "code_snippets": [plan.code],
                 "files": [{ "path": plan.file, "content": format!("{}\n", plan.code) }],
             }),
-            "test_report" => json!({ "tests_added": 1, "passed": 1, "failed": 0 }),
+            "test_plan" => json!({
+                "summary": format!("[offline model] Runs {} and checks that it {}.", plan.file, plan.behaviour),
+                "test_files": [{ "path": plan.test_file, "content": plan.test_code }],
+                "command": plan.test_command,
+                "junit_xml": null,
+            }),
             "review" => json!({
                 "approved": true,
                 "comments": [format!(
@@ -83,6 +88,9 @@ struct Plan {
     file: String,
     behaviour: String,
     code: String,
+    test_file: String,
+    test_code: String,
+    test_command: String,
 }
 
 impl Plan {
@@ -96,33 +104,82 @@ impl Plan {
         };
         let behaviour = format!("prints {text:?}");
         let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
-        let (language, file, code) = if lower.contains("rust") {
+        // A JSON string is also a valid Python and JavaScript string literal.
+        let literal = serde_json::to_string(&text).unwrap_or_default();
+        let shell_text = format!("'{}'", text.replace('\'', "'\\''"));
+        let tap_test = |file: &str, run: &str| {
+            format!(
+                "#!/bin/sh\n# Runs {file} and checks what it prints (TAP output).\necho 1..1\n\
+                 if [ \"$({run})\" = {shell_text} ]; then echo 'ok 1 - {file} prints the text'; \
+                 else echo 'not ok 1 - {file} prints the text'; exit 1; fi\n"
+            )
+        };
+        let (language, file, code, test_file, test_code, test_command) = if lower.contains("rust") {
+            let file = "src/main.rs".to_owned();
+            let test = tap_test(&file, "rustc -o /tmp/main src/main.rs && /tmp/main");
             (
                 "Rust",
-                "src/main.rs".to_owned(),
+                file,
                 format!("fn main() {{\n    println!(\"{escaped}\");\n}}"),
+                "tests/prints_text.sh".to_owned(),
+                test,
+                "sh tests/prints_text.sh".to_owned(),
             )
         } else if lower.contains("javascript") || lower.contains("node") {
+            let file = format!("{stem}.js");
+            let test = format!(
+                "const {{ test }} = require('node:test');\nconst assert = require('node:assert');\n\
+                 const {{ execFileSync }} = require('node:child_process');\n\n\
+                 test('{file} prints the text', () => {{\n  \
+                 const out = execFileSync(process.execPath, ['{file}']).toString();\n  \
+                 assert.strictEqual(out.trim(), {literal});\n}});\n"
+            );
             (
                 "JavaScript",
-                format!("{stem}.js"),
-                format!("console.log(\"{escaped}\");"),
+                file,
+                format!("console.log({literal});"),
+                format!("{stem}.test.js"),
+                test,
+                "node --test".to_owned(),
             )
         } else if lower.contains("shell") || lower.contains("bash") {
+            let file = format!("{stem}.sh");
+            let test = tap_test(&file, &format!("sh {file}"));
             (
                 "shell",
-                format!("{stem}.sh"),
-                format!("#!/bin/sh\necho \"{escaped}\""),
+                file,
+                format!("#!/bin/sh\necho {shell_text}"),
+                format!("test_{stem}.sh"),
+                test,
+                format!("sh test_{stem}.sh"),
             )
         } else {
-            let single = text.replace('\\', "\\\\").replace('\'', "\\'");
-            ("Python", format!("{stem}.py"), format!("print('{single}')"))
+            let file = format!("{stem}.py");
+            let test = format!(
+                "import subprocess\nimport sys\nimport unittest\n\n\n\
+                 class PrintsTextTest(unittest.TestCase):\n    \
+                 def test_prints_the_text(self):\n        \
+                 out = subprocess.run([sys.executable, \"{file}\"], capture_output=True, text=True, check=True)\n        \
+                 self.assertEqual(out.stdout.strip(), {literal})\n\n\n\
+                 if __name__ == \"__main__\":\n    unittest.main()\n"
+            );
+            (
+                "Python",
+                file,
+                format!("print({literal})"),
+                format!("test_{stem}.py"),
+                test,
+                "python3 -m unittest -v".to_owned(),
+            )
         };
         Self {
             language,
             file,
             behaviour,
             code,
+            test_file,
+            test_code,
+            test_command,
         }
     }
 }
@@ -198,7 +255,7 @@ mod tests {
     use super::*;
     use crate::llm::Message;
     use crate::output::{
-        Design, Implementation, Review, StageOutput, TestReport, parse_output, strict_schema,
+        Design, Implementation, Review, StageOutput, TestPlan, parse_output, strict_schema,
     };
 
     async fn ask<T: StageOutput>(prompt: &str) -> T {
@@ -222,9 +279,12 @@ mod tests {
         let implementation: Implementation = ask(prompt).await;
         assert_eq!(
             implementation.files[0].content,
-            "print('Hello Earthling')\n"
+            "print(\"Hello Earthling\")\n"
         );
-        let _: TestReport = ask(prompt).await;
+        let plan: TestPlan = ask(prompt).await;
+        assert_eq!(plan.command, "python3 -m unittest -v");
+        assert_eq!(plan.test_files[0].path, "test_hello.py");
+        assert!(plan.test_files[0].content.contains("\"Hello Earthling\""));
         let review: Review = ask(prompt).await;
         assert!(review.approved);
     }

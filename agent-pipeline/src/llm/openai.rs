@@ -4,6 +4,7 @@
 //! `json_schema` response format, retried on 429, 5xx, timeouts and connection errors up to
 //! [`LlmSettings::max_attempts`] requests in all.
 
+use crate::http::{body_message, error_chain, truncate};
 use std::fmt;
 use std::time::Duration;
 
@@ -350,11 +351,7 @@ fn error_message(body: &str) -> String {
             .or_else(|| value.get("message"))?;
         message.as_str().map(str::to_owned)
     });
-    match from_json {
-        Some(message) => truncate(&message, MESSAGE_LIMIT),
-        None if body.trim().is_empty() => "(empty body)".to_owned(),
-        None => truncate(body.trim(), MESSAGE_LIMIT),
-    }
+    body_message(from_json, body, MESSAGE_LIMIT)
 }
 
 /// The wait a server asks for: `retry-after-ms` (milliseconds, OpenAI's) or `Retry-After`
@@ -373,30 +370,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     millis
         .or_else(seconds)
         .map(|wait| wait.min(RETRY_AFTER_CAP))
-}
-
-/// The message of an error and its sources, without the request URL.
-fn error_chain(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-/// `text` cut to at most `limit` characters, with `…` when something was cut.
-fn truncate(text: &str, limit: usize) -> String {
-    match text.char_indices().nth(limit) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub use backoff::{RetryPolicy, random_jitter};
 
+use crate::gates::GateVerdict;
 use crate::ids::{Attempt, Stage, StepId};
 use crate::output::{Design, Implementation, Review, StageOutput, TestReport};
 use crate::store::TaskStatus;
@@ -30,6 +31,12 @@ pub enum Command {
     Report(ReportEvent),
     /// Publish to the dead-letter topic.
     DeadLetter(DeadLetter),
+    /// Check the gates of the round the result ends, then go on with [`on_gates`].
+    EvaluateGates,
+    /// Publish the change (the branch `agent/<task_id>`), report `pr` and ask the ci-monitor
+    /// to watch it; when publishing fails, go on with [`on_publish_failed`] instead of the
+    /// commands after this one.
+    PublishChange,
 }
 
 /// What a step result leads to.
@@ -52,6 +59,31 @@ pub struct Context<'a> {
     pub now: DateTime<Utc>,
     /// A number in `[0, 1)` for the backoff's jitter.
     pub jitter: f64,
+    /// The last attempt of each step of the task so far, for the numbers of new attempts.
+    pub last_attempts: LastAttempts,
+}
+
+/// The last attempt number of each stage's step of one task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LastAttempts([Option<Attempt>; 4]);
+
+impl LastAttempts {
+    /// The last attempts among `records`, the (step, attempt) pairs of one task.
+    pub fn of(records: impl IntoIterator<Item = (StepId, Attempt)>) -> Self {
+        let mut last = Self::default();
+        for (step, attempt) in records {
+            let slot = &mut last.0[step.stage().index()];
+            if slot.is_none_or(|known| known < attempt) {
+                *slot = Some(attempt);
+            }
+        }
+        last
+    }
+
+    /// The number of the next attempt of `stage`'s step: one after the last, or the first.
+    pub fn next(&self, stage: Stage) -> Attempt {
+        self.0[stage.index()].map_or(Attempt::FIRST, Attempt::next)
+    }
 }
 
 /// The first request of a new task: `design@v1`, attempt 1.
@@ -62,6 +94,7 @@ pub fn first_request(task_id: crate::TaskId, now: DateTime<Utc>) -> StepRequest 
         attempt: Attempt::FIRST,
         try_number: 1,
         mode: StepMode::Run,
+        round: 1,
         reason: None,
         not_before: None,
         requested_at: now,
@@ -82,6 +115,7 @@ pub fn replay_request(
         attempt,
         try_number: 1,
         mode: StepMode::Replay,
+        round: 1,
         reason,
         not_before: None,
         requested_at: now,
@@ -122,30 +156,17 @@ pub fn on_step_result(
             }
             commands.push(report(ReportStatus::StageDone, summarize(stage, output)));
             match result.step_id.next() {
-                Some(next) => {
-                    commands.push(Command::RequestStep(StepRequest {
-                        step_id: next,
-                        ..first_request(result.task_id, context.now)
-                    }));
-                    Transition {
-                        task_status: Some(TaskStatus::Running),
-                        commands,
-                    }
-                }
-                None => {
-                    let mut done = ReportEvent::new(
-                        result.task_id,
-                        ReportStatus::Done,
-                        format!("Task completed; artifacts in {}", context.task_dir),
-                        context.now,
-                    );
-                    done.stage = Some(result.step_id);
-                    commands.push(Command::Report(done));
-                    Transition {
-                        task_status: Some(TaskStatus::Done),
-                        commands,
-                    }
-                }
+                Some(next) => commands.push(Command::RequestStep(StepRequest {
+                    step_id: next,
+                    attempt: context.last_attempts.next(next.stage()),
+                    round: result.round,
+                    ..first_request(result.task_id, context.now)
+                })),
+                None => commands.push(Command::EvaluateGates),
+            }
+            Transition {
+                task_status: Some(TaskStatus::Running),
+                commands,
             }
         }
         StepOutcome::Failed { error, retryable } => {
@@ -169,9 +190,13 @@ fn on_failure(
         let retry = StepRequest {
             task_id: result.task_id,
             step_id: result.step_id,
-            attempt: result.attempt.next(),
+            attempt: result
+                .attempt
+                .next()
+                .max(context.last_attempts.next(result.step_id.stage())),
             try_number: result.try_number + 1,
             mode: result.mode,
+            round: result.round,
             reason: result.reason.clone(),
             not_before: Some(not_before),
             requested_at: context.now,
@@ -251,10 +276,153 @@ pub fn summarize(stage: Stage, output: &Value) -> String {
     let summary = match stage {
         Stage::Design => typed::<Design>(output),
         Stage::Implement => typed::<Implementation>(output),
-        Stage::Test => typed::<TestReport>(output),
+        Stage::Test => serde_json::from_value::<TestReport>(output.clone())
+            .ok()
+            .map(|report| report.summary_line()),
         Stage::Review => typed::<Review>(output),
     };
     summary.unwrap_or_else(|| format!("{} completed", stage.title()))
+}
+
+/// What the gates of a round lead to: publishing and `done` when all passed; else another
+/// round of Implement with the failures as feedback, or `error` when `max_rounds` are spent.
+///
+/// `review` is the result of the round's review, which ended the round.
+pub fn on_gates(
+    max_rounds: u32,
+    review: &StepResult,
+    verdicts: &[GateVerdict],
+    context: Context<'_>,
+) -> Transition {
+    let round = review.round;
+    let failed: Vec<&GateVerdict> = verdicts.iter().filter(|v| !v.passed).collect();
+    let names = |list: &[&GateVerdict]| {
+        list.iter()
+            .map(|v| v.gate.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let all: Vec<&GateVerdict> = verdicts.iter().collect();
+    let summary = if failed.is_empty() {
+        format!("Gates passed (round {round}): {}", names(&all))
+    } else {
+        format!(
+            "Gates failed (round {round} of {max_rounds}): {}",
+            names(&failed)
+        )
+    };
+    let gates = ReportEvent::new(review.task_id, ReportStatus::Gates, summary, context.now)
+        .with_detail("round", round)
+        .with_detail("passed", failed.is_empty())
+        .with_detail(
+            "gates",
+            serde_json::to_value(verdicts).unwrap_or(Value::Null),
+        );
+    let mut commands = vec![Command::Report(gates)];
+    if failed.is_empty() {
+        let mut done = ReportEvent::new(
+            review.task_id,
+            ReportStatus::Done,
+            format!("Task completed; artifacts in {}", context.task_dir),
+            context.now,
+        )
+        .with_detail("round", round);
+        done.stage = Some(review.step_id);
+        commands.push(Command::PublishChange);
+        commands.push(Command::Report(done));
+        return Transition {
+            task_status: Some(TaskStatus::Done),
+            commands,
+        };
+    }
+    let feedback = failed
+        .iter()
+        .map(|v| format!("gate {}: {}", v.gate, v.detail))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if round < max_rounds {
+        let implement = StepId::v1(Stage::Implement);
+        commands.push(Command::RequestStep(StepRequest {
+            step_id: implement,
+            attempt: context.last_attempts.next(Stage::Implement),
+            round: round + 1,
+            reason: Some(format!(
+                "round {round} failed its gates; fix what they found.\n{}",
+                cut(&feedback, FEEDBACK_LIMIT)
+            )),
+            ..first_request(review.task_id, context.now)
+        }));
+        return Transition {
+            task_status: Some(TaskStatus::Running),
+            commands,
+        };
+    }
+    let rounds = if max_rounds == 1 {
+        "1 round".to_owned()
+    } else {
+        format!("{max_rounds} rounds")
+    };
+    let mut error = ReportEvent::new(
+        review.task_id,
+        ReportStatus::Error,
+        format!(
+            "error: gate(s) {} failed after {rounds}: {}",
+            names(&failed),
+            cut(&first_line_of_each(&failed), 500)
+        ),
+        context.now,
+    )
+    .with_detail("round", round);
+    error.stage = Some(review.step_id);
+    commands.push(Command::Report(error));
+    Transition {
+        task_status: Some(TaskStatus::Error),
+        commands,
+    }
+}
+
+/// What a failed publication leads to: `error`, with the reason.
+pub fn on_publish_failed(review: &StepResult, error: &str, context: Context<'_>) -> Transition {
+    let mut event = ReportEvent::new(
+        review.task_id,
+        ReportStatus::Error,
+        format!("error: the gates passed but the change could not be published: {error}"),
+        context.now,
+    );
+    event.stage = Some(review.step_id);
+    Transition {
+        task_status: Some(TaskStatus::Error),
+        commands: vec![Command::Report(event)],
+    }
+}
+
+/// The most feedback one request carries; the artifacts hold the rest.
+const FEEDBACK_LIMIT: usize = 6000;
+
+fn first_line_of_each(verdicts: &[&GateVerdict]) -> String {
+    verdicts
+        .iter()
+        .map(|v| {
+            format!(
+                "{}: {}",
+                v.gate,
+                v.detail.lines().next().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, marked when cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]

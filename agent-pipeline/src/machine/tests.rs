@@ -13,6 +13,7 @@ fn context(now: DateTime<Utc>) -> Context<'static> {
         results_topic: "step_results",
         now,
         jitter: 0.5,
+        last_attempts: LastAttempts::default(),
     }
 }
 
@@ -29,6 +30,7 @@ fn result(
         attempt: Attempt::new(attempt).unwrap_or(Attempt::FIRST),
         try_number,
         mode,
+        round: 1,
         reason: None,
         outcome,
         started_at: Utc::now(),
@@ -60,12 +62,14 @@ fn statuses(transition: &Transition) -> Vec<String> {
             Command::RequestStep(r) => format!("request {} #{}", r.step_id, r.attempt),
             Command::Report(e) => format!("report {}", e.status),
             Command::DeadLetter(_) => "dlq".to_owned(),
+            Command::EvaluateGates => "gates".to_owned(),
+            Command::PublishChange => "publish".to_owned(),
         })
         .collect()
 }
 
 #[test]
-fn each_stage_requests_the_next_and_review_finishes_the_task() {
+fn each_stage_requests_the_next_and_review_ends_the_round_with_the_gates() {
     let now = Utc::now();
     let policy = RetryPolicy::default();
     let design = on_step_result(
@@ -84,15 +88,119 @@ fn each_stage_requests_the_next_and_review_finishes_the_task() {
         &result(Stage::Review, 1, 1, StepMode::Run, ok()),
         context(now),
     );
+    assert_eq!(statuses(&review), ["save", "report stage_done", "gates"]);
+    assert_eq!(review.task_status, Some(TaskStatus::Running));
+}
+
+#[test]
+fn new_attempts_follow_the_last_attempt_of_their_step() {
+    let policy = RetryPolicy::default();
+    let mut later_round = context(Utc::now());
+    later_round.last_attempts = LastAttempts::of([
+        (StepId::v1(Stage::Test), Attempt::FIRST),
+        (StepId::v1(Stage::Test), attempt(3)),
+        (StepId::v1(Stage::Test), attempt(2)),
+    ]);
+    let mut implement = result(Stage::Implement, 4, 1, StepMode::Run, ok());
+    implement.round = 2;
+    let next = on_step_result(&policy, &implement, later_round);
     assert_eq!(
-        statuses(&review),
-        ["save", "report stage_done", "report done"]
+        statuses(&next),
+        ["save", "report stage_done", "request test@v1 #4"]
     );
-    assert_eq!(review.task_status, Some(TaskStatus::Done));
-    let Some(Command::Report(done)) = review.commands.last() else {
+    let Some(Command::RequestStep(request)) = next.commands.last() else {
+        panic!("request")
+    };
+    assert_eq!(request.round, 2, "the round carries on");
+    assert_eq!(
+        later_round.last_attempts.next(Stage::Review),
+        Attempt::FIRST
+    );
+}
+
+fn attempt(n: u32) -> Attempt {
+    Attempt::new(n).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn verdicts(failing: &[&str]) -> Vec<GateVerdict> {
+    ["tests", "review", "secrets"]
+        .into_iter()
+        .map(|gate| {
+            if failing.contains(&gate) {
+                GateVerdict::fail(gate, format!("{gate} found a problem\nmore detail"))
+            } else {
+                GateVerdict::pass(gate, "fine")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn passed_gates_publish_and_finish_the_task() {
+    let review = result(Stage::Review, 1, 1, StepMode::Run, ok());
+    let passed = on_gates(3, &review, &verdicts(&[]), context(Utc::now()));
+    assert_eq!(
+        statuses(&passed),
+        ["report gates", "publish", "report done"]
+    );
+    assert_eq!(passed.task_status, Some(TaskStatus::Done));
+    let Some(Command::Report(done)) = passed.commands.last() else {
         panic!("done report")
     };
     assert_eq!(done.summary, "Task completed; artifacts in ./data/t");
+    let Some(Command::Report(gates)) = passed.commands.first() else {
+        panic!("gates report")
+    };
+    assert_eq!(
+        gates.summary,
+        "Gates passed (round 1): tests, review, secrets"
+    );
+    assert_eq!(gates.details["passed"], true);
+}
+
+#[test]
+fn failed_gates_send_the_change_back_to_implement_until_the_rounds_run_out() {
+    let mut now = context(Utc::now());
+    now.last_attempts = LastAttempts::of([(StepId::v1(Stage::Implement), attempt(2))]);
+    let review = result(Stage::Review, 1, 1, StepMode::Run, ok());
+    let again = on_gates(3, &review, &verdicts(&["tests", "secrets"]), now);
+    assert_eq!(
+        statuses(&again),
+        ["report gates", "request implement@v1 #3"]
+    );
+    assert_eq!(again.task_status, Some(TaskStatus::Running));
+    let Some(Command::RequestStep(request)) = again.commands.last() else {
+        panic!("request")
+    };
+    assert_eq!((request.round, request.mode), (2, StepMode::Run));
+    let feedback = request.reason.as_deref().unwrap_or_default();
+    assert!(
+        feedback.contains("gate tests: tests found a problem")
+            && feedback.contains("gate secrets:")
+            && !feedback.contains("gate review"),
+        "{feedback}"
+    );
+
+    let mut last_round = review.clone();
+    last_round.round = 3;
+    let spent = on_gates(3, &last_round, &verdicts(&["tests"]), now);
+    assert_eq!(statuses(&spent), ["report gates", "report error"]);
+    assert_eq!(spent.task_status, Some(TaskStatus::Error));
+    let Some(Command::Report(error)) = spent.commands.last() else {
+        panic!("error")
+    };
+    assert_eq!(
+        error.summary,
+        "error: gate(s) tests failed after 3 rounds: tests: tests found a problem"
+    );
+}
+
+#[test]
+fn a_failed_publication_ends_the_task_in_error() {
+    let review = result(Stage::Review, 1, 1, StepMode::Run, ok());
+    let failed = on_publish_failed(&review, "no such repository", context(Utc::now()));
+    assert_eq!(statuses(&failed), ["report error"]);
+    assert_eq!(failed.task_status, Some(TaskStatus::Error));
 }
 
 #[test]

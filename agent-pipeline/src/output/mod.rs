@@ -8,6 +8,8 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::execution::CommitId;
+use crate::execution::sandbox::RunOutput;
 use crate::ids::Stage;
 
 pub use strict::{StrictSchema, strict_schema, strictness_violations};
@@ -63,15 +65,82 @@ pub struct Implementation {
     pub files: Vec<FileContent>,
 }
 
-/// The tester's report.
+/// The tester's plan: the tests it wrote and the command that runs them.
+///
+/// This is what the Test stage's agent produces. The pipeline writes the test files into the
+/// task's workspace, runs the command in the sandbox and stores a [`TestReport`] whose numbers
+/// come from that run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TestPlan {
+    /// What the tests check, in a sentence or two.
+    pub summary: String,
+    /// The test files, each with its whole content, relative to the project root.
+    pub test_files: Vec<FileContent>,
+    /// The shell command that runs the tests from the project root, e.g. `python3 -m unittest -v`.
+    pub command: String,
+    /// The JUnit XML report the command writes, relative to the project root, if it writes one.
+    pub junit_xml: Option<String>,
+}
+
+/// The Test stage's artifact: what really happened when the tests ran.
+///
+/// `tests_added`, `passed` and `failed` (the contract's fields) are counted from the run's
+/// JUnit XML report or the test runner's printed summary, never taken from the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TestReport {
-    /// How many tests were added.
+    /// How many tests the run counted (passed, failed, errors and skipped).
     pub tests_added: u32,
     /// How many tests passed.
     pub passed: u32,
-    /// How many tests failed.
+    /// How many tests failed or raised an error.
     pub failed: u32,
+    /// How many of the failed tests raised an error rather than failing an assertion.
+    #[serde(default)]
+    pub errors: u32,
+    /// How many tests were skipped.
+    #[serde(default)]
+    pub skipped: u32,
+    /// Where the counts come from (`junit`, `pytest`, `unittest`, `cargo`, `tap`); `None` when
+    /// the run printed no summary the pipeline can read.
+    #[serde(default)]
+    pub counted_from: Option<String>,
+    /// The tester's description of its tests.
+    #[serde(default)]
+    pub summary: String,
+    /// The test files the tester wrote.
+    #[serde(default)]
+    pub test_files: Vec<String>,
+    /// The workspace commit that was tested (implementation and tests).
+    #[serde(default)]
+    pub commit: Option<CommitId>,
+    /// The run: command, exit code, duration and captured output.
+    pub run: RunOutput,
+}
+
+impl TestReport {
+    /// Whether the tests ran to the end, were counted, and all passed (at least one).
+    pub fn all_passed(&self) -> bool {
+        !self.run.timed_out
+            && self.run.exit_code == Some(0)
+            && self.counted_from.is_some()
+            && self.passed > 0
+            && self.failed == 0
+    }
+
+    /// One line for the stage's report event.
+    pub fn summary_line(&self) -> String {
+        let exit = self.run.ending();
+        match &self.counted_from {
+            Some(_) => format!(
+                "Test completed: {} run, {} passed, {} failed (`{}`, {exit})",
+                self.tests_added, self.passed, self.failed, self.run.command
+            ),
+            None => format!(
+                "Test completed: no test summary could be read (`{}`, {exit})",
+                self.run.command
+            ),
+        }
+    }
 }
 
 /// The reviewer's verdict.
@@ -147,18 +216,27 @@ impl StageOutput for Implementation {
     }
 }
 
-impl StageOutput for TestReport {
+impl StageOutput for TestPlan {
     const STAGE: Stage = Stage::Test;
-    const SCHEMA_NAME: &'static str = "test_report";
+    const SCHEMA_NAME: &'static str = "test_plan";
 
     fn validate(&self) -> Result<(), String> {
-        Ok(())
+        non_empty("command", &self.command)?;
+        if self.test_files.is_empty() {
+            return Err("test_files must contain at least one test file".to_owned());
+        }
+        check_paths(
+            "test_files",
+            self.test_files.iter().map(|f| f.path.as_str()),
+        )?;
+        check_paths("junit_xml", self.junit_xml.iter().map(String::as_str))
     }
 
     fn summary(&self) -> String {
         format!(
-            "Test completed: {} added, {} passed, {} failed",
-            self.tests_added, self.passed, self.failed
+            "Test planned: {} test file(s), `{}`",
+            self.test_files.len(),
+            self.command
         )
     }
 }
@@ -210,18 +288,21 @@ mod tests {
     fn every_stage_schema_is_strict() {
         assert_strict::<Design>();
         assert_strict::<Implementation>();
-        assert_strict::<TestReport>();
+        assert_strict::<TestPlan>();
         assert_strict::<Review>();
     }
 
     #[test]
     fn schemas_keep_declared_field_order_and_drop_integer_formats() {
-        let schema = strict_schema::<TestReport>();
+        let schema = strict_schema::<TestPlan>();
         assert_eq!(
             schema["required"],
-            json!(["tests_added", "passed", "failed"])
+            json!(["summary", "test_files", "command", "junit_xml"])
         );
-        assert!(schema["properties"]["passed"].get("format").is_none());
+        assert_eq!(
+            schema["properties"]["junit_xml"]["type"],
+            json!(["string", "null"])
+        );
         let implementation = strict_schema::<Implementation>();
         assert_eq!(
             implementation["properties"]["files"]["items"]["additionalProperties"],
@@ -279,9 +360,19 @@ mod tests {
             r#"{"diff_summary":"x","code_snippets":[],"files":[{"path":"../x","content":""}]}"#,
         );
         assert!(escaping.err().is_some_and(|e| e.contains("'..'")));
-        let missing = parse_output::<TestReport>(r#"{"tests_added":1}"#);
+        let missing = parse_output::<TestPlan>(r#"{"summary":"x","test_files":[]}"#);
         assert!(missing.err().is_some_and(|e| e.contains("missing field")));
-        let negative = parse_output::<TestReport>(r#"{"tests_added":-1,"passed":0,"failed":0}"#);
-        assert!(negative.is_err());
+        let no_tests = parse_output::<TestPlan>(
+            r#"{"summary":"x","test_files":[],"command":"python3 -m unittest","junit_xml":null}"#,
+        );
+        assert!(no_tests.err().is_some_and(|e| e.contains("at least one")));
+        let escaping_report = parse_output::<TestPlan>(
+            r#"{"summary":"x","test_files":[{"path":"t.py","content":""}],"command":"true","junit_xml":"/tmp/r.xml"}"#,
+        );
+        assert!(
+            escaping_report
+                .err()
+                .is_some_and(|e| e.contains("absolute"))
+        );
     }
 }

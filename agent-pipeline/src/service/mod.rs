@@ -1,10 +1,12 @@
 //! The services — planner, worker, orchestrator and the mirrors — as library components wired
 //! through the traits. Each consumes one topic as a consumer group.
 
+mod ci_monitor;
 mod mirror;
 mod orchestrator;
 mod planner;
 mod runner;
+mod stage_effects;
 mod worker;
 
 use std::fmt;
@@ -18,10 +20,12 @@ use crate::store::{FileArtifactStore, ReportLog, StateStore};
 use crate::wire::{DeadLetter, ReportEvent, ReportStatus, encode};
 use crate::{Result, TaskId};
 
+pub(crate) use ci_monitor::CiMonitor;
 pub(crate) use mirror::Mirror;
 pub(crate) use orchestrator::Orchestrator;
 pub(crate) use planner::{Planner, check_replay};
 pub(crate) use runner::{Handler, OnStop, run_consumer};
+pub(crate) use stage_effects::Execution;
 pub(crate) use worker::Worker;
 
 /// One of the services a pipeline runs.
@@ -34,6 +38,9 @@ pub enum Service {
     Worker,
     /// Persists results, requests next steps, retries, dead-letters and reports.
     Orchestrator,
+    /// Checks published changes (runs the check command on the branch in the sandbox) and
+    /// reports `ci`.
+    CiMonitor,
     /// Mirrors the report topic to `reports.jsonl` and the dead-letter topic to
     /// `dead_letters.jsonl`.
     Mirror,
@@ -41,10 +48,11 @@ pub enum Service {
 
 impl Service {
     /// Every service: what one process runs on the embedded default.
-    pub const ALL: [Service; 4] = [
+    pub const ALL: [Service; 5] = [
         Service::Planner,
         Service::Worker,
         Service::Orchestrator,
+        Service::CiMonitor,
         Service::Mirror,
     ];
 
@@ -54,6 +62,7 @@ impl Service {
             Service::Planner => "planner",
             Service::Worker => "worker",
             Service::Orchestrator => "orchestrator",
+            Service::CiMonitor => "ci-monitor",
             Service::Mirror => "mirror",
         }
     }
@@ -78,6 +87,7 @@ pub(crate) struct Deps {
     pub(crate) policy: RetryPolicy,
     pub(crate) step_timeout: Duration,
     pub(crate) worker_concurrency: usize,
+    pub(crate) execution: Execution,
 }
 
 impl Deps {

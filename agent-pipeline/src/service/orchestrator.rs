@@ -1,15 +1,26 @@
-//! The orchestrator: persists results, moves tasks along, retries and dead-letters.
+//! The orchestrator: persists results, moves tasks along, retries and dead-letters, checks the
+//! gates at the end of each round and publishes the change that passes them.
+
+use std::collections::VecDeque;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::stage_effects::{reviewed_commit, tested_commit};
 use super::{Deps, Handler};
 use crate::Result;
 use crate::bus::Delivery;
-use crate::machine::{Command, Context, on_step_result, random_jitter};
+use crate::execution::CommitId;
+use crate::gates::{GateInput, GateVerdict};
+use crate::ids::{Stage, StepId};
+use crate::machine::{
+    Command, Context, LastAttempts, on_gates, on_publish_failed, on_step_result, random_jitter,
+};
+use crate::output::{Design, Implementation, Review, TestReport};
+use crate::publish::Change;
 use crate::store::Artifact;
-use crate::wire::{StepOutcome, StepResult, decode};
+use crate::wire::{CiWatch, ReportEvent, ReportStatus, StepOutcome, StepResult, decode};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Orchestrator {
@@ -48,28 +59,44 @@ impl Handler for Orchestrator {
                 .dead_letter(delivery, "a step output must be a JSON object")
                 .await;
         }
+        self.apply(&result).await
+    }
+}
 
+impl Orchestrator {
+    /// Performs what the result leads to. Artifacts, requests and dead letters first, then
+    /// the state change, then the reports and the ci_watch message. A crash before the state
+    /// change redelivers the result, which redoes the idempotent effects (publishing moves
+    /// the branch to the same commit again); reports come last so that whoever reacts to one
+    /// (a waiting CLI, the UI) finds the state store already up to date.
+    async fn apply(&self, result: &StepResult) -> Result<()> {
+        let deps = &self.deps;
         let now = Utc::now();
         let task_dir = deps
             .artifacts
             .task_dir(result.task_id)
             .display()
             .to_string();
+        let attempts = deps.state.attempts(result.task_id).await?;
         let context = Context {
             task_dir: &task_dir,
             results_topic: &deps.topics.step_results,
             now,
             jitter: random_jitter(),
+            last_attempts: LastAttempts::of(
+                attempts
+                    .iter()
+                    .map(|record| (record.step_id(), record.attempt())),
+            ),
         };
-        let transition = on_step_result(&deps.policy, &result, context);
-        // Artifacts, requests and dead letters first, then the state change, then the
-        // reports. A crash before the state change redelivers the result, which redoes the
-        // idempotent effects; reports come last so that whoever reacts to one (a waiting CLI,
-        // the UI) finds the state store already up to date.
+        let transition = on_step_result(&deps.policy, result, context);
+        let mut task_status = transition.task_status;
+        let mut queue = VecDeque::from(transition.commands);
         let mut reports = Vec::new();
-        for command in transition.commands {
+        let mut ci_watch = None;
+        while let Some(command) = queue.pop_front() {
             match command {
-                Command::SaveArtifact => self.save_artifact(&result, now).await?,
+                Command::SaveArtifact => self.save_artifact(result, now).await?,
                 Command::RequestStep(request) => {
                     deps.state.reserve_attempt(&request).await?;
                     deps.publish(&deps.topics.step_requests, request.task_id, &request)
@@ -80,20 +107,40 @@ impl Handler for Orchestrator {
                     deps.publish(&deps.topics.dlq, result.task_id, &letter)
                         .await?
                 }
+                Command::EvaluateGates => {
+                    let verdicts = self.check_gates(result).await?;
+                    let next = on_gates(deps.execution.gate_rounds, result, &verdicts, context);
+                    task_status = next.task_status;
+                    for command in next.commands.into_iter().rev() {
+                        queue.push_front(command);
+                    }
+                }
+                Command::PublishChange => match self.publish_change(result, now).await? {
+                    Ok((pr, watch)) => {
+                        reports.push(pr);
+                        ci_watch = Some(watch);
+                    }
+                    Err(error) => {
+                        tracing::warn!(task_id = %result.task_id, %error, "publishing failed");
+                        let failed = on_publish_failed(result, &error, context);
+                        task_status = failed.task_status;
+                        queue = VecDeque::from(failed.commands);
+                    }
+                },
             }
         }
-        deps.state
-            .finish_attempt(&result, transition.task_status, now)
-            .await?;
+        deps.state.finish_attempt(result, task_status, now).await?;
         for event in &reports {
             deps.report(event).await?;
         }
+        if let Some(watch) = ci_watch {
+            deps.publish(&deps.topics.ci_watch, watch.task_id, &watch)
+                .await?;
+        }
         Ok(())
     }
-}
 
-impl Orchestrator {
-    async fn save_artifact(&self, result: &StepResult, now: chrono::DateTime<Utc>) -> Result<()> {
+    async fn save_artifact(&self, result: &StepResult, now: DateTime<Utc>) -> Result<()> {
         let StepOutcome::Succeeded {
             output: Value::Object(output),
             model,
@@ -102,6 +149,7 @@ impl Orchestrator {
         else {
             return Ok(());
         };
+        let replay = result.mode == crate::wire::StepMode::Replay;
         let artifact = Artifact {
             output: output.clone(),
             task_id: result.task_id,
@@ -111,10 +159,189 @@ impl Orchestrator {
             usage: *usage,
             created_at: now,
             duration_ms: result.duration_ms,
-            replay_reason: result.reason.clone(),
+            replay_reason: result.reason.clone().filter(|_| replay),
+            round: result.round,
+            feedback: result.reason.clone().filter(|_| !replay),
         };
         let path = self.deps.artifacts.write_artifact(&artifact).await?;
         tracing::info!(task_id = %result.task_id, step = %result.step_id, attempt = %result.attempt, path = %path.display(), "artifact stored");
         Ok(())
     }
+
+    /// The round's canonical artifacts, in stage order.
+    async fn round_artifacts(&self, result: &StepResult) -> Result<Vec<Artifact>> {
+        let mut artifacts = Vec::new();
+        for stage in Stage::ALL {
+            let step = StepId::v1(stage);
+            if let Some(artifact) = self
+                .deps
+                .artifacts
+                .read_artifact(result.task_id, step)
+                .await?
+            {
+                artifacts.push(artifact);
+            }
+        }
+        Ok(artifacts)
+    }
+
+    /// Checks every gate on the reviewed commit and records the verdicts as
+    /// `gates.round<N>.json`.
+    async fn check_gates(&self, review: &StepResult) -> Result<Vec<GateVerdict>> {
+        let deps = &self.deps;
+        let artifacts = self.round_artifacts(review).await?;
+        let commit = artifacts
+            .iter()
+            .find(|a| a.step.stage() == Stage::Review)
+            .and_then(reviewed_commit);
+        let verdicts = match commit {
+            None => vec![GateVerdict::fail(
+                "workspace",
+                "the review names no tested workspace commit: the tests did not run",
+            )],
+            Some(commit) => match deps.workspace(review.task_id).await {
+                Err(error) => vec![GateVerdict::fail("workspace", error.to_string())],
+                Ok(workspace) => match workspace.files_at(&commit).await {
+                    Err(error) => vec![GateVerdict::fail("workspace", error.to_string())],
+                    Ok(files) => {
+                        let input = GateInput {
+                            task_id: review.task_id,
+                            round: review.round,
+                            workspace: &workspace,
+                            commit: &commit,
+                            files: &files,
+                            artifacts: &artifacts,
+                            sandbox: deps.execution.sandbox.as_ref(),
+                        };
+                        let mut verdicts = Vec::new();
+                        for gate in &deps.execution.gates {
+                            verdicts.push(gate.check(&input).await);
+                        }
+                        verdicts
+                    }
+                },
+            },
+        };
+        let record = serde_json::json!({
+            "round": review.round,
+            "passed": verdicts.iter().all(|v| v.passed),
+            "verdicts": verdicts,
+            "checked_at": Utc::now(),
+        });
+        deps.artifacts
+            .write_record(
+                review.task_id,
+                &format!("gates.round{}.json", review.round),
+                &record,
+            )
+            .await?;
+        tracing::info!(task_id = %review.task_id, round = review.round, passed = verdicts.iter().all(|v| v.passed), "gates checked");
+        Ok(verdicts)
+    }
+
+    /// Publishes the tested commit; gives the `pr` report and the `ci_watch` message, or why
+    /// it could not be published.
+    async fn publish_change(
+        &self,
+        review: &StepResult,
+        now: DateTime<Utc>,
+    ) -> Result<std::result::Result<(ReportEvent, CiWatch), String>> {
+        let deps = &self.deps;
+        let artifacts = self.round_artifacts(review).await?;
+        let Some(commit) = artifacts
+            .iter()
+            .find(|a| a.step.stage() == Stage::Test)
+            .and_then(tested_commit)
+        else {
+            return Ok(Err("no tested commit to publish".to_owned()));
+        };
+        let workspace = match deps.workspace(review.task_id).await {
+            Ok(workspace) => workspace,
+            Err(error) => return Ok(Err(error.to_string())),
+        };
+        let prompt = deps
+            .artifacts
+            .read_task(review.task_id)
+            .await?
+            .map(|task| task.prompt)
+            .unwrap_or_default();
+        let title = change_title(&prompt);
+        let body = change_body(&prompt, &artifacts, &commit);
+        let change = Change {
+            task_id: review.task_id,
+            workspace: &workspace,
+            commit: &commit,
+            title: &title,
+            body: &body,
+        };
+        let published = match deps.execution.publisher.publish(&change).await {
+            Ok(published) => published,
+            Err(error) => return Ok(Err(error.to_string())),
+        };
+        tracing::info!(task_id = %review.task_id, branch = %published.branch, commit = %published.commit, repository = %published.repository, "change published");
+        let place = published.url.as_deref().unwrap_or(&published.repository);
+        let mut pr = ReportEvent::new(
+            review.task_id,
+            ReportStatus::Pr,
+            format!("Change published as {} ({place})", published.branch),
+            now,
+        )
+        .with_detail("branch", published.branch.clone())
+        .with_detail("commit", published.commit.clone())
+        .with_detail("repository", published.repository.clone())
+        .with_detail("publisher", deps.execution.publisher.name());
+        if let Some(url) = &published.url {
+            pr = pr.with_detail("url", url.clone());
+        }
+        let watch = CiWatch {
+            task_id: review.task_id,
+            branch: published.branch,
+            commit: published.commit,
+            source_commit: commit,
+            url: published.url,
+            requested_at: now,
+        };
+        Ok(Ok((pr, watch)))
+    }
+}
+
+/// The change's one-line title: the task's prompt, shortened.
+fn change_title(prompt: &str) -> String {
+    let line = prompt.lines().next().unwrap_or_default().trim();
+    let mut title: String = line.chars().take(72).collect();
+    if title.len() < line.len() {
+        title.push('…');
+    }
+    if title.is_empty() {
+        "agent-pipeline change".to_owned()
+    } else {
+        title
+    }
+}
+
+/// The change's description: the task, the design, the tests that ran and the review.
+fn change_body(prompt: &str, artifacts: &[Artifact], commit: &CommitId) -> String {
+    let typed = |stage: Stage| artifacts.iter().find(|a| a.step.stage() == stage);
+    let mut body = format!("## Task\n{}\n", prompt.trim());
+    if let Some(Ok(design)) = typed(Stage::Design).map(Artifact::output_as::<Design>) {
+        body.push_str(&format!("\n## Design\n{}\n", design.design_summary));
+    }
+    if let Some(Ok(implementation)) =
+        typed(Stage::Implement).map(Artifact::output_as::<Implementation>)
+    {
+        body.push_str(&format!("\n## Change\n{}\n", implementation.diff_summary));
+    }
+    if let Some(Ok(tests)) = typed(Stage::Test).map(Artifact::output_as::<TestReport>) {
+        body.push_str(&format!("\n## Tests\n{}\n", tests.summary_line()));
+    }
+    if let Some(Ok(review)) = typed(Stage::Review).map(Artifact::output_as::<Review>) {
+        body.push_str("\n## Review\n");
+        for comment in &review.comments {
+            body.push_str(&format!("- {comment}\n"));
+        }
+    }
+    body.push_str(&format!(
+        "\nWorkspace commit {commit}; published by agent-pipeline.\n"
+    ));
+    body
 }

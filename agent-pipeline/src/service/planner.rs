@@ -92,16 +92,13 @@ impl Planner {
             };
             deps.dead_letter(delivery, &format!("replay refused: {reason}"))
                 .await?;
-            let event = ReportEvent::new(
+            let mut event = ReportEvent::new(
                 replay.task_id,
                 ReportStatus::Error,
                 format!("error: replay refused: {reason}"),
                 now,
             );
-            let event = ReportEvent {
-                stage: Some(replay.step_id),
-                ..event
-            };
+            event.stage = Some(replay.step_id);
             return deps.report(&event).await;
         }
         let attempt = deps

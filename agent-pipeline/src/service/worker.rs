@@ -10,7 +10,7 @@ use super::{Deps, Handler};
 use crate::Result;
 use crate::agent::{AgentInput, PriorArtifact};
 use crate::bus::Delivery;
-use crate::ids::StepId;
+use crate::ids::{Stage, StepId};
 use crate::wire::{StepOutcome, StepRequest, StepResult, decode};
 
 #[derive(Debug, Clone)]
@@ -69,31 +69,58 @@ impl Worker {
                 None => return Ok(failed(format!("input {step} has no artifact"))),
             }
         }
+        let stage = request.step_id.stage();
+        if stage == Stage::Implement && request.reason.is_some() {
+            // Redone to fix what the last round's tests and review found: show them.
+            for later in [Stage::Implement, Stage::Test, Stage::Review] {
+                let step = StepId::v1(later);
+                if let Some(artifact) = deps.artifacts.read_artifact(request.task_id, step).await? {
+                    prior.push(PriorArtifact {
+                        step,
+                        output: artifact.output,
+                    });
+                }
+            }
+        }
+        let diff = match stage {
+            Stage::Review => deps.review_diff(request).await?,
+            _ => None,
+        };
         let input = AgentInput {
             task_id: request.task_id,
             step: request.step_id,
             attempt: request.attempt,
             prompt: task.prompt,
             prior,
-            replay_reason: request.reason.clone(),
+            reason: request.reason.clone(),
+            diff,
         };
-        let agent = deps.agents.get(request.step_id.stage());
-        Ok(
-            match tokio::time::timeout(deps.step_timeout, agent.run(&input)).await {
-                Err(_) => StepOutcome::Failed {
+        let agent = deps.agents.get(stage);
+        let output = match tokio::time::timeout(deps.step_timeout, agent.run(&input)).await {
+            Err(_) => {
+                return Ok(StepOutcome::Failed {
                     error: format!("the step took longer than {:?}", deps.step_timeout),
                     retryable: true,
-                },
-                Ok(Err(error)) => StepOutcome::Failed {
+                });
+            }
+            Ok(Err(error)) => {
+                return Ok(StepOutcome::Failed {
                     error: error.to_string(),
                     retryable: error.is_retryable(),
-                },
-                Ok(Ok(output)) => StepOutcome::Succeeded {
-                    output: Value::Object(output.output),
-                    model: output.model,
-                    usage: output.usage,
-                },
+                });
+            }
+            Ok(Ok(output)) => output,
+        };
+        Ok(match deps.execute(request, output.output).await? {
+            Ok(artifact) => StepOutcome::Succeeded {
+                output: Value::Object(artifact),
+                model: output.model,
+                usage: output.usage,
             },
-        )
+            Err(failure) => StepOutcome::Failed {
+                error: failure.error,
+                retryable: failure.retryable,
+            },
+        })
     }
 }

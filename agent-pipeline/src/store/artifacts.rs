@@ -25,8 +25,8 @@ pub struct TaskFile {
 /// One step's artifact: the stage output's fields at the top level (the contract), with
 /// what produced them beside them.
 ///
-/// The names `task_id`, `step`, `attempt`, `model`, `usage`, `created_at`, `duration_ms` and
-/// `replay_reason` are reserved for this record; a stage output must not use them.
+/// The names `task_id`, `step`, `attempt`, `model`, `usage`, `created_at`, `duration_ms`,
+/// `replay_reason`, `round` and `feedback` are reserved for this record; a stage output must not use them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Artifact {
     /// The stage output, e.g. `design_summary` and `files_touched`.
@@ -49,6 +49,17 @@ pub struct Artifact {
     /// Why the step was replayed, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_reason: Option<String>,
+    /// The round of the task (1, then one more for each time failed gates sent the change
+    /// back to Implement).
+    #[serde(default = "first_round")]
+    pub round: u32,
+    /// What the gates of the last round found, when this step ran to fix it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<String>,
+}
+
+fn first_round() -> u32 {
+    1
 }
 
 impl Artifact {
@@ -179,6 +190,30 @@ impl FileArtifactStore {
             .filter(|a: &Artifact| a.attempt == attempt))
     }
 
+    /// Writes another record of the task beside its artifacts, such as the gate verdicts of a
+    /// round (`gates.round1.json`) or the last check of its published change (`ci.json`).
+    /// `name` is a plain file name. Returns the path.
+    pub async fn write_record<T: Serialize>(
+        &self,
+        task_id: TaskId,
+        name: &str,
+        record: &T,
+    ) -> StoreResult<PathBuf> {
+        self.prepare_task_dir(task_id).await?;
+        let path = confined(&self.root, &[&task_id.to_string(), name])?;
+        write_atomic(&path, pretty(record)).await?;
+        Ok(path)
+    }
+
+    /// Reads a record written by [`FileArtifactStore::write_record`], if there is one.
+    pub async fn read_record<T: serde::de::DeserializeOwned>(
+        &self,
+        task_id: TaskId,
+        name: &str,
+    ) -> StoreResult<Option<T>> {
+        read_json(&confined(&self.root, &[&task_id.to_string(), name])?).await
+    }
+
     /// The files of a task's directory, sorted by name.
     pub async fn list_files(&self, task_id: TaskId) -> StoreResult<Vec<PathBuf>> {
         let dir = self.task_dir(task_id);
@@ -247,6 +282,8 @@ mod tests {
             created_at: Utc::now(),
             duration_ms: 3,
             replay_reason: None,
+            round: 1,
+            feedback: None,
         }
     }
 

@@ -52,6 +52,7 @@ pub(crate) fn finished_record(
             attempt: result.attempt,
             try_number: result.try_number,
             mode: result.mode,
+            round: result.round,
             reason: result.reason.clone(),
             not_before: None,
             requested_at: result.started_at,

@@ -2,7 +2,7 @@
 //! `DATA_DIR`, and the state of tasks and attempts behind the [`StateStore`] trait.
 
 mod artifacts;
-mod fs_util;
+pub(crate) mod fs_util;
 mod memory_state;
 mod reports;
 #[cfg(feature = "sqlite")]

@@ -4,11 +4,13 @@
 //! may be added (readers ignore what they don't know); a breaking change gets a new step
 //! version (`design@v2`) or a new topic.
 
+mod ci;
 mod dead_letter;
 mod report;
 mod step;
 mod task;
 
+pub use ci::CiWatch;
 pub use dead_letter::DeadLetter;
 pub use report::{ReportEvent, ReportStatus};
 pub use step::{StepMode, StepOutcome, StepRequest, StepResult};

@@ -4,6 +4,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
 
 use crate::ids::{Attempt, StepId, TaskId};
 use crate::llm::Usage;
@@ -30,6 +31,8 @@ pub enum ReportStatus {
     Retry,
     /// A step or message went to the dead-letter queue.
     Dlq,
+    /// The gates of a round were evaluated (passed or not).
+    Gates,
     /// A status this version does not know, kept as written.
     Other(String),
 }
@@ -47,6 +50,7 @@ impl ReportStatus {
             ReportStatus::Ci => "ci",
             ReportStatus::Retry => "retry",
             ReportStatus::Dlq => "dlq",
+            ReportStatus::Gates => "gates",
             ReportStatus::Other(other) => other,
         }
     }
@@ -62,6 +66,7 @@ impl ReportStatus {
             "ci" => ReportStatus::Ci,
             "retry" => ReportStatus::Retry,
             "dlq" => ReportStatus::Dlq,
+            "gates" => ReportStatus::Gates,
             other => ReportStatus::Other(other.to_owned()),
         }
     }
@@ -117,6 +122,11 @@ pub struct ReportEvent {
     /// Tokens the step spent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// Everything else the event says, at the top level: the branch and commit of a `pr`,
+    /// the outcome and output of a `ci`, the verdicts of `gates`, and the fields of later
+    /// versions, which are kept as they are.
+    #[serde(flatten)]
+    pub details: Map<String, Value>,
 }
 
 impl ReportEvent {
@@ -137,7 +147,14 @@ impl ReportEvent {
             duration_ms: None,
             model: None,
             usage: None,
+            details: Map::new(),
         }
+    }
+
+    /// The same event with one more detail field.
+    pub fn with_detail(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(name.to_owned(), value.into());
+        self
     }
 
     /// The same event about step `stage`, attempt `attempt`.
@@ -171,9 +188,10 @@ mod tests {
             r#"{{"task_id":"{task_id}","status":"paused","summary":"x","timestamp":"2026-01-01T00:00:00Z","cost_usd":0.1}}"#
         );
         let parsed: Result<ReportEvent, _> = serde_json::from_str(&later);
-        assert_eq!(
-            parsed.ok().map(|e| e.status),
-            Some(ReportStatus::Other("paused".into()))
-        );
+        let parsed = parsed.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.status, ReportStatus::Other("paused".into()));
+        assert_eq!(parsed.details["cost_usd"], 0.1, "unknown fields are kept");
+        let again = serde_json::to_value(&parsed).unwrap_or_default();
+        assert_eq!(again["cost_usd"], 0.1, "and written again");
     }
 }

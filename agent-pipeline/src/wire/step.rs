@@ -36,7 +36,12 @@ pub struct StepRequest {
     /// Run or replay.
     #[serde(default)]
     pub mode: StepMode,
-    /// Why the step is replayed, when it is.
+    /// The round of the task this step belongs to: 1, then one more each time failed gates
+    /// send the change back to Implement.
+    #[serde(default = "first_round")]
+    pub round: u32,
+    /// Why the step runs again, when it does: a replay's reason, or what failed in the last
+    /// round.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Do not start before this time (retry backoff).
@@ -47,6 +52,10 @@ pub struct StepRequest {
 }
 
 fn first_try() -> u32 {
+    1
+}
+
+fn first_round() -> u32 {
     1
 }
 
@@ -87,7 +96,10 @@ pub struct StepResult {
     /// Run or replay.
     #[serde(default)]
     pub mode: StepMode,
-    /// Why the step was replayed, when it was.
+    /// The round of the task.
+    #[serde(default = "first_round")]
+    pub round: u32,
+    /// Why the step ran again, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Success with the output, or failure with the error.
@@ -113,6 +125,7 @@ impl StepResult {
             attempt: request.attempt,
             try_number: request.try_number,
             mode: request.mode,
+            round: request.round,
             reason: request.reason.clone(),
             outcome,
             started_at,

@@ -41,8 +41,17 @@ impl Harness {
     }
 }
 
-/// A builder with the offline model and fast retries.
+/// A builder with the offline model and fast retries. The generated tests run in bubblewrap,
+/// as they do by default: these tests need `bwrap` (scripts/test-all installs it).
 pub fn builder(temp: &tempfile::TempDir) -> PipelineBuilder {
+    assert!(
+        std::process::Command::new("bwrap")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "the pipeline tests run generated code in bubblewrap, and `bwrap` is not installed: \
+         install the Debian package bubblewrap, or run scripts/test-all, which does"
+    );
     Pipeline::builder()
         .data_dir(temp.path().join("data"))
         .llm(Arc::new(OfflineLlm::new()))
@@ -70,6 +79,52 @@ pub async fn start_with(
 /// Starts the default test pipeline.
 pub async fn start() -> Result<Harness, Box<dyn std::error::Error>> {
     start_with(|b| b).await
+}
+
+/// The canonical artifact of the task's `stage`, which must exist.
+pub async fn artifact(
+    harness: &Harness,
+    task_id: agent_pipeline::TaskId,
+    stage: Stage,
+) -> Result<agent_pipeline::store::Artifact, Box<dyn std::error::Error>> {
+    let step = agent_pipeline::StepId::v1(stage);
+    let stored = harness
+        .pipeline
+        .artifacts()
+        .read_artifact(task_id, step)
+        .await?;
+    Ok(stored.ok_or_else(|| format!("{step} has no artifact"))?)
+}
+
+/// `git -C dir args…`, its stdout.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> Result<String, Box<dyn std::error::Error>> {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()?;
+    if !output.status.success() {
+        return Err(format!(
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// The status and step of each event, as `stage_done design@v1`.
+pub fn story(events: &[ReportEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{}{}",
+                e.status,
+                e.stage.map(|s| format!(" {s}")).unwrap_or_default()
+            )
+        })
+        .collect()
 }
 
 /// Waits for the task's final event.
@@ -120,15 +175,33 @@ pub async fn mirrored_reports(
     harness: &Harness,
     task_id: agent_pipeline::TaskId,
 ) -> Result<Vec<ReportEvent>, Box<dyn std::error::Error>> {
+    mirrored_until(harness, task_id, "the final event", |e| e.status.is_final()).await
+}
+
+/// Every report event of `reports.jsonl` for the task, once one with `status` is there.
+pub async fn reports_until(
+    harness: &Harness,
+    task_id: agent_pipeline::TaskId,
+    status: agent_pipeline::wire::ReportStatus,
+) -> Result<Vec<ReportEvent>, Box<dyn std::error::Error>> {
+    let what = format!("a {status} event");
+    mirrored_until(harness, task_id, &what, move |e| e.status == status).await
+}
+
+async fn mirrored_until(
+    harness: &Harness,
+    task_id: agent_pipeline::TaskId,
+    what: &str,
+    wanted: impl Fn(&ReportEvent) -> bool,
+) -> Result<Vec<ReportEvent>, Box<dyn std::error::Error>> {
     let log = harness.pipeline.report_log().clone();
-    eventually("the final event in reports.jsonl", || {
+    let wanted = &wanted;
+    eventually(&format!("{what} in reports.jsonl"), || {
         let log = log.clone();
         async move {
-            log.read_all().await.is_ok_and(|events| {
-                events
-                    .iter()
-                    .any(|e| e.task_id == task_id && e.status.is_final())
-            })
+            log.read_all()
+                .await
+                .is_ok_and(|events| events.iter().any(|e| e.task_id == task_id && wanted(e)))
         }
     })
     .await?;
@@ -192,4 +265,56 @@ impl Agent for Failing {
         };
         agent.run(input).await
     }
+}
+
+/// How a [`Tweaked`] model changes the offline model's answer to a request.
+pub type Tweak = dyn Fn(&agent_pipeline::llm::LlmRequest, &mut serde_json::Value) + Send + Sync;
+
+/// The offline model with its answers changed by a function: a stand-in for a real model that
+/// gets things wrong (or right) in a chosen way.
+pub struct Tweaked {
+    tweak: Box<Tweak>,
+}
+
+impl Tweaked {
+    pub fn new(
+        tweak: impl Fn(&agent_pipeline::llm::LlmRequest, &mut serde_json::Value) + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            tweak: Box::new(tweak),
+        })
+    }
+}
+
+impl std::fmt::Debug for Tweaked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tweaked")
+    }
+}
+
+#[async_trait::async_trait]
+impl agent_pipeline::llm::Llm for Tweaked {
+    fn model(&self) -> &str {
+        "tweaked"
+    }
+
+    async fn complete(
+        &self,
+        request: &agent_pipeline::llm::LlmRequest,
+    ) -> Result<agent_pipeline::llm::LlmResponse, agent_pipeline::llm::LlmError> {
+        let mut answer = OfflineLlm::new().complete(request).await?;
+        let mut value: serde_json::Value =
+            serde_json::from_str(&answer.content).unwrap_or_default();
+        (self.tweak)(request, &mut value);
+        answer.content = value.to_string();
+        Ok(answer)
+    }
+}
+
+/// Whether the request is the implementer's second or later round.
+pub fn is_redone(request: &agent_pipeline::llm::LlmRequest) -> bool {
+    request
+        .messages
+        .iter()
+        .any(|m| m.content.contains("This step is being redone"))
 }

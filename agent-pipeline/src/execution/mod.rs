@@ -1,0 +1,11 @@
+//! Real execution of a task's code: the per-task git workspace, the sandbox that runs
+//! generated tests, and the parsers that read real test counts from a run.
+
+pub mod results;
+mod run_summary;
+pub mod sandbox;
+pub(crate) mod workspace;
+
+pub use workspace::{
+    Commit, CommitId, TaskWorkspace, WorkspaceError, WorkspaceLimits, check_files, clone_at,
+};

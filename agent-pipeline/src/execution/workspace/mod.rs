@@ -1,0 +1,670 @@
+//! The per-task git workspace, `DATA_DIR/<task_id>/workspace/`: every implement and test
+//! step's files become one commit on a linear history, so that the change can be diffed,
+//! tested in a sandbox, published and checked out again.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::ids::TaskId;
+use crate::output::FileContent;
+
+pub(crate) mod git;
+mod paths;
+
+use git::Git;
+pub use paths::check_files;
+use paths::io_error;
+
+/// Size limits on the files a model may write into a workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkspaceLimits {
+    /// The most files one step may write.
+    pub max_files: usize,
+    /// The largest file, in bytes.
+    pub max_file_bytes: u64,
+    /// The most bytes one step may write over all its files.
+    pub max_total_bytes: u64,
+    /// The longest path, in bytes.
+    pub max_path_bytes: usize,
+}
+
+impl Default for WorkspaceLimits {
+    fn default() -> Self {
+        Self {
+            max_files: 200,
+            max_file_bytes: 1024 * 1024,
+            max_total_bytes: 8 * 1024 * 1024,
+            max_path_bytes: 200,
+        }
+    }
+}
+
+/// Why a workspace operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkspaceError {
+    /// A file path from the model is not acceptable.
+    #[error("refused path {path:?}: {problem}")]
+    Path {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The files exceed a size limit.
+    #[error("{0}")]
+    Limit(String),
+    /// A git command failed.
+    #[error("git {command} failed: {message}")]
+    Git {
+        /// The git subcommand.
+        command: String,
+        /// What git printed.
+        message: String,
+    },
+    /// A file could not be read or written.
+    #[error("could not {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A git commit id (40 hexadecimal digits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CommitId(String);
+
+impl CommitId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CommitId {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        if value.len() == 40 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(value.to_ascii_lowercase()))
+        } else {
+            Err(format!("{value:?} is not a commit id"))
+        }
+    }
+}
+
+impl From<CommitId> for String {
+    fn from(id: CommitId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for CommitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A commit made in a workspace, with its parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// The new commit.
+    pub id: CommitId,
+    /// The commit before it.
+    pub parent: CommitId,
+}
+
+/// Clones `repository` into `dest` (a new directory) and checks out `rev` detached.
+///
+/// `rev` is a branch of `repository` (such as `agent/<task_id>`) or a commit id; anything
+/// else, an option-like `-x` included, is refused. `dest` must not exist yet; it is removed
+/// again when the checkout fails. Returns the commit that was checked out.
+pub async fn clone_at(
+    repository: &Path,
+    rev: &str,
+    dest: &Path,
+) -> Result<CommitId, WorkspaceError> {
+    if !is_plain_rev(rev) {
+        return Err(WorkspaceError::Git {
+            command: "checkout".into(),
+            message: format!("refused revision {rev:?}: give a branch name or a commit id"),
+        });
+    }
+    match tokio::fs::symlink_metadata(dest).await {
+        Ok(_) => {
+            return Err(io_error(
+                "clone into",
+                dest,
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "it already exists"),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error("inspect", dest, e)),
+    }
+    let source = absolute(repository)?;
+    let dest = absolute(dest)?;
+    Git::new("clone")
+        .args(["--quiet", "--no-hardlinks", "--no-checkout", "--"])
+        .arg(&source)
+        .arg(&dest)
+        .output()
+        .await?;
+    match checkout_detached(&source, &dest, rev).await {
+        Ok(commit) => {
+            tracing::info!(
+                repository = %source.display(),
+                rev = %rev,
+                dest = %dest.display(),
+                commit = %commit,
+                "checked out"
+            );
+            Ok(commit)
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&dest).await;
+            Err(e)
+        }
+    }
+}
+
+async fn checkout_detached(
+    source: &Path,
+    dest: &Path,
+    rev: &str,
+) -> Result<CommitId, WorkspaceError> {
+    // After a clone the source's branches are remote-tracking branches of `origin`.
+    let candidates = if is_hex_id(rev) {
+        vec![rev.to_owned()]
+    } else {
+        vec![
+            format!("refs/remotes/origin/{rev}"),
+            format!("refs/tags/{rev}"),
+            rev.to_owned(),
+        ]
+    };
+    for candidate in candidates {
+        let spec = format!("{candidate}^{{commit}}");
+        let exists = Git::in_work_tree(dest, "rev-parse")
+            .args(["--verify", "--quiet", &spec])
+            .succeeds()
+            .await?;
+        if !exists {
+            continue;
+        }
+        let commit = Git::in_work_tree(dest, "rev-parse")
+            .args(["--verify", &spec])
+            .commit_id()
+            .await?;
+        Git::in_work_tree(dest, "checkout")
+            .args(["--quiet", "--detach", commit.as_str()])
+            .output()
+            .await?;
+        return Ok(commit);
+    }
+    Err(WorkspaceError::Git {
+        command: "checkout".into(),
+        message: format!("{} has no branch or commit {rev:?}", source.display()),
+    })
+}
+
+/// A branch name or commit id that git cannot mistake for an option or a revision expression.
+fn is_plain_rev(rev: &str) -> bool {
+    !rev.is_empty()
+        && rev.len() <= 255
+        && rev != "@"
+        && !rev.starts_with(['-', '/', '.'])
+        && !rev.ends_with(['/', '.'])
+        && !rev.ends_with(".lock")
+        && !rev.contains("..")
+        && !rev.contains("//")
+        && !rev.contains("/.")
+        && !rev.contains("@{")
+        && rev
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '+'))
+}
+
+fn is_hex_id(text: &str) -> bool {
+    text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, WorkspaceError> {
+    std::path::absolute(path).map_err(|e| io_error("resolve", path, e))
+}
+
+/// Runs blocking file-system work off the async threads.
+async fn blocking<T, F>(dir: &Path, work: F) -> Result<T, WorkspaceError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, WorkspaceError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) => Err(io_error(
+            "update",
+            dir,
+            std::io::Error::other(format!("the file-system task failed: {e}")),
+        )),
+    }
+}
+
+/// One file of a commit's tree, as `git ls-tree` lists it.
+#[derive(Debug, Clone)]
+struct TreeEntry {
+    mode: String,
+    id: String,
+    path: String,
+}
+
+/// A task's git workspace, `DATA_DIR/<task_id>/workspace/`.
+///
+/// The workspace is an ordinary git repository whose history is linear: an empty root commit
+/// made when it is created, then one commit per [`commit_files`](Self::commit_files) call.
+/// Each commit holds exactly the files given (plus, when asked, a base commit's files), with
+/// their bytes unchanged; the work tree is rewritten to match so that a sandbox can run it.
+/// Git runs with a fixed configuration: no hooks, no signing, no user or system settings.
+///
+/// One workspace is meant to be used by one step at a time.
+///
+/// ```
+/// use agent_pipeline::TaskId;
+/// use agent_pipeline::execution::{TaskWorkspace, WorkspaceLimits};
+/// use agent_pipeline::output::FileContent;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let data_dir = tempfile::tempdir()?;
+/// let workspace = TaskWorkspace::open(data_dir.path(), TaskId::new()).await?;
+/// let files = [FileContent {
+///     path: "src/lib.rs".into(),
+///     content: "pub fn answer() -> u32 { 42 }\n".into(),
+/// }];
+/// let commit = workspace
+///     .commit_files(None, &files, "implement: answer", &WorkspaceLimits::default())
+///     .await?;
+/// assert_eq!(commit.parent, workspace.root().await?);
+/// assert_eq!(workspace.head().await?, commit.id);
+///
+/// let stored = workspace.files_at(&commit.id).await?;
+/// assert_eq!(stored, vec![("src/lib.rs".to_string(), files[0].content.clone().into_bytes())]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TaskWorkspace {
+    dir: PathBuf,
+}
+
+impl TaskWorkspace {
+    /// Opens the workspace of `task_id` under `data_dir`, creating it (with an empty root
+    /// commit) when it does not exist.
+    ///
+    /// Opening an existing workspace again is harmless. `DATA_DIR/<task_id>`, its `workspace`
+    /// and the repository's `.git` must be real directories: a symbolic link is refused, so
+    /// that nothing is ever written outside the data directory.
+    pub async fn open(data_dir: &Path, task_id: TaskId) -> Result<Self, WorkspaceError> {
+        let data_dir = absolute(data_dir)?;
+        tokio::fs::create_dir_all(&data_dir)
+            .await
+            .map_err(|e| io_error("create directory", &data_dir, e))?;
+        let task_dir = data_dir.join(task_id.to_string());
+        let dir = task_dir.join("workspace");
+        let git_dir = dir.join(".git");
+        let has_repository = {
+            let (task_dir, dir, git_dir) = (task_dir.clone(), dir.clone(), git_dir.clone());
+            blocking(&data_dir, move || {
+                paths::ensure_real_dir(&task_dir)?;
+                paths::ensure_real_dir(&dir)?;
+                match std::fs::symlink_metadata(&git_dir) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(io_error("inspect", &git_dir, e)),
+                    Ok(_) => paths::check_real_dir(&git_dir).map(|()| true),
+                }
+            })
+            .await?
+        };
+        if !has_repository {
+            Git::new("init")
+                .args(["--quiet", "--template=", "--"])
+                .arg(&dir)
+                .output()
+                .await?;
+            tracing::info!(task_id = %task_id, dir = %dir.display(), "workspace created");
+        }
+        {
+            let git_dir = git_dir.clone();
+            blocking(&dir, move || paths::check_real_dir(&git_dir)).await?;
+        }
+        let workspace = Self { dir };
+        if !workspace.has_head().await? {
+            workspace.commit_root(task_id).await?;
+        }
+        Ok(workspace)
+    }
+
+    /// The workspace's directory (its work tree).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Replaces the work tree with `base`'s files (none when `base` is `None`) plus `files`,
+    /// and commits the result on top of the current head with `message`.
+    ///
+    /// `files` are checked with [`check_files`] first; nothing changes when they are refused.
+    /// A file of `files` replaces the base's file at the same path, and also a base file or
+    /// directory it clashes with (`a` against `a/b`). Whatever was in the work tree before
+    /// (a test run's leftovers, symbolic links included) is removed without following links;
+    /// only `.git` stays. The files are committed byte for byte (no line-ending conversion or
+    /// filters), even when a `.gitignore` would ignore them.
+    pub async fn commit_files(
+        &self,
+        base: Option<&CommitId>,
+        files: &[FileContent],
+        message: &str,
+        limits: &WorkspaceLimits,
+    ) -> Result<Commit, WorkspaceError> {
+        check_files(files, limits)?;
+        let head = self.head().await?;
+
+        // The base's files that the new files do not replace.
+        let given: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let given_dirs: HashSet<&str> = files
+            .iter()
+            .flat_map(|f| f.path.match_indices('/').map(|(end, _)| &f.path[..end]))
+            .collect();
+        let kept: Vec<TreeEntry> = match base {
+            None => Vec::new(),
+            Some(base) => self
+                .tree_entries(base)
+                .await?
+                .into_iter()
+                .filter(|entry| {
+                    let regular = entry.mode == "100644" || entry.mode == "100755";
+                    if !regular {
+                        tracing::warn!(path = %entry.path, mode = %entry.mode, "skipping a base entry that is not a regular file");
+                    }
+                    regular
+                        && !given.contains(entry.path.as_str())
+                        && !given_dirs.contains(entry.path.as_str())
+                        && !entry
+                            .path
+                            .match_indices('/')
+                            .any(|(end, _)| given.contains(&entry.path[..end]))
+                })
+                .collect(),
+        };
+        let kept_ids: Vec<&str> = kept.iter().map(|e| e.id.as_str()).collect();
+        let kept_contents = self.read_blobs(&kept_ids).await?;
+
+        // The work tree: emptied, then exactly the commit's files.
+        let mut tree: Vec<(String, Vec<u8>)> = kept
+            .iter()
+            .map(|e| e.path.clone())
+            .zip(kept_contents)
+            .collect();
+        tree.extend(
+            files
+                .iter()
+                .map(|f| (f.path.clone(), f.content.clone().into_bytes())),
+        );
+        let removed = {
+            let dir = self.dir.clone();
+            blocking(&self.dir, move || {
+                if let Some(task_dir) = dir.parent() {
+                    paths::check_real_dir(task_dir)?;
+                }
+                paths::check_real_dir(&dir)?;
+                paths::check_real_dir(&dir.join(".git"))?;
+                let removed = paths::clean_work_tree(&dir)?;
+                for (path, content) in &tree {
+                    paths::write_new_file(&dir, path, content)?;
+                }
+                Ok(removed)
+            })
+            .await?
+        };
+
+        // The objects, the index, the tree and the commit, with plumbing only: no filters,
+        // no ignore rules, no hooks.
+        let mut index_info = Vec::new();
+        for entry in &kept {
+            index_info.extend_from_slice(
+                format!("{} {}\t{}\0", entry.mode, entry.id, entry.path).as_bytes(),
+            );
+        }
+        if !files.is_empty() {
+            let mut paths_input = String::new();
+            for file in files {
+                paths_input.push_str(&file.path);
+                paths_input.push('\n');
+            }
+            let ids = self
+                .git("hash-object")
+                .args(["-w", "--no-filters", "--stdin-paths"])
+                .stdin(paths_input.into_bytes())
+                .text()
+                .await?;
+            let ids: Vec<&str> = ids.lines().collect();
+            if ids.len() != files.len() || !ids.iter().all(|id| is_hex_id(id)) {
+                return Err(WorkspaceError::Git {
+                    command: "hash-object".into(),
+                    message: format!(
+                        "unexpected output: {} ids for {} files",
+                        ids.len(),
+                        files.len()
+                    ),
+                });
+            }
+            for (file, id) in files.iter().zip(ids) {
+                index_info.extend_from_slice(format!("100644 {id}\t{}\0", file.path).as_bytes());
+            }
+        }
+        self.git("read-tree").arg("--empty").output().await?;
+        self.git("update-index")
+            .args(["--add", "-z", "--index-info"])
+            .stdin(index_info)
+            .output()
+            .await?;
+        let tree_id = self.git("write-tree").text().await?;
+        let id = self
+            .git("commit-tree")
+            .args([tree_id.as_str(), "-p", head.as_str()])
+            .stdin(message.as_bytes().to_vec())
+            .commit_id()
+            .await?;
+        // Moves HEAD only if it is still `head`: the history stays linear.
+        self.git("update-ref")
+            .args([
+                "-m",
+                "agent-pipeline: commit files",
+                "HEAD",
+                id.as_str(),
+                head.as_str(),
+            ])
+            .output()
+            .await?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            commit = %id,
+            parent = %head,
+            base = ?base.map(CommitId::as_str),
+            files = files.len(),
+            base_files = kept.len(),
+            removed_entries = removed,
+            "workspace commit"
+        );
+        Ok(Commit { id, parent: head })
+    }
+
+    /// The root commit (empty tree) made when the workspace was created.
+    pub async fn root(&self) -> Result<CommitId, WorkspaceError> {
+        let roots = self
+            .git("rev-list")
+            .args(["--max-parents=0", "HEAD"])
+            .text()
+            .await?;
+        // The history is linear, so there is one root; `rev-list` prints the oldest last.
+        git::parse_commit_id("rev-list", roots.lines().last().unwrap_or_default())
+    }
+
+    /// The current head commit.
+    pub async fn head(&self) -> Result<CommitId, WorkspaceError> {
+        self.git("rev-parse")
+            .args(["--verify", "HEAD^{commit}"])
+            .commit_id()
+            .await
+    }
+
+    /// `git diff from to` as text.
+    ///
+    /// Plain unified diff: no color, no external diff or text conversion drivers.
+    pub async fn diff(&self, from: &CommitId, to: &CommitId) -> Result<String, WorkspaceError> {
+        let output = self
+            .git("diff")
+            .args([
+                "--no-color",
+                "--no-ext-diff",
+                "--no-textconv",
+                from.as_str(),
+                to.as_str(),
+                "--",
+            ])
+            .output()
+            .await?;
+        Ok(String::from_utf8_lossy(&output).into_owned())
+    }
+
+    /// Every file of `commit`, path and content, sorted by path.
+    pub async fn files_at(
+        &self,
+        commit: &CommitId,
+    ) -> Result<Vec<(String, Vec<u8>)>, WorkspaceError> {
+        let entries = self.tree_entries(commit).await?;
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let contents = self.read_blobs(&ids).await?;
+        let mut files: Vec<(String, Vec<u8>)> =
+            entries.into_iter().map(|e| e.path).zip(contents).collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(files)
+    }
+
+    fn git(&self, subcommand: &str) -> Git {
+        Git::in_work_tree(&self.dir, subcommand)
+    }
+
+    async fn has_head(&self) -> Result<bool, WorkspaceError> {
+        self.git("rev-parse")
+            .args(["--verify", "--quiet", "HEAD^{commit}"])
+            .succeeds()
+            .await
+    }
+
+    /// Makes the empty root commit, unless another opener made one first.
+    async fn commit_root(&self, task_id: TaskId) -> Result<(), WorkspaceError> {
+        let empty_tree = self.git("mktree").stdin(Vec::new()).text().await?;
+        let root = self
+            .git("commit-tree")
+            .arg(&empty_tree)
+            .stdin(format!("workspace created for task {task_id}\n").into_bytes())
+            .commit_id()
+            .await?;
+        // An empty old value: only when HEAD does not exist yet.
+        let created = self
+            .git("update-ref")
+            .args([
+                "-m",
+                "agent-pipeline: workspace created",
+                "HEAD",
+                root.as_str(),
+                "",
+            ])
+            .output()
+            .await;
+        match created {
+            Ok(_) => {
+                tracing::debug!(task_id = %task_id, commit = %root, "workspace root commit");
+                Ok(())
+            }
+            Err(_) if self.has_head().await? => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The blobs of `commit`'s tree (submodule entries are skipped).
+    async fn tree_entries(&self, commit: &CommitId) -> Result<Vec<TreeEntry>, WorkspaceError> {
+        let output = self
+            .git("ls-tree")
+            .args(["-r", "-z", "--full-tree", commit.as_str()])
+            .output()
+            .await?;
+        let mut entries = Vec::new();
+        for record in output.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+            let record = String::from_utf8_lossy(record);
+            let parsed = record.split_once('\t').and_then(|(meta, path)| {
+                let mut meta = meta.split(' ');
+                Some((meta.next()?, meta.next()?, meta.next()?, path))
+            });
+            let Some((mode, kind, id, path)) = parsed else {
+                return Err(WorkspaceError::Git {
+                    command: "ls-tree".into(),
+                    message: format!("unexpected output: {record:?}"),
+                });
+            };
+            if kind == "blob" {
+                entries.push(TreeEntry {
+                    mode: mode.to_owned(),
+                    id: id.to_owned(),
+                    path: path.to_owned(),
+                });
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The contents of the blobs `ids`, in order, with one `git cat-file --batch`.
+    async fn read_blobs(&self, ids: &[&str]) -> Result<Vec<Vec<u8>>, WorkspaceError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut input = ids.join("\n");
+        input.push('\n');
+        let output = self
+            .git("cat-file")
+            .arg("--batch")
+            .stdin(input.into_bytes())
+            .output()
+            .await?;
+        let unexpected = |what: String| WorkspaceError::Git {
+            command: "cat-file".into(),
+            message: format!("unexpected output: {what}"),
+        };
+        let mut contents = Vec::with_capacity(ids.len());
+        let mut rest = output.as_slice();
+        for id in ids {
+            let Some(newline) = rest.iter().position(|b| *b == b'\n') else {
+                return Err(unexpected(format!("no header for {id}")));
+            };
+            let header = String::from_utf8_lossy(&rest[..newline]).into_owned();
+            let size = match header.split(' ').collect::<Vec<_>>().as_slice() {
+                [_, "blob", size] => size.parse::<usize>().ok(),
+                _ => None,
+            };
+            let Some(size) = size else {
+                return Err(unexpected(format!("{header:?} for {id}")));
+            };
+            let start = newline + 1;
+            let Some(content) = rest.get(start..start + size) else {
+                return Err(unexpected(format!("short content for {id}")));
+            };
+            contents.push(content.to_vec());
+            rest = rest.get(start + size + 1..).unwrap_or_default();
+        }
+        Ok(contents)
+    }
+}

@@ -1,0 +1,286 @@
+//! Checking the paths a model gives, and writing and removing files in a work tree without
+//! ever following a symbolic link.
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::path::Path;
+
+use super::{WorkspaceError, WorkspaceLimits};
+use crate::output::FileContent;
+
+/// Checks file paths and sizes against the limits, without touching the disk.
+///
+/// A path must be relative, use `/` between its components, and stay inside the project: no
+/// empty, `.` or `..` component, no backslash or control character, nothing inside `.git`.
+/// Every path may appear once, and a path may not be both a file and the directory of
+/// another file (`a` and `a/b`). The errors name the path and say what to change.
+///
+/// ```
+/// use agent_pipeline::execution::{WorkspaceLimits, check_files};
+/// use agent_pipeline::output::FileContent;
+///
+/// let file = |path: &str| FileContent { path: path.into(), content: "x".into() };
+/// let limits = WorkspaceLimits::default();
+/// assert!(check_files(&[file("src/lib.rs"), file("tests/it.rs")], &limits).is_ok());
+/// let refused = check_files(&[file("../outside.rs")], &limits);
+/// assert!(refused.is_err_and(|e| e.to_string().contains("../outside.rs")));
+/// ```
+pub fn check_files(files: &[FileContent], limits: &WorkspaceLimits) -> Result<(), WorkspaceError> {
+    if files.len() > limits.max_files {
+        return Err(WorkspaceError::Limit(format!(
+            "{} files is more than the limit of {} files per step; write fewer, larger files",
+            files.len(),
+            limits.max_files
+        )));
+    }
+    let mut total: u64 = 0;
+    for file in files {
+        check_path(&file.path, limits)?;
+        let size = u64::try_from(file.content.len()).unwrap_or(u64::MAX);
+        if size > limits.max_file_bytes {
+            return Err(WorkspaceError::Limit(format!(
+                "file {:?} is {size} bytes, more than the limit of {} bytes per file",
+                file.path, limits.max_file_bytes
+            )));
+        }
+        total = total.saturating_add(size);
+    }
+    if total > limits.max_total_bytes {
+        return Err(WorkspaceError::Limit(format!(
+            "the files add up to {total} bytes, more than the limit of {} bytes per step",
+            limits.max_total_bytes
+        )));
+    }
+    let mut seen = HashSet::with_capacity(files.len());
+    for file in files {
+        if !seen.insert(file.path.as_str()) {
+            return Err(refused(
+                &file.path,
+                "is given more than once; give each file once, with its whole content",
+            ));
+        }
+    }
+    for file in files {
+        for (end, _) in file.path.match_indices('/') {
+            let directory = &file.path[..end];
+            if seen.contains(directory) {
+                return Err(refused(
+                    &file.path,
+                    &format!(
+                        "is inside {directory:?}, which is also given as a file; \
+                         a path cannot be both a file and a directory"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_path(path: &str, limits: &WorkspaceLimits) -> Result<(), WorkspaceError> {
+    if path.is_empty() {
+        return Err(refused(path, "is empty; give a path such as src/main.rs"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(refused(
+            path,
+            "contains a control character (such as a newline, a tab or NUL)",
+        ));
+    }
+    let bytes = path.as_bytes();
+    let drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
+    if path.starts_with(['/', '\\']) || drive {
+        return Err(refused(
+            path,
+            "is absolute; give a path relative to the project root, such as src/main.rs",
+        ));
+    }
+    if path.contains('\\') {
+        return Err(refused(
+            path,
+            "contains a backslash; separate directories with /",
+        ));
+    }
+    if path.len() > limits.max_path_bytes {
+        return Err(refused(
+            path,
+            &format!(
+                "is {} bytes long, more than the limit of {} bytes",
+                path.len(),
+                limits.max_path_bytes
+            ),
+        ));
+    }
+    for component in path.split('/') {
+        let problem = match component {
+            "" => "has an empty component (a doubled, leading or trailing /)",
+            "." => "has a \".\" component; write the path without it",
+            ".." => "has a \"..\" component, which could leave the project directory",
+            _ if is_git_dir_name(component) => {
+                "writes into \".git\", which belongs to the workspace's own repository"
+            }
+            _ => continue,
+        };
+        return Err(refused(path, problem));
+    }
+    Ok(())
+}
+
+/// `.git` in any case, also as file systems that drop trailing dots and spaces see it, and
+/// its Windows short name.
+fn is_git_dir_name(component: &str) -> bool {
+    let trimmed = component.trim_end_matches(['.', ' ']);
+    trimmed.eq_ignore_ascii_case(".git") || trimmed.eq_ignore_ascii_case("git~1")
+}
+
+fn refused(path: &str, problem: &str) -> WorkspaceError {
+    WorkspaceError::Path {
+        path: path.to_owned(),
+        problem: problem.to_owned(),
+    }
+}
+
+pub(super) fn io_error(action: &'static str, path: &Path, source: io::Error) -> WorkspaceError {
+    WorkspaceError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Makes sure `path` is a real directory, creating it when missing; a symbolic link (which
+/// could lead outside the data directory) or a file is refused.
+pub(super) fn ensure_real_dir(path: &Path) -> Result<(), WorkspaceError> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error("create directory", path, e)),
+        },
+        Err(e) => return Err(io_error("inspect", path, e)),
+        Ok(_) => {}
+    }
+    check_real_dir(path)
+}
+
+/// Refuses `path` unless it is a directory and not a symbolic link.
+pub(super) fn check_real_dir(path: &Path) -> Result<(), WorkspaceError> {
+    let metadata = std::fs::symlink_metadata(path).map_err(|e| io_error("inspect", path, e))?;
+    if metadata.file_type().is_symlink() {
+        return Err(io_error(
+            "use",
+            path,
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is a symbolic link, which could lead outside the data directory",
+            ),
+        ));
+    }
+    if !metadata.is_dir() {
+        return Err(io_error(
+            "use",
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "it is not a directory"),
+        ));
+    }
+    Ok(())
+}
+
+/// Removes everything in `dir` except `.git`. Symbolic links are removed, never followed.
+/// Returns how many entries were removed.
+pub(super) fn clean_work_tree(dir: &Path) -> Result<usize, WorkspaceError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))?;
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error("list", dir, e))?;
+        if entry.file_name() == ".git" {
+            continue;
+        }
+        let path = entry.path();
+        let metadata =
+            std::fs::symlink_metadata(&path).map_err(|e| io_error("inspect", &path, e))?;
+        if metadata.is_dir() {
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                // A test run may have left directories without write permission.
+                if e.kind() != io::ErrorKind::PermissionDenied {
+                    return Err(io_error("remove", &path, e));
+                }
+                make_writable(&path);
+                std::fs::remove_dir_all(&path).map_err(|e| io_error("remove", &path, e))?;
+            }
+        } else {
+            std::fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
+        }
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Gives the owner full access to `path` and every directory under it (not through links).
+fn make_writable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(metadata) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if !metadata.is_dir() {
+            return;
+        }
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for entry in entries.flatten() {
+                make_writable(&entry.path());
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// Writes a new file `dir/relative` (a path accepted by [`check_files`]), creating its
+/// directories. Refuses to go through a symbolic link or to replace an existing file.
+pub(super) fn write_new_file(
+    dir: &Path,
+    relative: &str,
+    content: &[u8],
+) -> Result<(), WorkspaceError> {
+    let mut path = dir.to_path_buf();
+    let mut components = relative.split('/').peekable();
+    while let Some(component) = components.next() {
+        path.push(component);
+        if components.peek().is_none() {
+            break;
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(metadata) if metadata.file_type().is_symlink() => {
+                return Err(refused(
+                    relative,
+                    &format!(
+                        "goes through the symbolic link {component:?}, which could lead outside the workspace"
+                    ),
+                ));
+            }
+            Ok(metadata) if metadata.is_dir() => {}
+            Ok(_) => {
+                return Err(refused(
+                    relative,
+                    &format!("needs {component:?} to be a directory, but it is a file"),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // `create_dir` does not follow a link planted in the meantime: it fails.
+                std::fs::create_dir(&path).map_err(|e| io_error("create directory", &path, e))?;
+            }
+            Err(e) => return Err(io_error("inspect", &path, e)),
+        }
+    }
+    // `create_new` (O_CREAT | O_EXCL) fails on any existing entry, a symbolic link included.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| io_error("create", &path, e))?;
+    file.write_all(content)
+        .map_err(|e| io_error("write", &path, e))
+}

@@ -1,0 +1,345 @@
+//! What the worker does around the agents of Implement, Test and Review: writes the files into
+//! the task's workspace, runs the tests in the sandbox and counts them, and shows the reviewer
+//! the diff. The models propose; everything recorded here happened.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::Deps;
+use crate::Result;
+use crate::execution::results::{TestCounts, counts_from_junit, counts_from_output};
+use crate::execution::sandbox::{Sandbox, SandboxError, SandboxLimits, SandboxRun};
+use crate::execution::{CommitId, TaskWorkspace, WorkspaceError, WorkspaceLimits, check_files};
+use crate::gates::Gate;
+use crate::ids::{Stage, StepId};
+use crate::output::{FileContent, Implementation, TestPlan, TestReport};
+use crate::publish::Publisher;
+use crate::store::Artifact;
+use crate::wire::StepRequest;
+
+/// The largest diff shown to the reviewer; the workspace keeps the whole of it.
+const DIFF_LIMIT: usize = 48 * 1024;
+
+/// How the pipeline executes, checks and publishes the code of its tasks.
+#[derive(Debug, Clone)]
+pub(crate) struct Execution {
+    pub(crate) sandbox: Arc<dyn Sandbox>,
+    pub(crate) sandbox_limits: SandboxLimits,
+    pub(crate) workspace_limits: WorkspaceLimits,
+    pub(crate) gates: Vec<Arc<dyn Gate>>,
+    pub(crate) gate_rounds: u32,
+    pub(crate) publisher: Arc<dyn Publisher>,
+    pub(crate) ci_check_command: Option<String>,
+}
+
+/// A step that cannot succeed as it is, with whether trying again may help.
+#[derive(Debug)]
+pub(crate) struct StepFailure {
+    pub(crate) error: String,
+    pub(crate) retryable: bool,
+}
+
+impl StepFailure {
+    fn permanent(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            retryable: false,
+        }
+    }
+}
+
+impl From<WorkspaceError> for StepFailure {
+    fn from(error: WorkspaceError) -> Self {
+        // A refused path or an exceeded limit is in the model's answer: the same answer
+        // would fail again. A git or disk failure may pass.
+        let retryable = matches!(
+            error,
+            WorkspaceError::Git { .. } | WorkspaceError::Io { .. }
+        );
+        Self {
+            error: format!("workspace: {error}"),
+            retryable,
+        }
+    }
+}
+
+pub(crate) type StepOutput = std::result::Result<Map<String, Value>, StepFailure>;
+
+/// The workspace commit an implement artifact records.
+pub(crate) fn implementation_commit(artifact: &Artifact) -> Option<CommitId> {
+    workspace_commit(artifact, &["workspace", "commit"])
+}
+
+/// The workspace commit a test artifact records (implementation and tests).
+pub(crate) fn tested_commit(artifact: &Artifact) -> Option<CommitId> {
+    workspace_commit(artifact, &["commit"])
+}
+
+/// The workspace commit a review artifact records.
+pub(crate) fn reviewed_commit(artifact: &Artifact) -> Option<CommitId> {
+    workspace_commit(artifact, &["reviewed_commit"])
+}
+
+fn workspace_commit(artifact: &Artifact, pointer: &[&str]) -> Option<CommitId> {
+    let mut value = artifact.output.get(pointer[0])?;
+    for key in &pointer[1..] {
+        value = value.get(key)?;
+    }
+    CommitId::try_from(value.as_str()?.to_owned()).ok()
+}
+
+impl Deps {
+    pub(crate) async fn workspace(
+        &self,
+        task_id: crate::TaskId,
+    ) -> std::result::Result<TaskWorkspace, WorkspaceError> {
+        TaskWorkspace::open(self.artifacts.root(), task_id).await
+    }
+
+    /// The diff the reviewer sees: from the empty root to the tested commit.
+    pub(crate) async fn review_diff(&self, request: &StepRequest) -> Result<Option<String>> {
+        let Some(test) = self
+            .artifacts
+            .read_artifact(request.task_id, StepId::v1(Stage::Test))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(commit) = tested_commit(&test) else {
+            return Ok(None);
+        };
+        let diff = match self.workspace(request.task_id).await {
+            Ok(workspace) => match workspace.root().await {
+                Ok(root) => workspace.diff(&root, &commit).await,
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        match diff {
+            Ok(diff) => Ok(Some(cut_diff(diff))),
+            Err(error) => {
+                tracing::warn!(task_id = %request.task_id, %error, "no diff for the reviewer");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Turns an agent's output into the step's artifact output, doing what the stage does
+    /// for real.
+    pub(crate) async fn execute(
+        &self,
+        request: &StepRequest,
+        output: Map<String, Value>,
+    ) -> Result<StepOutput> {
+        match request.step_id.stage() {
+            Stage::Design => Ok(Ok(output)),
+            Stage::Implement => Ok(self.write_implementation(request, output).await),
+            Stage::Test => self.run_tests(request, output).await,
+            Stage::Review => self.record_reviewed_commit(request, output).await,
+        }
+    }
+
+    async fn write_implementation(
+        &self,
+        request: &StepRequest,
+        mut output: Map<String, Value>,
+    ) -> StepOutput {
+        let implementation: Implementation = serde_json::from_value(Value::Object(output.clone()))
+            .map_err(|e| {
+                StepFailure::permanent(format!("the output is not an implementation: {e}"))
+            })?;
+        let workspace = self.workspace(request.task_id).await?;
+        let commit = workspace
+            .commit_files(
+                None,
+                &implementation.files,
+                &commit_message(request, &implementation.diff_summary),
+                &self.execution.workspace_limits,
+            )
+            .await?;
+        tracing::info!(task_id = %request.task_id, attempt = %request.attempt, commit = %commit.id, files = implementation.files.len(), "implementation committed");
+        output.insert(
+            "workspace".to_owned(),
+            json!({ "commit": commit.id, "parent": commit.parent }),
+        );
+        Ok(output)
+    }
+
+    async fn run_tests(
+        &self,
+        request: &StepRequest,
+        output: Map<String, Value>,
+    ) -> Result<StepOutput> {
+        let plan: TestPlan = match serde_json::from_value(Value::Object(output)) {
+            Ok(plan) => plan,
+            Err(e) => {
+                return Ok(Err(StepFailure::permanent(format!(
+                    "the output is not a test plan: {e}"
+                ))));
+            }
+        };
+        let implement = StepId::v1(Stage::Implement);
+        let implementation = self
+            .artifacts
+            .read_artifact(request.task_id, implement)
+            .await?;
+        let Some((base, implemented)) = implementation.as_ref().and_then(|artifact| {
+            let files = artifact.output_as::<Implementation>().ok()?.files;
+            Some((implementation_commit(artifact)?, files))
+        }) else {
+            return Ok(Err(StepFailure::permanent(format!(
+                "{implement} has no workspace commit to test; run or replay {implement} first"
+            ))));
+        };
+        if let Some(clash) = plan
+            .test_files
+            .iter()
+            .find(|test| implemented.iter().any(|file| file.path == test.path))
+        {
+            return Ok(Err(StepFailure::permanent(format!(
+                "test file {:?} would replace an implementation file; tests must not change the \
+                 implementation",
+                clash.path
+            ))));
+        }
+        Ok(self.run_plan(request, &plan, &base).await)
+    }
+
+    async fn run_plan(
+        &self,
+        request: &StepRequest,
+        plan: &TestPlan,
+        base: &CommitId,
+    ) -> StepOutput {
+        let workspace = self.workspace(request.task_id).await?;
+        let commit = workspace
+            .commit_files(
+                Some(base),
+                &plan.test_files,
+                &commit_message(request, &plan.summary),
+                &self.execution.workspace_limits,
+            )
+            .await?;
+        let run = SandboxRun {
+            workdir: workspace.dir().to_path_buf(),
+            command: plan.command.clone(),
+            env: Vec::new(),
+            read_only: vec![".git".to_owned()],
+            limits: self.execution.sandbox_limits,
+        };
+        let run = match self.execution.sandbox.run(&run).await {
+            Ok(run) => run,
+            Err(SandboxError::Unavailable(why)) => return Err(StepFailure::permanent(why)),
+            Err(error) => {
+                return Err(StepFailure {
+                    error: format!("the tests could not be run: {error}"),
+                    retryable: true,
+                });
+            }
+        };
+        tracing::info!(task_id = %request.task_id, attempt = %request.attempt, exit_code = ?run.exit_code, timed_out = run.timed_out, duration_ms = run.duration_ms, "tests ran");
+        let counts = count_tests(workspace.dir(), plan, &run.output).await;
+        let report = TestReport {
+            tests_added: counts.map_or(0, |c| c.total),
+            passed: counts.map_or(0, |c| c.passed),
+            failed: counts.map_or(0, |c| c.failed + c.errors),
+            errors: counts.map_or(0, |c| c.errors),
+            skipped: counts.map_or(0, |c| c.skipped),
+            counted_from: counts.map(|c| c.source.to_owned()),
+            summary: plan.summary.clone(),
+            test_files: plan.test_files.iter().map(|f| f.path.clone()).collect(),
+            commit: Some(commit.id),
+            run,
+        };
+        match serde_json::to_value(&report) {
+            Ok(Value::Object(output)) => Ok(output),
+            _ => Err(StepFailure::permanent(
+                "the test report could not be encoded",
+            )),
+        }
+    }
+
+    async fn record_reviewed_commit(
+        &self,
+        request: &StepRequest,
+        mut output: Map<String, Value>,
+    ) -> Result<StepOutput> {
+        let test = self
+            .artifacts
+            .read_artifact(request.task_id, StepId::v1(Stage::Test))
+            .await?;
+        if let Some(commit) = test.as_ref().and_then(tested_commit) {
+            output.insert("reviewed_commit".to_owned(), json!(commit));
+        }
+        Ok(Ok(output))
+    }
+}
+
+/// The counts of a run: from the JUnit XML report the plan names when it is there and
+/// readable, else from the runner's printed summary.
+async fn count_tests(workdir: &Path, plan: &TestPlan, output: &str) -> Option<TestCounts> {
+    if let Some(report) = &plan.junit_xml {
+        let as_file = [FileContent {
+            path: report.clone(),
+            content: String::new(),
+        }];
+        if check_files(&as_file, &WorkspaceLimits::default()).is_ok() {
+            let path = workdir.join(report);
+            if no_links_below(workdir, &path).await
+                && let Ok(xml) = tokio::fs::read_to_string(&path).await
+            {
+                match counts_from_junit(&xml) {
+                    Ok(counts) => return Some(counts),
+                    Err(error) => {
+                        tracing::warn!(%error, report = %report, "unreadable JUnit report")
+                    }
+                }
+            }
+        }
+    }
+    counts_from_output(output)
+}
+
+/// Whether `path` is a regular file of reasonable size under `root` reached without any
+/// symbolic link: the sandboxed run wrote it, and a link it planted must not be followed.
+async fn no_links_below(root: &Path, path: &Path) -> bool {
+    let Ok(relative) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut current = root.to_path_buf();
+    for part in relative.components() {
+        current.push(part);
+        match tokio::fs::symlink_metadata(&current).await {
+            Ok(meta) if meta.file_type().is_symlink() => return false,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    tokio::fs::symlink_metadata(path)
+        .await
+        .is_ok_and(|m| m.is_file() && m.len() <= 16 * 1024 * 1024)
+}
+
+/// `implement@v1 attempt 2: <the first line of what the step says it did>`.
+fn commit_message(request: &StepRequest, summary: &str) -> String {
+    let first_line = summary.lines().next().unwrap_or_default().trim();
+    format!(
+        "{} attempt {}: {first_line}",
+        request.step_id, request.attempt
+    )
+}
+
+fn cut_diff(mut diff: String) -> String {
+    if diff.len() > DIFF_LIMIT {
+        let mut end = DIFF_LIMIT;
+        while !diff.is_char_boundary(end) {
+            end -= 1;
+        }
+        let omitted = diff.len() - end;
+        diff.truncate(end);
+        diff.push_str(&format!("\n[… {omitted} more bytes of diff …]"));
+    }
+    diff
+}
