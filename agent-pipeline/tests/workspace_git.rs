@@ -656,3 +656,43 @@ async fn a_relative_data_dir_works() -> TestResult {
     assert_eq!(paths_at(&workspace, &commit.id).await, ["a"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_file_left_by_a_run_is_read_only_when_reached_without_links() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let outside = tempfile::tempdir()?;
+    std::fs::write(outside.path().join("secret.xml"), "outside")?;
+    let workspace = TaskWorkspace::open(data.path(), TaskId::new()).await?;
+    std::fs::create_dir_all(workspace.dir().join("reports"))?;
+    std::fs::write(workspace.dir().join("reports/junit.xml"), "<testsuite/>")?;
+    std::os::unix::fs::symlink(outside.path(), workspace.dir().join("linked"))?;
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.xml"),
+        workspace.dir().join("report.xml"),
+    )?;
+    assert_eq!(
+        workspace
+            .read_run_file("reports/junit.xml", 1024)
+            .await
+            .as_deref(),
+        Some("<testsuite/>")
+    );
+    for refused in [
+        "linked/secret.xml",
+        "report.xml",
+        "../secret.xml",
+        "/etc/passwd",
+    ] {
+        assert_eq!(
+            workspace.read_run_file(refused, 1024).await,
+            None,
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        workspace.read_run_file("reports/junit.xml", 4).await,
+        None,
+        "too large"
+    );
+    Ok(())
+}

@@ -94,6 +94,8 @@ impl Orchestrator {
         let mut queue = VecDeque::from(transition.commands);
         let mut reports = Vec::new();
         let mut ci_watch = None;
+        // The round's artifacts, read once for the gates and the publication that follows.
+        let mut round = Vec::new();
         while let Some(command) = queue.pop_front() {
             match command {
                 Command::SaveArtifact => self.save_artifact(result, now).await?,
@@ -108,14 +110,15 @@ impl Orchestrator {
                         .await?
                 }
                 Command::EvaluateGates => {
-                    let verdicts = self.check_gates(result).await?;
+                    round = self.round_artifacts(result).await?;
+                    let verdicts = self.check_gates(result, &round).await?;
                     let next = on_gates(deps.execution.gate_rounds, result, &verdicts, context);
                     task_status = next.task_status;
                     for command in next.commands.into_iter().rev() {
                         queue.push_front(command);
                     }
                 }
-                Command::PublishChange => match self.publish_change(result, now).await? {
+                Command::PublishChange => match self.publish_change(result, &round, now).await? {
                     Ok((pr, watch)) => {
                         reports.push(pr);
                         ci_watch = Some(watch);
@@ -187,9 +190,12 @@ impl Orchestrator {
 
     /// Checks every gate on the reviewed commit and records the verdicts as
     /// `gates.round<N>.json`.
-    async fn check_gates(&self, review: &StepResult) -> Result<Vec<GateVerdict>> {
+    async fn check_gates(
+        &self,
+        review: &StepResult,
+        artifacts: &[Artifact],
+    ) -> Result<Vec<GateVerdict>> {
         let deps = &self.deps;
-        let artifacts = self.round_artifacts(review).await?;
         let commit = artifacts
             .iter()
             .find(|a| a.step.stage() == Stage::Review)
@@ -210,7 +216,7 @@ impl Orchestrator {
                             workspace: &workspace,
                             commit: &commit,
                             files: &files,
-                            artifacts: &artifacts,
+                            artifacts,
                             sandbox: deps.execution.sandbox.as_ref(),
                         };
                         let mut verdicts = Vec::new();
@@ -244,10 +250,10 @@ impl Orchestrator {
     async fn publish_change(
         &self,
         review: &StepResult,
+        artifacts: &[Artifact],
         now: DateTime<Utc>,
     ) -> Result<std::result::Result<(ReportEvent, CiWatch), String>> {
         let deps = &self.deps;
-        let artifacts = self.round_artifacts(review).await?;
         let Some(commit) = artifacts
             .iter()
             .find(|a| a.step.stage() == Stage::Test)
@@ -266,7 +272,7 @@ impl Orchestrator {
             .map(|task| task.prompt)
             .unwrap_or_default();
         let title = change_title(&prompt);
-        let body = change_body(&prompt, &artifacts, &commit);
+        let body = change_body(&prompt, artifacts, &commit);
         let change = Change {
             task_id: review.task_id,
             workspace: &workspace,

@@ -2,7 +2,6 @@
 //! the task's workspace, runs the tests in the sandbox and counts them, and shows the reviewer
 //! the diff. The models propose; everything recorded here happened.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -11,13 +10,16 @@ use super::Deps;
 use crate::Result;
 use crate::execution::results::{TestCounts, counts_from_junit, counts_from_output};
 use crate::execution::sandbox::{Sandbox, SandboxError, SandboxLimits, SandboxRun};
-use crate::execution::{CommitId, TaskWorkspace, WorkspaceError, WorkspaceLimits, check_files};
+use crate::execution::{CommitId, TaskWorkspace, WorkspaceError, WorkspaceLimits};
 use crate::gates::Gate;
 use crate::ids::{Stage, StepId};
-use crate::output::{FileContent, Implementation, TestPlan, TestReport};
+use crate::output::{Implementation, TestPlan, TestReport};
 use crate::publish::Publisher;
 use crate::store::Artifact;
 use crate::wire::StepRequest;
+
+/// The largest JUnit XML report read.
+const JUNIT_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// The largest diff shown to the reviewer; the workspace keeps the whole of it.
 const DIFF_LIMIT: usize = 48 * 1024;
@@ -110,14 +112,12 @@ impl Deps {
         let Some(commit) = tested_commit(&test) else {
             return Ok(None);
         };
-        let diff = match self.workspace(request.task_id).await {
-            Ok(workspace) => match workspace.root().await {
-                Ok(root) => workspace.diff(&root, &commit).await,
-                Err(error) => Err(error),
-            },
-            Err(error) => Err(error),
+        let diff = async {
+            let workspace = self.workspace(request.task_id).await?;
+            let root = workspace.root().await?;
+            workspace.diff(&root, &commit).await
         };
-        match diff {
+        match diff.await {
             Ok(diff) => Ok(Some(cut_diff(diff))),
             Err(error) => {
                 tracing::warn!(task_id = %request.task_id, %error, "no diff for the reviewer");
@@ -240,7 +240,7 @@ impl Deps {
             }
         };
         tracing::info!(task_id = %request.task_id, attempt = %request.attempt, exit_code = ?run.exit_code, timed_out = run.timed_out, duration_ms = run.duration_ms, "tests ran");
-        let counts = count_tests(workspace.dir(), plan, &run.output).await;
+        let counts = count_tests(&workspace, plan, &run.output).await;
         let report = TestReport {
             tests_added: counts.map_or(0, |c| c.total),
             passed: counts.map_or(0, |c| c.passed),
@@ -279,47 +279,20 @@ impl Deps {
 
 /// The counts of a run: from the JUnit XML report the plan names when it is there and
 /// readable, else from the runner's printed summary.
-async fn count_tests(workdir: &Path, plan: &TestPlan, output: &str) -> Option<TestCounts> {
-    if let Some(report) = &plan.junit_xml {
-        let as_file = [FileContent {
-            path: report.clone(),
-            content: String::new(),
-        }];
-        if check_files(&as_file, &WorkspaceLimits::default()).is_ok() {
-            let path = workdir.join(report);
-            if no_links_below(workdir, &path).await
-                && let Ok(xml) = tokio::fs::read_to_string(&path).await
-            {
-                match counts_from_junit(&xml) {
-                    Ok(counts) => return Some(counts),
-                    Err(error) => {
-                        tracing::warn!(%error, report = %report, "unreadable JUnit report")
-                    }
-                }
-            }
+async fn count_tests(
+    workspace: &TaskWorkspace,
+    plan: &TestPlan,
+    output: &str,
+) -> Option<TestCounts> {
+    if let Some(report) = &plan.junit_xml
+        && let Some(xml) = workspace.read_run_file(report, JUNIT_LIMIT).await
+    {
+        match counts_from_junit(&xml) {
+            Ok(counts) => return Some(counts),
+            Err(error) => tracing::warn!(%error, report = %report, "unreadable JUnit report"),
         }
     }
     counts_from_output(output)
-}
-
-/// Whether `path` is a regular file of reasonable size under `root` reached without any
-/// symbolic link: the sandboxed run wrote it, and a link it planted must not be followed.
-async fn no_links_below(root: &Path, path: &Path) -> bool {
-    let Ok(relative) = path.strip_prefix(root) else {
-        return false;
-    };
-    let mut current = root.to_path_buf();
-    for part in relative.components() {
-        current.push(part);
-        match tokio::fs::symlink_metadata(&current).await {
-            Ok(meta) if meta.file_type().is_symlink() => return false,
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
-    tokio::fs::symlink_metadata(path)
-        .await
-        .is_ok_and(|m| m.is_file() && m.len() <= 16 * 1024 * 1024)
 }
 
 /// `implement@v1 attempt 2: <the first line of what the step says it did>`.

@@ -554,6 +554,26 @@ impl TaskWorkspace {
         Ok(files)
     }
 
+    /// Reads a file that a run left in the work tree (a test report, say), when `path` is
+    /// acceptable, names a regular file of at most `max_bytes` and is reached without any
+    /// symbolic link: the run was sandboxed code, and a link it planted must not be followed.
+    pub async fn read_run_file(&self, path: &str, max_bytes: u64) -> Option<String> {
+        paths::check_path(path, &WorkspaceLimits::default()).ok()?;
+        let mut current = self.dir.clone();
+        for part in path.split('/') {
+            current.push(part);
+            let meta = tokio::fs::symlink_metadata(&current).await.ok()?;
+            if meta.file_type().is_symlink() {
+                return None;
+            }
+        }
+        let meta = tokio::fs::symlink_metadata(&current).await.ok()?;
+        if !meta.is_file() || meta.len() > max_bytes {
+            return None;
+        }
+        tokio::fs::read_to_string(&current).await.ok()
+    }
+
     fn git(&self, subcommand: &str) -> Git {
         Git::in_work_tree(&self.dir, subcommand)
     }

@@ -77,7 +77,7 @@ pub fn check_files(files: &[FileContent], limits: &WorkspaceLimits) -> Result<()
     Ok(())
 }
 
-fn check_path(path: &str, limits: &WorkspaceLimits) -> Result<(), WorkspaceError> {
+pub(super) fn check_path(path: &str, limits: &WorkspaceLimits) -> Result<(), WorkspaceError> {
     if path.is_empty() {
         return Err(refused(path, "is empty; give a path such as src/main.rs"));
     }
