@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// Configuration: defaults < environment < config.local.json (or --config) < flags. Keys:
 /// OPENAI_API_KEY, OPENAI_MODEL, OPENAI_BASE_URL, REDPANDA_BROKERS, TASK_TOPIC,
-/// STEP_REQUESTS_TOPIC, STEP_RESULTS_TOPIC, REPORT_TOPIC, CI_WATCH_TOPIC, DLQ_TOPIC, DATA_DIR.
+/// STEP_REQUESTS_TOPIC, STEP_RESULTS_TOPIC, REPORT_TOPIC, CI_WATCH_TOPIC, DLQ_TOPIC, DATA_DIR,
+/// WEB_ADDR, WEB_TOKEN (and the sandbox, gate and publishing keys of the README).
 /// Without OPENAI_API_KEY a clearly labelled offline model runs, so everything works without
 /// network access.
 #[derive(Debug, Parser)]
@@ -31,22 +32,28 @@ pub(crate) struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run every service in this process until Ctrl-C (the default)
+    /// Run every service and the web UI in this process until Ctrl-C (the default)
     ///
-    /// On the embedded default (in-memory bus, files and SQLite in DATA_DIR) this resumes the
-    /// steps that an earlier process left unfinished.
-    Run,
-    /// Submit a task and run it to its end in this process
+    /// The UI and the JSON API are served on WEB_ADDR (default 127.0.0.1:5000). On the
+    /// embedded default (in-memory bus, files and SQLite in DATA_DIR) this resumes the steps
+    /// that an earlier process left unfinished.
+    Run(ServeArgs),
+    /// Serve the web UI and JSON API alone, over DATA_DIR
     ///
-    /// On the embedded default the bus lives in this process, so `send` starts the services
-    /// here, submits the task, prints its id and runs it to its end. The exit code is 0 when the
-    /// task is done and 1 when it ends in error.
+    /// On the embedded default the bus lives in the process of `agent-host run`, so a `web`
+    /// process of its own shows tasks, reports and the dead-letter queue but cannot enqueue or
+    /// replay (it says so); use `agent-host run` for that.
+    Web(ServeArgs),
+    /// Submit a task to the running host and follow it to its end
+    ///
+    /// Prints the task id, then its progress; the exit code is 0 when the task is done and 1
+    /// when it ends in error. With --local the services run in this process instead.
     Send(SendArgs),
-    /// Run one step of a task again, in this process
+    /// Run one step of a task again, on the running host
     ///
     /// The step reruns with the task's prompt and the earlier stages' artifacts, writes a new
     /// attempt (`<step>.attemptN.json`) and updates the canonical artifact; later stages are not
-    /// rerun.
+    /// rerun. With --local the services run in this process instead.
     Replay(ReplayArgs),
     /// List every task with its latest status, newest first
     Tasks(TasksArgs),
@@ -54,6 +61,29 @@ pub(crate) enum Command {
     Show(ShowArgs),
     /// List the dead-letter queue (DATA_DIR/dead_letters.jsonl), newest last
     Dlq,
+}
+
+/// Arguments of `run` and `web`.
+#[derive(Debug, Args, Default)]
+pub(crate) struct ServeArgs {
+    /// Where to serve the UI and API [default: WEB_ADDR, else 127.0.0.1:5000]; port 0 picks
+    /// a free port (the address is printed)
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<std::net::SocketAddr>,
+}
+
+/// How `send`, `replay`, `tasks` and `show` reach the pipeline.
+#[derive(Debug, Args, Default)]
+pub(crate) struct HostArgs {
+    /// The running host's URL [default: http:// and WEB_ADDR, i.e. http://127.0.0.1:5000];
+    /// WEB_TOKEN is sent when set
+    #[arg(long, value_name = "URL", conflicts_with = "local")]
+    pub(crate) url: Option<String>,
+
+    /// Work in this process on DATA_DIR instead of asking a running host (for `send` and
+    /// `replay`: start the services here for the length of the command)
+    #[arg(long)]
+    pub(crate) local: bool,
 }
 
 /// Arguments of `send`.
@@ -66,6 +96,10 @@ pub(crate) struct SendArgs {
     /// Print every report event of the task as it happens (otherwise only the last one)
     #[arg(long)]
     pub(crate) wait: bool,
+
+    /// How to reach the pipeline.
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
 }
 
 /// Arguments of `replay`.
@@ -82,6 +116,10 @@ pub(crate) struct ReplayArgs {
     /// Why, recorded in the new attempt's artifact
     #[arg(long, value_name = "TEXT")]
     pub(crate) reason: Option<String>,
+
+    /// How to reach the pipeline.
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
 }
 
 /// Arguments of `tasks`.
@@ -90,6 +128,10 @@ pub(crate) struct TasksArgs {
     /// Print one JSON object per task and line instead of a table
     #[arg(long)]
     pub(crate) json: bool,
+
+    /// How to reach the pipeline.
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
 }
 
 /// Arguments of `show`.
@@ -101,6 +143,10 @@ pub(crate) struct ShowArgs {
     /// Print the task, its attempts and its artifacts as one JSON document
     #[arg(long)]
     pub(crate) json: bool,
+
+    /// How to reach the pipeline.
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
 }
 
 #[cfg(test)]
@@ -121,7 +167,7 @@ mod tests {
         assert_eq!(cli.config, Some(PathBuf::from("c.json")));
         assert!(matches!(
             cli.command,
-            Some(Command::Tasks(TasksArgs { json: true }))
+            Some(Command::Tasks(TasksArgs { json: true, .. }))
         ));
         Ok(())
     }

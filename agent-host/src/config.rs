@@ -22,12 +22,16 @@
 //! | `CI_CHECK_COMMAND` | unset: the ci-monitor runs the command that ran the task's tests |
 //! | `GITHUB_REPOSITORY` | unset; `owner/name` publishes branches and pull requests on GitHub instead |
 //! | `GITHUB_TOKEN`, `GITHUB_API_URL`, `GITHUB_BASE_BRANCH` | for GitHub: the token (required), `https://api.github.com`, `main` |
+//! | `WEB_ADDR` | `127.0.0.1:5000`: where `run` and `web` serve the UI and API (`--listen` wins) |
+//! | `WEB_TOKEN` | unset; when set, the UI and API need it (bearer header or login), and the CLI sends it |
 //! | `AGENT_HOST_MAX_ATTEMPTS` | unset: the library's defaults (hidden; see [`MAX_ATTEMPTS`]) |
 //!
 //! An empty value counts as unset, so `"OPENAI_API_KEY": ""` in the file switches an API key
 //! of the environment off and selects the offline model.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use agent_pipeline::bus::Topics;
@@ -70,6 +74,13 @@ const GATE_ROUNDS: &str = "GATE_ROUNDS";
 const PUBLISH_REPO: &str = "PUBLISH_REPO";
 /// `CI_CHECK_COMMAND`.
 const CI_CHECK_COMMAND: &str = "CI_CHECK_COMMAND";
+/// `WEB_ADDR`.
+const WEB_ADDR: &str = "WEB_ADDR";
+/// `WEB_TOKEN`.
+const WEB_TOKEN: &str = "WEB_TOKEN";
+/// The default of `WEB_ADDR`: this machine only, on the port of the original.
+const DEFAULT_WEB_ADDR: &str = "127.0.0.1:5000";
+
 /// The GitHub publisher's keys, read by [`GitHubSettings::from_lookup`].
 const GITHUB_KEYS: [&str; 4] = [
     "GITHUB_REPOSITORY",
@@ -97,6 +108,7 @@ pub(crate) fn known_keys() -> Vec<&'static str> {
         CI_CHECK_COMMAND,
     ]);
     keys.extend(GITHUB_KEYS);
+    keys.extend([WEB_ADDR, WEB_TOKEN]);
     keys.push(MAX_ATTEMPTS);
     keys
 }
@@ -106,6 +118,8 @@ pub(crate) fn known_keys() -> Vec<&'static str> {
 pub(crate) struct Flags {
     /// `--data-dir`.
     pub(crate) data_dir: Option<PathBuf>,
+    /// `--listen` of `run` and `web`.
+    pub(crate) listen: Option<SocketAddr>,
 }
 
 /// The values of a configuration file, checked against [`known_keys`].
@@ -191,6 +205,41 @@ pub(crate) struct ExecutionConfig {
     pub(crate) github: Option<GitHubSettings>,
 }
 
+/// Where the web UI and API are served, and the token that guards them.
+#[derive(Clone)]
+pub(crate) struct WebConfig {
+    /// `WEB_ADDR`, or `--listen`.
+    pub(crate) addr: SocketAddr,
+    /// `WEB_TOKEN`, when set (never shown by `Debug`).
+    pub(crate) token: Option<String>,
+}
+
+impl fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebConfig")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl WebConfig {
+    /// The URL a client on this machine reaches the server at: `http://` and the address,
+    /// with an unspecified address (`0.0.0.0`, `::`) replaced by the loopback one.
+    pub(crate) fn local_url(&self) -> String {
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            let loopback: IpAddr = if addr.is_ipv4() {
+                Ipv4Addr::LOCALHOST.into()
+            } else {
+                Ipv6Addr::LOCALHOST.into()
+            };
+            addr.set_ip(loopback);
+        }
+        format!("http://{addr}")
+    }
+}
+
 /// Everything the host needs to know to assemble a pipeline.
 ///
 /// `Debug` never shows the API key: it is held as an [`ApiKey`](agent_pipeline::llm::ApiKey).
@@ -208,6 +257,8 @@ pub(crate) struct Config {
     pub(crate) max_attempts: Option<u32>,
     /// How generated code runs, is gated and is published.
     pub(crate) execution: ExecutionConfig,
+    /// The web UI and API.
+    pub(crate) web: WebConfig,
     /// The configuration file that was read, if any.
     pub(crate) file: Option<PathBuf>,
 }
@@ -294,9 +345,28 @@ impl Config {
             ci_check_command: lookup(CI_CHECK_COMMAND),
             github,
         };
+        let addr = match flags.listen {
+            Some(addr) => addr,
+            None => {
+                let text = lookup(WEB_ADDR).unwrap_or_else(|| DEFAULT_WEB_ADDR.into());
+                text.trim().parse().with_context(|| {
+                    format!("{WEB_ADDR} must be an address and port such as 127.0.0.1:5000, not {text:?}")
+                })?
+            }
+        };
+        let web = WebConfig {
+            addr,
+            token: lookup(WEB_TOKEN).map(|t| t.trim().to_owned()),
+        };
+        if let Some(token) = &web.token
+            && !token.bytes().all(|b| b.is_ascii_graphic())
+        {
+            bail!("{WEB_TOKEN} must be printable ASCII without spaces");
+        }
         Ok(Self {
             llm,
             execution,
+            web,
             brokers: lookup(BROKERS).unwrap_or_else(|| DEFAULT_BROKERS.into()),
             topics: Topics::from_lookup(lookup),
             data_dir,
@@ -360,6 +430,34 @@ mod tests {
     }
 
     #[test]
+    fn the_web_address_comes_from_web_addr_or_listen_and_the_token_stays_hidden() -> Result<()> {
+        let config = Config::resolve(&env(&[]), None, &Flags::default())?;
+        assert_eq!(config.web.addr.to_string(), "127.0.0.1:5000");
+        assert_eq!(config.web.local_url(), "http://127.0.0.1:5000");
+        assert_eq!(config.web.token, None);
+
+        let env = env(&[("WEB_ADDR", "0.0.0.0:8080"), ("WEB_TOKEN", "s3cret-token")]);
+        let config = Config::resolve(&env, None, &Flags::default())?;
+        assert_eq!(config.web.local_url(), "http://127.0.0.1:8080");
+        assert_eq!(config.web.token.as_deref(), Some("s3cret-token"));
+        assert!(!format!("{config:?}").contains("s3cret-token"));
+
+        let flags = Flags {
+            listen: Some("127.0.0.1:0".parse()?),
+            ..Flags::default()
+        };
+        assert_eq!(Config::resolve(&env, None, &flags)?.web.addr.port(), 0);
+
+        let bad = Config::resolve(
+            &super::tests::env(&[("WEB_ADDR", "localhost")]),
+            None,
+            &Flags::default(),
+        );
+        assert!(bad.is_err_and(|e| e.to_string().contains("WEB_ADDR must be an address")));
+        Ok(())
+    }
+
+    #[test]
     fn defaults_apply_without_any_source() -> Result<()> {
         let config = Config::resolve(&env(&[]), None, &Flags::default())?;
         assert!(config.is_offline());
@@ -410,6 +508,7 @@ mod tests {
 
         let flags = Flags {
             data_dir: Some(PathBuf::from("/flag/data")),
+            listen: None,
         };
         let with_flags = Config::resolve(&env, Some(&file), &flags)?;
         assert_eq!(with_flags.data_dir, PathBuf::from("/flag/data"));

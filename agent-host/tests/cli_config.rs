@@ -19,7 +19,7 @@ fn data_dir_from_config_local_json_is_honoured() {
     assert!(sandbox.path().join("sub/store/reports.jsonl").exists());
     assert!(!sandbox.data_dir().exists(), "nothing lands in ./data");
 
-    let tasks = sandbox.run(&["tasks"]);
+    let tasks = sandbox.run(&["tasks", "--local"]);
     assert!(
         tasks.stdout.contains(&task_id),
         "`tasks` reads the same place:\n{tasks}"
@@ -36,6 +36,7 @@ fn flags_beat_the_config_file_and_explicit_config_files_must_exist() {
     .expect("config written");
     let output = sandbox.run(&[
         "send",
+        "--local",
         "--text",
         HELLO,
         "--config",
@@ -48,7 +49,7 @@ fn flags_beat_the_config_file_and_explicit_config_files_must_exist() {
     assert!(sandbox.path().join("from-flag").join(&task_id).exists());
     assert!(!sandbox.path().join("from-file").exists());
 
-    let missing = sandbox.run(&["tasks", "--config", "missing.json"]);
+    let missing = sandbox.run(&["tasks", "--local", "--config", "missing.json"]);
     assert_eq!(missing.code(), Some(1), "{missing}");
     assert!(missing.stderr.contains("missing.json"), "{missing}");
 }
@@ -61,7 +62,7 @@ fn an_unknown_key_in_the_config_file_is_a_clear_error() {
         r#"{ "OPENAI_MODLE": "gpt-4o" }"#,
     )
     .expect("config written");
-    let output = sandbox.run(&["tasks"]);
+    let output = sandbox.run(&["tasks", "--local"]);
     assert_eq!(output.code(), Some(1), "{output}");
     assert!(
         output.stderr.contains("unknown key \"OPENAI_MODLE\""),
@@ -73,7 +74,7 @@ fn an_unknown_key_in_the_config_file_is_a_clear_error() {
         r#"{ "DATA_DIR": 3 }"#,
     )
     .expect("config written");
-    let output = sandbox.run(&["tasks"]);
+    let output = sandbox.run(&["tasks", "--local"]);
     assert_eq!(output.code(), Some(1), "{output}");
     assert!(
         output.stderr.contains("\"DATA_DIR\" must be a string"),
@@ -84,7 +85,7 @@ fn an_unknown_key_in_the_config_file_is_a_clear_error() {
 #[test]
 fn an_unreachable_llm_ends_in_error_without_leaking_the_api_key() {
     let sandbox = Sandbox::new();
-    let mut command = sandbox.command(&["send", "--text", HELLO, "--wait"]);
+    let mut command = sandbox.command(&["send", "--local", "--text", HELLO, "--wait"]);
     command
         .env("OPENAI_API_KEY", "sk-test-SECRET123")
         // Nothing listens on the discard port.
@@ -113,7 +114,7 @@ fn an_unreachable_llm_ends_in_error_without_leaking_the_api_key() {
         );
     }
 
-    let tasks = sandbox.run(&["tasks"]);
+    let tasks = sandbox.run(&["tasks", "--local"]);
     assert!(tasks.stdout.contains(" error "), "{tasks}");
     let dlq = sandbox.run(&["dlq"]);
     assert!(dlq.stdout.contains("from step_results"), "{dlq}");

@@ -1,4 +1,4 @@
-//! `replay` reruns exactly one step, writes a new attempt and refuses what cannot run.
+//! `replay --local` reruns exactly one step, writes a new attempt and refuses what cannot run.
 
 mod common;
 
@@ -17,6 +17,7 @@ fn replay_writes_a_new_attempt_and_leaves_later_stages_alone() {
 
     let output = sandbox.run(&[
         "replay",
+        "--local",
         "--task-id",
         &task_id,
         "--step",
@@ -54,7 +55,7 @@ fn replay_writes_a_new_attempt_and_leaves_later_stages_alone() {
     );
     assert!(!task_dir.join("test@v1.attempt2.json").exists());
 
-    let show = sandbox.run(&["show", &task_id]);
+    let show = sandbox.run(&["show", &task_id, "--local"]);
     assert!(
         show.stdout.contains("attempt 2 (replay): succeeded"),
         "{show}"
@@ -66,7 +67,14 @@ fn replay_of_an_unknown_task_fails_saying_it_does_not_exist() {
     let sandbox = Sandbox::new();
     sandbox.send_hello();
     let unknown = uuid::Uuid::new_v4().to_string();
-    let output = sandbox.run(&["replay", "--task-id", &unknown, "--step", "implement@v1"]);
+    let output = sandbox.run(&[
+        "replay",
+        "--local",
+        "--task-id",
+        &unknown,
+        "--step",
+        "implement@v1",
+    ]);
     assert_eq!(output.code(), Some(1), "{output}");
     assert!(
         output
@@ -80,21 +88,42 @@ fn replay_of_an_unknown_task_fails_saying_it_does_not_exist() {
 fn replay_of_an_unknown_stage_or_a_malformed_id_fails_clearly() {
     let sandbox = Sandbox::new();
     let (task_id, _) = sandbox.send_hello();
-    let output = sandbox.run(&["replay", "--task-id", &task_id, "--step", "deploy@v1"]);
+    let output = sandbox.run(&[
+        "replay",
+        "--local",
+        "--task-id",
+        &task_id,
+        "--step",
+        "deploy@v1",
+    ]);
     assert_eq!(output.code(), Some(1), "{output}");
     assert!(
         output.stderr.contains("unknown stage \"deploy\""),
         "{output}"
     );
 
-    let version = sandbox.run(&["replay", "--task-id", &task_id, "--step", "design@v2"]);
+    let version = sandbox.run(&[
+        "replay",
+        "--local",
+        "--task-id",
+        &task_id,
+        "--step",
+        "design@v2",
+    ]);
     assert_eq!(version.code(), Some(1), "{version}");
     assert!(
         version.stderr.contains("unknown step design@v2"),
         "{version}"
     );
 
-    let malformed = sandbox.run(&["replay", "--task-id", "nope", "--step", "design@v1"]);
+    let malformed = sandbox.run(&[
+        "replay",
+        "--local",
+        "--task-id",
+        "nope",
+        "--step",
+        "design@v1",
+    ]);
     assert_eq!(malformed.code(), Some(1), "{malformed}");
     assert!(malformed.stderr.contains("is not a UUID"), "{malformed}");
 }

@@ -1,4 +1,5 @@
-//! `send` runs a task end to end on the embedded default; `tasks` and `show` then find it.
+//! `send --local` runs a task end to end on the embedded default in its own process;
+//! `tasks --local` and `show --local` then find it in `DATA_DIR`.
 
 mod common;
 
@@ -64,7 +65,7 @@ fn send_wait_runs_every_stage_and_the_task_can_be_listed_and_shown() {
         "reports.jsonl holds every event of the task"
     );
 
-    let tasks = sandbox.run(&["tasks"]);
+    let tasks = sandbox.run(&["tasks", "--local"]);
     assert!(tasks.status.success(), "{tasks}");
     let row = tasks
         .stdout
@@ -74,14 +75,14 @@ fn send_wait_runs_every_stage_and_the_task_can_be_listed_and_shown() {
     assert!(row.contains(" done "), "{row}");
     assert!(row.contains("review@v1"), "{row}");
 
-    let json = sandbox.run(&["tasks", "--json"]);
+    let json = sandbox.run(&["tasks", "--json", "--local"]);
     let first: serde_json::Value =
         serde_json::from_str(json.stdout.lines().next().unwrap_or_default()).expect("a JSON line");
     assert_eq!(first["task_id"], task_id.as_str());
     assert_eq!(first["status"], "done");
     assert_eq!(first["attempts"], 4);
 
-    let show = sandbox.run(&["show", &task_id]);
+    let show = sandbox.run(&["show", &task_id, "--local"]);
     assert!(show.status.success(), "{show}");
     assert!(show.stdout.contains(HELLO), "the prompt is shown:\n{show}");
     assert!(show.stdout.contains("status   done"), "{show}");
@@ -95,7 +96,7 @@ fn send_wait_runs_every_stage_and_the_task_can_be_listed_and_shown() {
         "with its file:\n{show}"
     );
 
-    let show_json = sandbox.run(&["show", &task_id, "--json"]);
+    let show_json = sandbox.run(&["show", &task_id, "--json", "--local"]);
     let document: serde_json::Value =
         serde_json::from_str(&show_json.stdout).expect("show --json prints JSON");
     assert_eq!(document["task"]["status"], "done");
@@ -105,7 +106,7 @@ fn send_wait_runs_every_stage_and_the_task_can_be_listed_and_shown() {
 #[test]
 fn send_without_wait_prints_the_id_and_the_last_event_only() {
     let sandbox = Sandbox::new();
-    let output = sandbox.run(&["send", "--text", HELLO]);
+    let output = sandbox.run(&["send", "--local", "--text", HELLO]);
     assert!(output.status.success(), "{output}");
     let task_id = output.task_id();
     assert!(!output.stdout.contains("stage_done"), "{output}");
@@ -124,7 +125,7 @@ fn showing_an_unknown_task_is_a_clear_error() {
     let sandbox = Sandbox::new();
     sandbox.send_hello();
     let unknown = "3f0c8a52-6a3e-4c1e-9d1e-5b8f2f6f4a10";
-    let output = sandbox.run(&["show", unknown]);
+    let output = sandbox.run(&["show", unknown, "--local"]);
     assert_eq!(output.code(), Some(1), "{output}");
     assert!(
         output
@@ -132,7 +133,7 @@ fn showing_an_unknown_task_is_a_clear_error() {
             .contains(&format!("task {unknown} does not exist")),
         "{output}"
     );
-    let malformed = sandbox.run(&["show", "../etc"]);
+    let malformed = sandbox.run(&["show", "../etc", "--local"]);
     assert_eq!(malformed.code(), Some(1), "{malformed}");
     assert!(malformed.stderr.contains("not a UUID"), "{malformed}");
 }
@@ -140,7 +141,7 @@ fn showing_an_unknown_task_is_a_clear_error() {
 #[test]
 fn an_empty_data_dir_has_no_tasks_and_no_dead_letters() {
     let sandbox = Sandbox::new();
-    let tasks = sandbox.run(&["tasks"]);
+    let tasks = sandbox.run(&["tasks", "--local"]);
     assert!(tasks.status.success(), "{tasks}");
     assert!(tasks.stdout.contains("no tasks yet"), "{tasks}");
     let dlq = sandbox.run(&["dlq"]);

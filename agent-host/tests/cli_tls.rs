@@ -8,7 +8,7 @@ use common::{HELLO, Sandbox};
 #[test]
 fn an_https_llm_server_fails_with_a_connection_error_not_a_panic() {
     let sandbox = Sandbox::new();
-    let mut command = sandbox.command(&["send", "--text", HELLO]);
+    let mut command = sandbox.command(&["send", "--local", "--text", HELLO]);
     command
         .env("OPENAI_API_KEY", "sk-test")
         .env("OPENAI_BASE_URL", "https://127.0.0.1:9/v1")

@@ -39,6 +39,15 @@ pub enum Error {
     /// The step is not one this pipeline runs (it runs the `v1` step of each stage).
     #[error("unknown step {0}: this pipeline runs {stage}@v1", stage = .0.stage())]
     UnknownStep(StepId),
+    /// A dead letter that cannot be sent again: it came from a topic no service consumes
+    /// (reports, the dead-letter topic itself) or from a topic this pipeline does not know.
+    #[error("cannot re-drive a dead letter from topic {topic:?}: {why}")]
+    NotRedrivable {
+        /// The topic it came from.
+        topic: String,
+        /// Why it cannot go back.
+        why: &'static str,
+    },
     /// A task without a prompt.
     #[error("the prompt is empty")]
     EmptyPrompt,

@@ -21,5 +21,5 @@ pub mod wire;
 
 pub use error::{Error, Result};
 pub use ids::{Attempt, IdError, Stage, StepId, TaskId};
-pub use pipeline::{Pipeline, PipelineBuilder, ReportWatch, RunningPipeline};
+pub use pipeline::{Pipeline, PipelineBuilder, Redriven, ReportWatch, RunningPipeline};
 pub use service::Service;

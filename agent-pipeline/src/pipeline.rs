@@ -22,8 +22,12 @@ use crate::service::{
     check_replay, run_consumer,
 };
 use crate::store::{FileArtifactStore, ReportLog, StateStore};
-use crate::wire::{NewTask, ReplayStep, ReportEvent, ReportStatus};
+use crate::wire::{DeadLetter, NewTask, ReplayStep, ReportEvent, ReportStatus};
 use crate::{Error, Result};
+
+/// How many report events a slow reader of [`Pipeline::report_feed`] may fall behind before
+/// it misses some (and is told so).
+const REPORT_FEED_CAPACITY: usize = 1024;
 
 /// Assembles a [`Pipeline`]; every part has a default.
 ///
@@ -227,6 +231,7 @@ impl PipelineBuilder {
             artifacts: FileArtifactStore::new(&self.data_dir),
             reports: ReportLog::in_dir(&self.data_dir),
             dead_letters: ReportLog::named(&self.data_dir, "dead_letters.jsonl"),
+            report_feed: tokio::sync::broadcast::channel(REPORT_FEED_CAPACITY).0,
             topics: self.topics,
             agents,
             policy: self.policy,
@@ -347,6 +352,7 @@ impl Pipeline {
                         Arc::new(Mirror {
                             deps: deps.clone(),
                             log: deps.reports.clone(),
+                            feed: Some(deps.report_feed.clone()),
                         }),
                         1,
                     ),
@@ -355,6 +361,7 @@ impl Pipeline {
                         Arc::new(Mirror {
                             deps: deps.clone(),
                             log: deps.dead_letters.clone(),
+                            feed: None,
                         }),
                         1,
                     ),
@@ -499,6 +506,72 @@ impl Pipeline {
         }
     }
 
+    /// Report events from now on, each sent once the mirror has written it to
+    /// `reports.jsonl` (so that what a reader then reads from the stores includes it).
+    ///
+    /// Events arrive only while the [`Service::Mirror`] runs in this process. A reader that
+    /// falls more than 1024 events behind gets [`RecvError::Lagged`] and then the newest.
+    ///
+    /// [`RecvError::Lagged`]: tokio::sync::broadcast::error::RecvError::Lagged
+    pub fn report_feed(&self) -> tokio::sync::broadcast::Receiver<ReportEvent> {
+        self.deps.report_feed.subscribe()
+    }
+
+    /// Checks that the bus and the state store answer, for readiness probes.
+    pub async fn ready(&self) -> Result<()> {
+        self.deps.bus.ping().await?;
+        self.deps.state.tasks(1).await?;
+        Ok(())
+    }
+
+    /// Sends a dead letter back into the pipeline and says how.
+    ///
+    /// A step that exhausted its retries is replayed (a new attempt, with the dead letter's
+    /// reason recorded as the replay's reason). Any other message goes back, byte for byte and
+    /// with its key, to the topic it came from, where it is handled (or dead-lettered) anew.
+    /// Messages of the report and dead-letter topics, and of topics this pipeline does not
+    /// consume, are refused with [`Error::NotRedrivable`].
+    pub async fn redrive(&self, letter: &DeadLetter) -> Result<Redriven> {
+        let topics = &self.deps.topics;
+        let source = letter.source_topic.as_str();
+        let exhausted_step = (source == topics.step_results && letter.attempt.is_some())
+            .then(|| Some((letter.task_id.as_deref()?, letter.step_id.as_deref()?)))
+            .flatten();
+        if let Some((task_id, step)) = exhausted_step {
+            let task_id: TaskId = task_id.parse()?;
+            let step: StepId = step.parse()?;
+            let reason = format!("re-driven from the dead-letter queue ({})", letter.reason);
+            self.replay(task_id, step, Some(reason)).await?;
+            return Ok(Redriven::Replayed { task_id, step });
+        }
+        let refuse = |why| {
+            Err(Error::NotRedrivable {
+                topic: source.to_owned(),
+                why,
+            })
+        };
+        if source == topics.reports || source == topics.dlq {
+            return refuse("no service consumes it");
+        }
+        let consumed = [
+            &topics.tasks,
+            &topics.step_requests,
+            &topics.step_results,
+            &topics.ci_watch,
+        ];
+        if !consumed.iter().any(|topic| *topic == source) {
+            return refuse("it is not one of this pipeline's topics");
+        }
+        let key = letter.key.as_deref().unwrap_or_default();
+        self.deps
+            .bus
+            .publish(source, key, letter.payload.clone().into_bytes())
+            .await?;
+        Ok(Redriven::Republished {
+            topic: source.to_owned(),
+        })
+    }
+
     /// The state store.
     pub fn state(&self) -> &Arc<dyn StateStore> {
         &self.deps.state
@@ -543,6 +616,24 @@ impl Pipeline {
     pub fn data_dir(&self) -> &Path {
         self.deps.artifacts.root()
     }
+}
+
+/// What [`Pipeline::redrive`] did with a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Redriven {
+    /// The exhausted step is replayed as a new attempt.
+    Replayed {
+        /// The task.
+        task_id: TaskId,
+        /// The step.
+        step: StepId,
+    },
+    /// The message went back to the topic it came from.
+    Republished {
+        /// That topic.
+        topic: String,
+    },
 }
 
 /// Services running in this process; stop them with [`RunningPipeline::shutdown`].

@@ -7,6 +7,7 @@ mod run;
 mod send;
 mod show;
 mod tasks;
+mod web;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,7 +21,8 @@ use agent_pipeline::{Pipeline, TaskId};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, HostArgs, ServeArgs};
+use crate::client::HostClient;
 use crate::config::{Config, Flags, SandboxChoice};
 
 /// The exit code of a process stopped by Ctrl-C (128 + SIGINT), as shells report it.
@@ -28,18 +30,46 @@ pub(crate) const INTERRUPTED: u8 = 130;
 
 /// Reads the configuration and runs the command (`run` when none is given).
 pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let command = cli
+        .command
+        .unwrap_or_else(|| Command::Run(ServeArgs::default()));
+    let listen = match &command {
+        Command::Run(args) | Command::Web(args) => args.listen,
+        _ => None,
+    };
     let flags = Flags {
         data_dir: cli.data_dir,
+        listen,
     };
     let config = Config::load(cli.config.as_deref(), &flags).context("configuration")?;
     tracing::debug!(?config, "configuration");
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run::run(&config).await,
+    match command {
+        Command::Run(_) => run::run(&config).await,
+        Command::Web(_) => web::web(&config).await,
         Command::Send(args) => send::send(&config, &args).await,
         Command::Replay(args) => replay::replay(&config, &args).await,
         Command::Tasks(args) => tasks::tasks(&config, &args).await,
         Command::Show(args) => show::show(&config, &args).await,
         Command::Dlq => dlq::dlq(&config).await,
+    }
+}
+
+/// Where `send`, `replay`, `tasks` and `show` do their work.
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// In this process, on `DATA_DIR` (`--local`).
+    Local,
+    /// On the running host this client talks to (the default).
+    Host(HostClient),
+}
+
+impl Target {
+    /// The target `args` choose: the host at `--url` (else at `WEB_ADDR`), or `--local`.
+    pub(crate) fn of(config: &Config, args: &HostArgs) -> Result<Self> {
+        if args.local {
+            return Ok(Target::Local);
+        }
+        Ok(Target::Host(HostClient::new(config, args.url.as_deref())?))
     }
 }
 
@@ -107,12 +137,13 @@ impl Stores {
     }
 }
 
-/// The message for a task id that names no task.
-pub(crate) fn no_such_task(task_id: TaskId, data_dir: &Path) -> anyhow::Error {
-    anyhow::anyhow!(
-        "task {task_id} does not exist (no such task in {})",
-        data_dir.display()
-    )
+/// The message for a task id that names no task where `target` looked.
+pub(crate) fn no_such_task(task_id: TaskId, target: &Target, data_dir: &Path) -> anyhow::Error {
+    let place = match target {
+        Target::Local => format!("in {}", data_dir.display()),
+        Target::Host(client) => format!("on the host at {}", client.url()),
+    };
+    anyhow::anyhow!("task {task_id} does not exist (no such task {place})")
 }
 
 /// Parses a task id given on the command line.

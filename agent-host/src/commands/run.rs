@@ -1,14 +1,16 @@
-//! `run`: every service in this process, until Ctrl-C.
+//! `run`: every service and the web UI in this process, until Ctrl-C.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
 use super::build_pipeline;
+use super::web::WebServer;
 use crate::config::Config;
+use crate::web::WebSettings;
 
-/// Starts every service on the embedded default, resuming unfinished steps, and stops them
-/// cleanly on Ctrl-C.
+/// Starts every service on the embedded default, resuming unfinished steps, serves the web UI,
+/// and stops them cleanly on Ctrl-C.
 pub(crate) async fn run(config: &Config) -> Result<ExitCode> {
     let pipeline = build_pipeline(config, true).await?;
     let unfinished = pipeline
@@ -17,6 +19,12 @@ pub(crate) async fn run(config: &Config) -> Result<ExitCode> {
         .await
         .context("cannot read the unfinished steps")?
         .len();
+    let settings = WebSettings {
+        token: config.web.token.clone(),
+        read_only: None,
+    };
+    // Bound before the services start, so that a busy port stops nothing half-way.
+    let server = WebServer::bind(config, pipeline.clone(), settings).await?;
     let running = pipeline
         .start()
         .await
@@ -48,51 +56,58 @@ pub(crate) async fn run(config: &Config) -> Result<ExitCode> {
     if unfinished > 0 {
         println!("  resumed: {unfinished} unfinished step(s) sent again");
     }
-    println!(
-        "  web UI and HTTP enqueue: not yet, they arrive with the UI issue; until then \
-         `agent-host send --text \"…\"` runs a task in its own process"
-    );
+    println!("  web:     {}/  (UI and JSON API under /api)", server.url());
+    if config.web.token.is_some() {
+        println!(
+            "           WEB_TOKEN is set: the UI asks for it, the API wants `Authorization: Bearer`"
+        );
+    }
     println!("Press Ctrl-C to stop.");
 
-    interrupt.received().await?;
+    let serving = server.serve_until(interrupt.received());
+    let served = serving.await;
     println!("stopping…");
     running.shutdown().await;
+    served?;
     println!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 /// Ctrl-C, listened for from the moment it is created.
 #[cfg(unix)]
-struct Interrupt(tokio::signal::unix::Signal);
+pub(super) struct Interrupt(tokio::signal::unix::Signal);
 
 #[cfg(unix)]
 impl Interrupt {
-    fn listen() -> Result<Self> {
+    /// Starts listening.
+    pub(super) fn listen() -> Result<Self> {
         let kind = tokio::signal::unix::SignalKind::interrupt();
         Ok(Self(
             tokio::signal::unix::signal(kind).context("cannot listen for Ctrl-C")?,
         ))
     }
 
-    async fn received(mut self) -> Result<()> {
+    /// Waits for Ctrl-C.
+    pub(super) async fn received(mut self) {
         self.0.recv().await;
-        Ok(())
     }
 }
 
 /// Ctrl-C, listened for when awaited.
 #[cfg(not(unix))]
-struct Interrupt;
+pub(super) struct Interrupt;
 
 #[cfg(not(unix))]
 impl Interrupt {
-    fn listen() -> Result<Self> {
+    /// Starts listening.
+    pub(super) fn listen() -> Result<Self> {
         Ok(Self)
     }
 
-    async fn received(self) -> Result<()> {
-        tokio::signal::ctrl_c()
-            .await
-            .context("cannot listen for Ctrl-C")
+    /// Waits for Ctrl-C (or for good, when it cannot be listened for).
+    pub(super) async fn received(self) {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }

@@ -1,23 +1,34 @@
-//! `send`: submit a task and run it to its end in this process.
+//! `send`: submit a task to the running host (or, with `--local`, run it in this process) and
+//! follow it to its end.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use agent_pipeline::wire::{ReportEvent, ReportStatus};
 use agent_pipeline::{Pipeline, TaskId};
 use anyhow::{Context, Result};
-use chrono::Utc;
-use std::time::Duration;
-
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use super::{INTERRUPTED, build_pipeline, event_line};
+use super::{INTERRUPTED, Target, build_pipeline, event_line};
 use crate::cli::SendArgs;
+use crate::client::{EventStream, HostClient};
 use crate::config::Config;
 use crate::progress::Progress;
 
-/// Starts the services, submits the task, follows it to `done` or `error` and says where its
-/// artifacts are.
+/// Submits the task where `--local` and `--url` say, follows it to `done` or `error` and says
+/// where its artifacts are.
 pub(crate) async fn send(config: &Config, args: &SendArgs) -> Result<ExitCode> {
+    match Target::of(config, &args.host)? {
+        Target::Local => send_local(config, args).await,
+        Target::Host(client) => send_to_host(config, args, &client).await,
+    }
+}
+
+/// Starts the services in this process, runs the task on them and stops them.
+async fn send_local(config: &Config, args: &SendArgs) -> Result<ExitCode> {
     let pipeline = build_pipeline(config, false).await?;
     let running = pipeline
         .start()
@@ -36,15 +47,12 @@ pub(crate) async fn send(config: &Config, args: &SendArgs) -> Result<ExitCode> {
             .await
             .context("cannot submit the task")?;
         println!("task {task_id}");
-        let last = tokio::select! {
-            last = follow(&pipeline, task_id, args.wait, start, ci_wait(config)) => last?,
-            interrupted = tokio::signal::ctrl_c() => {
-                interrupted.context("cannot listen for Ctrl-C")?;
-                eprintln!("interrupted: task {task_id} is unfinished; `agent-host run` resumes its unfinished steps");
-                return Ok(None);
-            }
-        };
-        Ok::<_, anyhow::Error>(Some((task_id, last)))
+        let events = Events::local(&pipeline, task_id).await?;
+        let interrupted = format!(
+            "interrupted: task {task_id} is unfinished; `agent-host run` resumes its unfinished steps"
+        );
+        let last = follow(events, args.wait, start, ci_wait(config), &interrupted).await?;
+        Ok::<_, anyhow::Error>(last.map(|last| (task_id, last)))
     }
     .await;
     running.shutdown().await;
@@ -52,20 +60,71 @@ pub(crate) async fn send(config: &Config, args: &SendArgs) -> Result<ExitCode> {
     let Some((task_id, last)) = outcome? else {
         return Ok(ExitCode::from(INTERRUPTED));
     };
-    if !args.wait {
-        println!("{}", event_line(&last, start));
-    }
     let task_dir = pipeline.artifacts().task_dir(task_id);
-    println!("artifacts: {}/", task_dir.display());
+    Ok(finish(task_id, &last, args.wait, start, Some(task_dir)))
+}
+
+/// Enqueues the task on the running host and follows its events there.
+async fn send_to_host(config: &Config, args: &SendArgs, client: &HostClient) -> Result<ExitCode> {
+    // Subscribed before enqueuing, so that not even the task's first event can be missed.
+    let stream = client.events(None).await?;
+    let start = Utc::now();
+    let enqueued = client
+        .enqueue(&args.text)
+        .await
+        .context("cannot submit the task")?;
+    let task_id = enqueued.task_id;
+    eprintln!(
+        "the host at {} runs the task (topic {}); its page: {}",
+        client.url(),
+        enqueued.topic,
+        client.task_page(task_id)
+    );
+    println!("task {task_id}");
+    let events = Events::from_host(stream, task_id);
+    let interrupted = format!(
+        "interrupted: task {task_id} goes on running on the host; `agent-host show {task_id}` \
+         or {} tell how it ends",
+        client.task_page(task_id)
+    );
+    let Some(last) = follow(events, args.wait, start, ci_wait(config), &interrupted).await? else {
+        return Ok(ExitCode::from(INTERRUPTED));
+    };
+    // The host knows where its data directory is; this process may not even see it.
+    let task_dir = match client.task(task_id).await {
+        Ok(details) => Some(details.task.dir),
+        Err(error) => {
+            eprintln!("warning: cannot ask the host where the task's files are: {error:#}");
+            None
+        }
+    };
+    Ok(finish(task_id, &last, args.wait, start, task_dir))
+}
+
+/// Prints the outcome: the last event (unless every event was printed), where the files are,
+/// and the error that ended the task, if one did.
+fn finish(
+    task_id: TaskId,
+    last: &ReportEvent,
+    printed_all: bool,
+    start: DateTime<Utc>,
+    task_dir: Option<PathBuf>,
+) -> ExitCode {
+    if !printed_all {
+        println!("{}", event_line(last, start));
+    }
+    if let Some(task_dir) = task_dir {
+        println!("artifacts: {}/", task_dir.display());
+    }
     if last.status == ReportStatus::Done {
-        Ok(ExitCode::SUCCESS)
+        ExitCode::SUCCESS
     } else {
         let summary = last
             .summary
             .strip_prefix("error: ")
             .unwrap_or(&last.summary);
         eprintln!("task {task_id} ended in error: {summary}");
-        Ok(ExitCode::FAILURE)
+        ExitCode::FAILURE
     }
 }
 
@@ -78,15 +137,14 @@ fn ci_wait(config: &Config) -> Duration {
 /// Follows the task's report events until its `done` or `error` event, and after `done`
 /// until the ci-monitor's `ci` check of the published change (for at most `ci_wait`),
 /// printing each one when `print_all`, and showing progress meanwhile. Returns the final
-/// event.
+/// event, or `None` when Ctrl-C came first (after saying `interrupted`).
 async fn follow(
-    pipeline: &Pipeline,
-    task_id: TaskId,
+    mut events: Events,
     print_all: bool,
-    start: chrono::DateTime<Utc>,
+    start: DateTime<Utc>,
     ci_wait: Duration,
-) -> Result<ReportEvent> {
-    let mut events = Events::of(pipeline, task_id).await?;
+    interrupted: &str,
+) -> Result<Option<ReportEvent>> {
     let mut progress = Progress::new();
     let mut ticker = progress.ticker();
     let mut done: Option<ReportEvent> = None;
@@ -95,73 +153,123 @@ async fn follow(
     loop {
         tokio::select! {
             event = events.recv() => {
-                let event = event
-                    .context("the pipeline stopped before the task ended")?
-                    .context("cannot follow the task's reports")?;
+                let event = event?;
                 progress.clear();
                 if print_all || done.is_some() {
                     println!("{}", event_line(&event, start));
                 }
                 progress.on_event(&event);
                 match (&event.status, done.take()) {
-                    (ReportStatus::Ci, Some(done)) => return Ok(done),
+                    (ReportStatus::Ci, Some(done)) => return Ok(Some(done)),
                     (ReportStatus::Done, _) => {
                         ci_deadline.as_mut().reset(tokio::time::Instant::now() + ci_wait);
                         done = Some(event);
                     }
-                    (status, _) if status.is_final() => return Ok(event),
+                    (status, _) if status.is_final() => return Ok(Some(event)),
                     (_, earlier) => done = earlier,
                 }
             }
             () = &mut ci_deadline, if done.is_some() => {
                 progress.clear();
                 eprintln!("no ci report within {}s; the check goes on without this command", ci_wait.as_secs());
-                return done.context("the task's done event");
+                return done.context("the task's done event").map(Some);
             }
             _ = ticker.tick() => progress.tick(),
+            signal = tokio::signal::ctrl_c() => {
+                signal.context("cannot listen for Ctrl-C")?;
+                progress.clear();
+                eprintln!("{interrupted}");
+                return Ok(None);
+            }
         }
     }
 }
 
-/// The report events of one task, received by a task of their own: a report that was
-/// received but not acknowledged would hold back the task's later reports, so receiving must
-/// never be cancelled half-way (as `select!` would do to [`ReportWatch::next`]).
+/// The report events of one task, from the pipeline of this process or from a running host,
+/// received by a task of their own: a report that was received but not acknowledged would
+/// hold back the task's later reports, so receiving must never be cancelled half-way (as
+/// `select!` would do to [`ReportWatch::next`]).
 ///
 /// [`ReportWatch::next`]: agent_pipeline::ReportWatch::next
 #[derive(Debug)]
-struct Events {
+pub(super) struct Events {
     /// The events, as the receiving task gets them.
-    receiver: mpsc::Receiver<agent_pipeline::Result<ReportEvent>>,
+    receiver: mpsc::Receiver<Result<ReportEvent>>,
     /// The receiving task, stopped on drop.
     receiving: tokio::task::JoinHandle<()>,
+    /// What it means when the events end before the task did.
+    ended: &'static str,
 }
 
 impl Events {
-    /// Starts receiving the events of `task_id`, from its first.
-    async fn of(pipeline: &Pipeline, task_id: TaskId) -> Result<Self> {
-        let mut watch = pipeline
+    /// Starts receiving the events of `task_id` from the pipeline of this process, from its
+    /// first.
+    pub(super) async fn local(pipeline: &Pipeline, task_id: TaskId) -> Result<Self> {
+        let watch = pipeline
             .watch(task_id)
             .await
             .context("cannot follow the task's reports")?;
+        let events = futures_util::stream::unfold(watch, |mut watch| async move {
+            let event = watch
+                .next()
+                .await
+                .context("cannot follow the task's reports");
+            Some((event, watch))
+        });
+        Ok(Self::forward(
+            events,
+            "the pipeline stopped before the task ended",
+        ))
+    }
+
+    /// The events of `task_id` on a host's event stream (which is ready, so that nothing
+    /// from then on is missed).
+    pub(super) fn from_host(stream: EventStream, task_id: TaskId) -> Self {
+        let events = futures_util::stream::unfold(stream, move |mut stream| async move {
+            loop {
+                let event = match stream.next().await {
+                    Ok(Some(event)) if event.task_id == task_id => Ok(event),
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return None,
+                    Err(error) => {
+                        Err(anyhow::Error::new(error).context("cannot follow the task's reports"))
+                    }
+                };
+                return Some((event, stream));
+            }
+        });
+        Self::forward(
+            events,
+            "the host closed its event stream before the task ended (it is stopping; \
+             `agent-host run` resumes unfinished steps when it starts again)",
+        )
+    }
+
+    /// Receives `events` on a task of their own until one fails or nobody listens.
+    fn forward(
+        events: impl Stream<Item = Result<ReportEvent>> + Send + 'static,
+        ended: &'static str,
+    ) -> Self {
         let (sender, receiver) = mpsc::channel(64);
         let receiving = tokio::spawn(async move {
-            loop {
-                let event = watch.next().await;
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
                 let failed = event.is_err();
                 if sender.send(event).await.is_err() || failed {
                     break;
                 }
             }
         });
-        Ok(Self {
+        Self {
             receiver,
             receiving,
-        })
+            ended,
+        }
     }
 
-    /// The next event; `None` when receiving stopped.
-    async fn recv(&mut self) -> Option<agent_pipeline::Result<ReportEvent>> {
-        self.receiver.recv().await
+    /// The next event; an error when receiving failed or stopped.
+    pub(super) async fn recv(&mut self) -> Result<ReportEvent> {
+        self.receiver.recv().await.context(self.ended)?
     }
 }
 

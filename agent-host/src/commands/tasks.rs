@@ -1,94 +1,67 @@
-//! `tasks`: every task with its latest status, newest first.
+//! `tasks`: every task with its latest status, newest first, from the running host or (with
+//! `--local`) from `DATA_DIR`.
 
 use std::process::ExitCode;
 
-use agent_pipeline::store::TaskRecord;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
-use super::{Stores, human_duration, one_line, timestamp};
+use super::{Stores, Target, human_duration, one_line, timestamp};
 use crate::cli::TasksArgs;
 use crate::config::Config;
+use crate::views::{self, TaskSummary};
 
 /// How much of a prompt the table shows.
 const PROMPT_WIDTH: usize = 50;
 
-/// One row: a task and how many attempts its steps took.
-#[derive(Debug)]
-struct Row {
-    /// The task.
-    task: TaskRecord,
-    /// Attempts of all its steps.
-    attempts: usize,
-}
-
 /// Prints the tasks as an aligned table, or as JSON lines with `--json`.
 pub(crate) async fn tasks(config: &Config, args: &TasksArgs) -> Result<ExitCode> {
-    let Some(stores) = Stores::open(&config.data_dir).await? else {
-        if !args.json {
-            println!("no tasks yet in {}", config.data_dir.display());
+    let (tasks, place) = match Target::of(config, &args.host)? {
+        Target::Local => {
+            let place = format!("in {}", config.data_dir.display());
+            // Looking creates nothing: without a state database there are no tasks.
+            let tasks = match Stores::open(&config.data_dir).await? {
+                Some(stores) => views::task_summaries(stores.state.as_ref())
+                    .await
+                    .context("cannot list the tasks")?,
+                None => Vec::new(),
+            };
+            (tasks, place)
         }
-        return Ok(ExitCode::SUCCESS);
+        Target::Host(client) => {
+            let tasks = client.tasks().await.context("cannot list the tasks")?;
+            (tasks, format!("on the host at {}", client.url()))
+        }
     };
-    let records = stores
-        .state
-        .tasks(usize::MAX)
-        .await
-        .context("cannot list the tasks")?;
-    let mut rows = Vec::with_capacity(records.len());
-    for task in records {
-        let attempts = stores
-            .state
-            .attempts(task.task_id)
-            .await
-            .with_context(|| format!("cannot read the attempts of task {}", task.task_id))?
-            .len();
-        rows.push(Row { task, attempts });
-    }
-    let now = Utc::now();
     if args.json {
-        for row in &rows {
-            println!("{}", json_line(row));
+        for task in &tasks {
+            println!(
+                "{}",
+                serde_json::to_string(task).context("cannot print the task")?
+            );
         }
-    } else if rows.is_empty() {
-        println!("no tasks yet in {}", config.data_dir.display());
+    } else if tasks.is_empty() {
+        println!("no tasks yet {place}");
     } else {
-        print!("{}", table(&rows, now));
+        print!("{}", table(&tasks, Utc::now()));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// One task as one JSON object.
-fn json_line(row: &Row) -> serde_json::Value {
-    let task = &row.task;
-    json!({
-        "task_id": task.task_id.to_string(),
-        "status": task.status.as_str(),
-        "current_step": task.current_step.map(|s| s.to_string()),
-        "attempts": row.attempts,
-        "created_at": task.created_at,
-        "updated_at": task.updated_at,
-        "duration_ms": (task.updated_at - task.created_at).num_milliseconds().max(0),
-        "prompt": task.prompt,
-    })
-}
-
-/// The rows as a table whose columns line up.
-fn table(rows: &[Row], now: DateTime<Utc>) -> String {
+/// The tasks as a table whose columns line up.
+fn table(tasks: &[TaskSummary], now: DateTime<Utc>) -> String {
     let header = [
         "TASK", "STATUS", "STEP", "ATTEMPTS", "AGE", "DURATION", "CREATED", "PROMPT",
     ]
     .map(str::to_owned);
     let mut lines = vec![header];
-    for row in rows {
-        let task = &row.task;
+    for task in tasks {
         lines.push([
             task.task_id.to_string(),
             task.status.to_string(),
             task.current_step
                 .map_or_else(|| "-".to_owned(), |s| s.to_string()),
-            row.attempts.to_string(),
+            task.attempts.to_string(),
             human_duration(now - task.created_at),
             human_duration(task.updated_at - task.created_at),
             timestamp(task.created_at),
@@ -124,18 +97,17 @@ mod tests {
     #[test]
     fn the_table_lines_up_and_shows_age_and_duration() {
         let now = Utc::now();
-        let task = |status, step, created: i64, updated: i64, prompt: &str| Row {
-            task: TaskRecord {
-                task_id: TaskId::new(),
-                prompt: prompt.to_owned(),
-                status,
-                current_step: step,
-                created_at: now - TimeDelta::seconds(created),
-                updated_at: now - TimeDelta::seconds(updated),
-            },
+        let task = |status, step, created: i64, updated: i64, prompt: &str| TaskSummary {
+            task_id: TaskId::new(),
+            status,
+            current_step: step,
             attempts: 4,
+            created_at: now - TimeDelta::seconds(created),
+            updated_at: now - TimeDelta::seconds(updated),
+            duration_ms: (created - updated) * 1000,
+            prompt: prompt.to_owned(),
         };
-        let rows = [
+        let tasks = [
             task(
                 TaskStatus::Done,
                 Some(StepId::v1(Stage::Review)),
@@ -145,7 +117,7 @@ mod tests {
             ),
             task(TaskStatus::Received, None, 5, 5, "Another\nline"),
         ];
-        let text = table(&rows, now);
+        let text = table(&tasks, now);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         let status_column = lines[0].find("STATUS");

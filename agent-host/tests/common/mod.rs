@@ -3,9 +3,12 @@
 
 #![allow(dead_code)] // Each test file uses its own part of these helpers.
 
-use std::io::Read;
+pub(crate) mod web;
+
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,7 +19,7 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_agent-host");
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Every variable the host reads; tests start from none of them set.
-const CONFIG_VARIABLES: [&str; 12] = [
+const CONFIG_VARIABLES: [&str; 14] = [
     "OPENAI_API_KEY",
     "OPENAI_MODEL",
     "OPENAI_BASE_URL",
@@ -29,6 +32,8 @@ const CONFIG_VARIABLES: [&str; 12] = [
     "DLQ_TOPIC",
     "DATA_DIR",
     "AGENT_HOST_MAX_ATTEMPTS",
+    "WEB_ADDR",
+    "WEB_TOKEN",
 ];
 
 /// The prompt of mission.md.
@@ -75,9 +80,10 @@ impl Sandbox {
         run(self.command(args))
     }
 
-    /// Runs `send --text HELLO --wait`, checks it succeeded and returns the task id.
+    /// Runs `send --local --text HELLO --wait` (the services in the command's own process),
+    /// checks it succeeded and returns the task id.
     pub(crate) fn send_hello(&self) -> (String, Output) {
-        let output = self.run(&["send", "--text", HELLO, "--wait"]);
+        let output = self.run(&["send", "--local", "--text", HELLO, "--wait"]);
         assert!(output.status.success(), "send failed:\n{output}");
         let task_id = output.task_id();
         (task_id, output)
@@ -198,4 +204,149 @@ pub(crate) fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// How long a host may take to stop after Ctrl-C.
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `agent-host run` (or another serving command), killed on drop if it still runs.
+pub(crate) struct Host {
+    child: Child,
+    /// `http://127.0.0.1:<port>`, as its `web:` line says.
+    pub(crate) url: String,
+    /// What it printed up to `Press Ctrl-C to stop.`.
+    pub(crate) banner: String,
+    /// Its later standard output, line by line.
+    lines: mpsc::Receiver<String>,
+    /// Its standard error, read to its end.
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// How a host ended after Ctrl-C.
+pub(crate) struct Stopped {
+    /// Its exit status; `None` when it did not stop within [`STOP_TIMEOUT`] (it was killed).
+    pub(crate) status: Option<ExitStatus>,
+    /// What it printed after the banner.
+    pub(crate) stdout: String,
+    /// Everything it wrote to stderr.
+    pub(crate) stderr: String,
+}
+
+impl Host {
+    /// Starts `command` (which must serve, e.g. `run --listen 127.0.0.1:0`) and waits for its
+    /// banner; fails the test when it does not start within [`TIMEOUT`].
+    pub(crate) fn start(mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stdout = child.stdout.take().expect("a piped stdout");
+        let stderr = drain(child.stderr.take());
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + TIMEOUT;
+        let mut banner = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(line) = lines.recv_timeout(left) else {
+                break;
+            };
+            let ready = line.starts_with("Press Ctrl-C");
+            banner.push(line);
+            if ready {
+                break;
+            }
+        }
+        let banner = banner.join("\n");
+        let url = banner.lines().find_map(|line| {
+            let rest = line.trim_start().strip_prefix("web:")?.trim_start();
+            let url = rest.split_whitespace().next()?;
+            Some(url.trim_end_matches('/').to_owned())
+        });
+        let mut host = Self {
+            child,
+            url: url.clone().unwrap_or_default(),
+            banner,
+            lines,
+            stderr: Some(stderr),
+        };
+        if url.is_none() || !host.banner.contains("Press Ctrl-C") {
+            let _ = host.child.kill();
+            let _ = host.child.wait();
+            let stderr = host.stderr.take().map(|s| s.join().unwrap_or_default());
+            panic!(
+                "the host did not start:\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                host.banner,
+                stderr.unwrap_or_default()
+            );
+        }
+        host
+    }
+
+    /// The host's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends Ctrl-C (SIGINT) and waits for the host to end, at most [`STOP_TIMEOUT`] (then it
+    /// is killed, and `status` is `None`).
+    pub(crate) fn interrupt(mut self) -> Stopped {
+        let sent = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -INT failed");
+        let status = wait_bounded(&mut self.child, STOP_TIMEOUT);
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .map(|s| s.join().unwrap_or_default())
+            .unwrap_or_default();
+        // The pipe closes when the process ends, and then the reading thread stops.
+        let mut stdout = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            stdout.push(line);
+        }
+        Stopped {
+            status,
+            stdout: stdout.join("\n"),
+            stderr,
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Sandbox {
+    /// Starts `agent-host run` on a free port of 127.0.0.1 in the sandbox, with `env` set.
+    pub(crate) fn start_host(&self, env: &[(&str, &str)]) -> Host {
+        let mut command = self.command(&["run", "--listen", "127.0.0.1:0"]);
+        command.envs(env.iter().copied());
+        Host::start(command)
+    }
+}
+
+/// A port of 127.0.0.1 that nobody listens on (it was free a moment ago).
+pub(crate) fn unused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
 }

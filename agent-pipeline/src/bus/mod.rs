@@ -103,4 +103,10 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
     /// A pipeline on a bus that is not durable re-sends unfinished steps from the state store
     /// when it starts.
     fn is_durable(&self) -> bool;
+
+    /// Checks that the bus can be reached (a broker answers), for readiness probes. The
+    /// default says yes: an in-process bus is always there.
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }

@@ -82,6 +82,8 @@ pub(crate) struct Deps {
     pub(crate) artifacts: FileArtifactStore,
     pub(crate) reports: ReportLog,
     pub(crate) dead_letters: ReportLog,
+    /// Report events as the mirror writes them to `reports.jsonl`, for live views.
+    pub(crate) report_feed: tokio::sync::broadcast::Sender<ReportEvent>,
     pub(crate) topics: Topics,
     pub(crate) agents: Agents,
     pub(crate) policy: RetryPolicy,

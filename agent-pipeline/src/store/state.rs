@@ -9,8 +9,9 @@ use super::StoreResult;
 use crate::ids::{Attempt, StepId, TaskId};
 use crate::wire::{StepMode, StepRequest, StepResult};
 
-/// Where a task stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Where a task stands; serialized as `received`, `running`, `done` or `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     /// Accepted, no step finished yet.
     Received,
@@ -52,8 +53,9 @@ impl fmt::Display for TaskStatus {
     }
 }
 
-/// Where one attempt of a step stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Where one attempt of a step stands; serialized as `requested`, `succeeded` or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AttemptStatus {
     /// Requested from a worker, no result yet.
     Requested,
@@ -219,4 +221,33 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// Attempts requested and not finished, oldest first (to send again after a restart).
     async fn unfinished_attempts(&self) -> StoreResult<Vec<AttemptRecord>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_serialize_as_they_are_stored() {
+        for status in [
+            TaskStatus::Received,
+            TaskStatus::Running,
+            TaskStatus::Done,
+            TaskStatus::Error,
+        ] {
+            let json = serde_json::to_string(&status).ok();
+            assert_eq!(json, Some(format!("\"{}\"", status.as_str())));
+        }
+        for status in [
+            AttemptStatus::Requested,
+            AttemptStatus::Succeeded,
+            AttemptStatus::Failed,
+        ] {
+            let json = serde_json::to_string(&status).ok();
+            assert_eq!(json, Some(format!("\"{}\"", status.as_str())));
+            let back: Option<AttemptStatus> =
+                json.and_then(|text| serde_json::from_str(&text).ok());
+            assert_eq!(back, Some(status));
+        }
+    }
 }

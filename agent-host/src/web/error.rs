@@ -1,0 +1,121 @@
+//! What a request can fail with, and how each failure is answered: a JSON `{"error": …}` for
+//! the API, an HTML page for the UI.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::views::ViewError;
+
+/// Why a request failed. Each variant is one status code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebError {
+    /// 404: no such task, step, attempt or dead letter.
+    #[error("{0}")]
+    NotFound(String),
+    /// 400: the request itself is wrong (an invalid id, an empty prompt).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 409: the request is fine but cannot be done now (a replay whose inputs are missing).
+    #[error("{0}")]
+    Conflict(String),
+    /// 403: a form without its CSRF token, or a cross-site POST.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 401: `WEB_TOKEN` is set and the request does not carry it.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 503: this process cannot do it (read-only, or the bus is down).
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a store failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl WebError {
+    /// The status code of the answer.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::Conflict(_) => StatusCode::CONFLICT,
+            WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The error of a library call: a refusal the user can act on keeps its own status
+    /// (missing inputs → 409, unknown task → 404), anything else is internal.
+    pub fn from_pipeline(error: agent_pipeline::Error) -> Self {
+        use agent_pipeline::Error;
+        match &error {
+            Error::TaskNotFound(_) => WebError::NotFound(error.to_string()),
+            Error::ReplayInputsMissing { .. } | Error::NotRedrivable { .. } => {
+                WebError::Conflict(error.to_string())
+            }
+            Error::UnknownStep(_) | Error::EmptyPrompt | Error::Id(_) => {
+                WebError::BadRequest(error.to_string())
+            }
+            Error::Bus(bus)
+                if bus.is_retryable() || matches!(bus, agent_pipeline::bus::BusError::Closed) =>
+            {
+                WebError::Unavailable(error.to_string())
+            }
+            _ => internal(&error),
+        }
+    }
+
+    /// The answer of the JSON API: `{"error": "…"}` with the status.
+    pub fn into_json(self) -> Response {
+        let body = serde_json::json!({ "error": self.to_string() });
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<ViewError> for WebError {
+    fn from(error: ViewError) -> Self {
+        internal(&error)
+    }
+}
+
+/// Logs an unexpected failure with its whole chain and answers with its message.
+fn internal(error: &(dyn std::error::Error + 'static)) -> WebError {
+    let chain = error_chain(error);
+    tracing::error!(error = %chain, "request failed");
+    WebError::Internal(chain)
+}
+
+/// `error: cause: cause`, each source once.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// An API failure: [`WebError`] answered as JSON.
+#[derive(Debug)]
+pub(crate) struct ApiError(pub(crate) WebError);
+
+impl<E: Into<WebError>> From<E> for ApiError {
+    fn from(error: E) -> Self {
+        ApiError(error.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.into_json()
+    }
+}
