@@ -55,9 +55,12 @@ fn send_tasks_show_and_replay_work_on_the_running_host() {
             "missing {expected:?}:\n{send}"
         );
     }
+    // The host names its data directory absolutely: the client may run anywhere.
+    let host_data = std::fs::canonicalize(host_dir.data_dir()).expect("the host's data directory");
+    let host_data = host_data.display();
     assert!(
         send.stdout
-            .contains(&format!("artifacts: ./data/{task_id}/")),
+            .contains(&format!("artifacts: {host_data}/{task_id}/")),
         "the host's data directory is named:\n{send}"
     );
     let task_dir = host_dir.data_dir().join(&task_id);
@@ -109,14 +112,14 @@ fn send_tasks_show_and_replay_work_on_the_running_host() {
     assert!(replay.stdout.contains("replayed implement@v1"), "{replay}");
     assert!(
         replay.stdout.contains(&format!(
-            "attempt 2: ./data/{task_id}/implement@v1.attempt2.json"
+            "attempt 2: {host_data}/{task_id}/implement@v1.attempt2.json"
         )),
         "the new attempt's file is printed:\n{replay}"
     );
     assert!(
-        replay
-            .stdout
-            .contains(&format!("canonical: ./data/{task_id}/implement@v1.json")),
+        replay.stdout.contains(&format!(
+            "canonical: {host_data}/{task_id}/implement@v1.json"
+        )),
         "{replay}"
     );
     let canonical = read_json(&task_dir.join("implement@v1.json"));

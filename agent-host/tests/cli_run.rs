@@ -15,7 +15,11 @@ fn run_says_where_data_lives_and_which_model_and_stops_on_ctrl_c() {
     let host = Host::start(command);
 
     let banner = &host.banner;
-    assert!(banner.contains("data:    ./data"), "{banner}");
+    let data = std::fs::canonicalize(sandbox.data_dir()).expect("the data directory");
+    assert!(
+        banner.contains(&format!("data:    {}", data.display())),
+        "a serving host names its data directory absolutely:\n{banner}"
+    );
     assert!(
         banner.contains("offline model (no OPENAI_API_KEY)"),
         "{banner}"

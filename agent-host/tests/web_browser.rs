@@ -11,12 +11,8 @@
 mod browser;
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
@@ -25,11 +21,9 @@ use serde_json::json;
 use browser::{Driver, Session};
 use common::{HELLO, Sandbox};
 
-/// How long the host may take to start serving.
-const HOST_START: Duration = Duration::from_secs(60);
-
-/// How long the host may take to stop after Ctrl-C.
-const HOST_STOP: Duration = Duration::from_secs(30);
+/// A dead letter as the mirror writes it: a task message that was not JSON. The page must
+/// show it, and re-driving it sends it back to the task topic, where it fails again.
+const DEAD_LETTER: &str = r#"{"reason":"not valid JSON: key must be a string at line 1 column 2","source_topic":"agent_tasks","key":"a-broken-producer","payload":"{not json","failed_at":"2026-11-24T09:30:00Z"}"#;
 
 /// How long a task (or a replay) may take to finish, seen from the page.
 const TASK_TIMEOUT: Duration = Duration::from_secs(90);
@@ -45,121 +39,6 @@ const DESKTOP: (u32, u32) = (1280, 900);
 
 /// A phone's viewport.
 const PHONE: (u32, u32) = (390, 844);
-
-/// `agent-host run` in a sandbox, stopped with Ctrl-C (SIGINT).
-struct Host {
-    child: Child,
-    /// `http://127.0.0.1:PORT` (no trailing slash).
-    url: String,
-    /// Everything it printed so far, stdout and stderr interleaved by line.
-    output: Arc<Mutex<String>>,
-}
-
-impl Host {
-    /// Starts `agent-host run --listen 127.0.0.1:0` in `sandbox` and reads its address.
-    fn start(sandbox: &Sandbox) -> Self {
-        let mut child = sandbox
-            .command(&["run", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let output = Arc::new(Mutex::new(String::new()));
-        let (lines, received) = mpsc::channel();
-        collect(child.stdout.take(), &output, Some(lines));
-        collect(child.stderr.take(), &output, None);
-        let mut host = Self {
-            child,
-            url: String::new(),
-            output,
-        };
-        let deadline = std::time::Instant::now() + HOST_START;
-        while host.url.is_empty() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match received.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.trim_start().strip_prefix("web:") {
-                        let url = rest.split_whitespace().next().unwrap_or_default();
-                        host.url = url.trim_end_matches('/').to_owned();
-                    }
-                }
-                Err(_) => panic!(
-                    "`agent-host run` printed no `web:` line within {HOST_START:?}:\n{}",
-                    host.printed()
-                ),
-            }
-        }
-        host
-    }
-
-    /// What it printed so far.
-    fn printed(&self) -> String {
-        self.output.lock().map(|o| o.clone()).unwrap_or_default()
-    }
-
-    /// Sends Ctrl-C and checks that it stops cleanly.
-    fn stop(mut self) {
-        interrupt(&self.child);
-        let status = common::wait_bounded(&mut self.child, HOST_STOP);
-        assert!(
-            status.is_some(),
-            "`agent-host run` did not stop within {HOST_STOP:?} of Ctrl-C:\n{}",
-            self.printed()
-        );
-        let status = status.expect("checked above");
-        assert!(
-            status.success(),
-            "`agent-host run` ended with {status} after Ctrl-C:\n{}",
-            self.printed()
-        );
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            interrupt(&self.child);
-            if common::wait_bounded(&mut self.child, HOST_STOP).is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
-        if std::thread::panicking() {
-            eprintln!("--- what `agent-host run` printed ---\n{}", self.printed());
-        }
-    }
-}
-
-/// Sends SIGINT (what Ctrl-C sends) to `child`.
-fn interrupt(child: &Child) {
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-}
-
-/// Copies `pipe` line by line into `output` on a thread (so that a full pipe cannot block the
-/// child), and to `lines` when given.
-fn collect(
-    pipe: Option<impl Read + Send + 'static>,
-    output: &Arc<Mutex<String>>,
-    lines: Option<mpsc::Sender<String>>,
-) {
-    let Some(pipe) = pipe else { return };
-    let output = Arc::clone(output);
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(mut output) = output.lock() {
-                output.push_str(&line);
-                output.push('\n');
-            }
-            if let Some(lines) = &lines {
-                let _ = lines.send(line);
-            }
-        }
-    });
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_enqueues_watches_it_finish_live_replays_a_step_and_diffs_the_attempts() {
@@ -182,7 +61,13 @@ async fn a_user_enqueues_watches_it_finish_live_replays_a_step_and_diffs_the_att
         return;
     }
     let sandbox = Sandbox::new();
-    let host = Host::start(&sandbox);
+    std::fs::create_dir_all(sandbox.data_dir()).expect("the data directory");
+    std::fs::write(
+        sandbox.data_dir().join("dead_letters.jsonl"),
+        format!("{DEAD_LETTER}\n"),
+    )
+    .expect("a dead letter");
+    let host = sandbox.start_host(&[]);
     let driver = Driver::start().await;
     let profile = tempfile::tempdir().expect("a browser profile directory");
     let own_shots = tempfile::tempdir().expect("a screenshot directory");
@@ -198,7 +83,13 @@ async fn a_user_enqueues_watches_it_finish_live_replays_a_step_and_diffs_the_att
     if let Err(panic) = walk {
         std::panic::resume_unwind(panic);
     }
-    host.stop();
+    let stopped = host.interrupt();
+    assert!(
+        stopped.status.is_some_and(|status| status.success()),
+        "`agent-host run` did not stop cleanly on Ctrl-C:\n{}\n{}",
+        stopped.stdout,
+        stopped.stderr
+    );
 }
 
 /// Everything a user does, with a screenshot of each page.
@@ -344,9 +235,32 @@ async fn walk_through(session: &Session, base: &str, shots: &Path) {
         .await;
     session.screenshot(&shots.join("reports.png")).await;
 
+    // The dead letter is shown with its reason and raw payload; re-driving it sends it back
+    // to the task topic, where it is dead-lettered again: a second entry appears live.
     session.goto(&format!("{base}/dlq")).await;
-    session.expect("#dead-letters[data-live]").await;
+    session
+        .expect("#dead-letters[data-live] #dl-1 pre.payload")
+        .await;
     session.screenshot(&shots.join("dlq.png")).await;
+    // The form is inside the live region: wait for the refresh that follows the stream's
+    // `ready`, so that the button clicked is the one on the page.
+    session
+        .wait_for(
+            "the dead-letter page's first live refresh",
+            PAGE_TIMEOUT,
+            "return Number(document.body.dataset.liveRefreshes || 0) >= 1;",
+        )
+        .await;
+    let redrive = session.expect("#dl-1 .redrive-button").await;
+    session.click(&redrive).await;
+    session
+        .wait_for(
+            "the re-driven message dead-lettered again, as a second entry",
+            PAGE_TIMEOUT,
+            "return location.search === '?redriven=1' \
+                 && document.querySelectorAll('#dead-letters article.dead-letter').length === 2;",
+        )
+        .await;
 
     // A user clicks around: every page has the same navigation, and each click opens its
     // page promptly however many live pages came before.

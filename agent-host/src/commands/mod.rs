@@ -41,7 +41,16 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         data_dir: cli.data_dir,
         listen,
     };
-    let config = Config::load(cli.config.as_deref(), &flags).context("configuration")?;
+    let mut config = Config::load(cli.config.as_deref(), &flags).context("configuration")?;
+    if matches!(command, Command::Run(_) | Command::Web(_)) {
+        // A serving host hands paths to clients that may run elsewhere: make them absolute.
+        config.data_dir = std::path::absolute(&config.data_dir).with_context(|| {
+            format!(
+                "cannot resolve the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+    }
     tracing::debug!(?config, "configuration");
     match command {
         Command::Run(_) => run::run(&config).await,
