@@ -53,5 +53,33 @@ pub enum Error {
     EmptyPrompt,
 }
 
+/// An error and its sources as one line, `error: cause: cause`, leaving out a source whose
+/// message the text already holds (many errors repeat their cause in their own message).
+///
+/// ```
+/// use agent_pipeline::store::StoreError;
+/// let store = StoreError::Io {
+///     action: "read",
+///     path: "data/state.sqlite".into(),
+///     source: std::io::Error::other("disk full"),
+/// };
+/// // The store's message already names its cause, so the cause is not repeated.
+/// let error = agent_pipeline::Error::from(store);
+/// assert_eq!(agent_pipeline::error_chain(&error), "read data/state.sqlite: disk full");
+/// ```
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -3,18 +3,7 @@
 
 /// The message of an error and its sources, without the request URL.
 pub(crate) fn error_chain(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    crate::error::error_chain(&error.without_url())
 }
 
 /// `text` cut to at most `limit` characters, with `…` when something was cut.

@@ -19,7 +19,7 @@ mod service;
 pub mod store;
 pub mod wire;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, error_chain};
 pub use ids::{Attempt, IdError, Stage, StepId, TaskId};
 pub use pipeline::{Pipeline, PipelineBuilder, Redriven, ReportWatch, RunningPipeline};
 pub use service::Service;

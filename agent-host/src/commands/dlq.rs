@@ -2,11 +2,13 @@
 
 use std::process::ExitCode;
 
+use agent_pipeline::store::ReportLog;
 use agent_pipeline::wire::DeadLetter;
 use anyhow::{Context, Result};
 
 use super::{one_line, timestamp};
 use crate::config::Config;
+use crate::views::{self, DeadLetterEntry};
 
 /// The file the dead-letter topic is mirrored to.
 const FILE_NAME: &str = "dead_letters.jsonl";
@@ -14,36 +16,29 @@ const FILE_NAME: &str = "dead_letters.jsonl";
 const PAYLOAD_WIDTH: usize = 200;
 
 /// Prints every dead letter, oldest first, so that the newest is last (nearest the prompt).
-///
-/// The file is read line by line here because the library's `ReportLog::read_all` decodes
-/// report events, and dead letters are another type.
 pub(crate) async fn dlq(config: &Config) -> Result<ExitCode> {
-    let path = config.data_dir.join(FILE_NAME);
-    let text = match tokio::fs::read_to_string(&path).await {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            println!(
-                "the dead-letter queue is empty ({} does not exist)",
-                path.display()
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-        Err(error) => {
-            return Err(error).with_context(|| format!("cannot read {}", path.display()));
-        }
-    };
-    let mut count = 0;
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        count += 1;
-        match serde_json::from_str::<DeadLetter>(line) {
-            Ok(letter) => print!("{}", render(&letter)),
-            Err(_) => print!("{}", render_other(index + 1, line)),
+    let log = ReportLog::named(&config.data_dir, FILE_NAME);
+    if !tokio::fs::try_exists(log.path()).await.unwrap_or(false) {
+        println!(
+            "the dead-letter queue is empty ({} does not exist)",
+            log.path().display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let queue = views::dead_letters(&log)
+        .await
+        .with_context(|| format!("cannot read {}", log.path().display()))?;
+    for entry in queue.entries.iter().rev() {
+        match &entry.letter {
+            Some(letter) => print!("{}", render(letter)),
+            None => print!("{}", render_other(entry)),
         }
     }
-    println!("{count} dead letter(s) in {}", path.display());
+    println!(
+        "{} dead letter(s) in {}",
+        queue.entries.len(),
+        queue.file.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -74,14 +69,13 @@ fn render(letter: &DeadLetter) -> String {
 }
 
 /// A line that is not a whole dead letter (e.g. a malformed message the mirror kept wrapped
-/// in `{"reason", "payload"}`): its reason and payload when it has them, else the raw line.
-fn render_other(line_number: usize, line: &str) -> String {
-    let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-    let field = |name: &str| value.get(name).and_then(serde_json::Value::as_str);
-    let reason = field("reason").unwrap_or("(no reason recorded)");
-    let payload = field("payload").unwrap_or(line).replace(['\n', '\r'], " ");
+/// in `{"reason", "payload"}`): its reason and payload as far as it has them.
+fn render_other(entry: &DeadLetterEntry) -> String {
+    let payload = entry.payload.replace(['\n', '\r'], " ");
     format!(
-        "line {line_number} of the file (an incomplete entry)\n  reason:  {reason}\n  payload: {}\n\n",
+        "line {} of the file (an incomplete entry)\n  reason:  {}\n  payload: {}\n\n",
+        entry.id,
+        entry.reason,
         one_line(&payload, PAYLOAD_WIDTH)
     )
 }
@@ -114,13 +108,15 @@ mod tests {
 
     #[test]
     fn incomplete_entries_still_show_their_reason_and_payload() {
-        let text = render_other(
-            3,
-            r#"{"reason":"a dead letter that is not a JSON object","payload":"oops"}"#,
-        );
+        let entry = |id, reason: &str, payload: &str| DeadLetterEntry {
+            id,
+            letter: None,
+            reason: reason.into(),
+            payload: payload.into(),
+        };
+        let text = render_other(&entry(3, "a dead letter that is not a JSON object", "oops"));
+        assert!(text.starts_with("line 3 of the file (an incomplete entry)"));
         assert!(text.contains("reason:  a dead letter that is not a JSON object"));
         assert!(text.contains("payload: oops"));
-        let raw = render_other(4, "garbage");
-        assert!(raw.contains("(no reason recorded)") && raw.contains("payload: garbage"));
     }
 }

@@ -83,3 +83,23 @@ fn entry(id: usize, line: &str) -> DeadLetterEntry {
         payload: field("payload").unwrap_or(line).to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_lines_keep_what_reason_and_payload_they_have() {
+        let wrapped = entry(
+            3,
+            r#"{"reason":"a dead letter that is not a JSON object","payload":"oops"}"#,
+        );
+        assert_eq!(wrapped.id, 3);
+        assert!(wrapped.letter.is_none());
+        assert_eq!(wrapped.reason, "a dead letter that is not a JSON object");
+        assert_eq!(wrapped.payload, "oops");
+        let raw = entry(4, "garbage");
+        assert_eq!(raw.reason, "(no reason recorded)");
+        assert_eq!(raw.payload, "garbage");
+    }
+}

@@ -84,24 +84,9 @@ impl From<ViewError> for WebError {
 
 /// Logs an unexpected failure with its whole chain and answers with its message.
 fn internal(error: &(dyn std::error::Error + 'static)) -> WebError {
-    let chain = error_chain(error);
+    let chain = agent_pipeline::error_chain(error);
     tracing::error!(error = %chain, "request failed");
     WebError::Internal(chain)
-}
-
-/// `error: cause: cause`, each source once.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// An API failure: [`WebError`] answered as JSON.

@@ -3,7 +3,7 @@
 use agent_pipeline::{Attempt, StepId, TaskId};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -29,10 +29,7 @@ pub(crate) async fn diff(
     Path((task_id, step)): Path<(String, String)>,
     query: Result<Query<DiffPageQuery>, QueryRejection>,
 ) -> Response {
-    match render(&state, &task_id, &step, query).await {
-        Ok(page) => page.into_response(),
-        Err(error) => layout::error_page(&state, &error),
-    }
+    layout::respond(&state, render(&state, &task_id, &step, query).await)
 }
 
 async fn render(

@@ -4,7 +4,7 @@ use agent_pipeline::TaskId;
 use axum::Form;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -32,10 +32,7 @@ pub(crate) async fn dlq(
     State(state): State<WebState>,
     query: Result<Query<DlqQuery>, QueryRejection>,
 ) -> Response {
-    match render(&state, query).await {
-        Ok(page) => page.into_response(),
-        Err(error) => layout::error_page(&state, &error),
-    }
+    layout::respond(&state, render(&state, query).await)
 }
 
 async fn render(
@@ -141,10 +138,11 @@ pub(crate) async fn redrive(
     Path(id): Path<String>,
     form: Result<Form<RedriveForm>, FormRejection>,
 ) -> Response {
-    match try_redrive(&state, &id, form).await {
-        Ok(id) => Redirect::to(&format!("/dlq?redriven={id}")).into_response(),
-        Err(error) => layout::error_page(&state, &error),
-    }
+    let redriven = try_redrive(&state, &id, form).await;
+    layout::respond(
+        &state,
+        redriven.map(|id| Redirect::to(&format!("/dlq?redriven={id}"))),
+    )
 }
 
 async fn try_redrive(

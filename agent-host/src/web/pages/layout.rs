@@ -121,6 +121,14 @@ pub(crate) enum FlashKind {
     Error,
 }
 
+/// The answer of a page handler: what it made, or its failure as an error page.
+pub(crate) fn respond(state: &WebState, result: Result<impl IntoResponse, WebError>) -> Response {
+    match result {
+        Ok(answer) => answer.into_response(),
+        Err(error) => error_page(state, &error),
+    }
+}
+
 /// A failure as a whole page with its status code (404 page, 409 refusal, …).
 pub(crate) fn error_page(state: &WebState, error: &WebError) -> Response {
     let status = error.status();

@@ -69,10 +69,11 @@ pub(crate) async fn login(
         let refusal = WebError::Unauthorized("that is not this server's token".into());
         return render(&state, next, Some(&refusal));
     }
-    match security::login_cookie(token) {
-        Ok(cookie) => ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response(),
-        Err(error) => layout::error_page(&state, &error),
-    }
+    let cookie = security::login_cookie(token);
+    layout::respond(
+        &state,
+        cookie.map(|cookie| ([(header::SET_COOKIE, cookie)], Redirect::to(next))),
+    )
 }
 
 /// The form, with the status of `error` (200 without one).

@@ -6,7 +6,7 @@
 use agent_pipeline::wire::ReportEvent;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -65,10 +65,7 @@ pub(crate) async fn reports(
     State(state): State<WebState>,
     query: Result<Query<ReportQuery>, QueryRejection>,
 ) -> Response {
-    match render(&state, query).await {
-        Ok(page) => page.into_response(),
-        Err(error) => layout::error_page(&state, &error),
-    }
+    layout::respond(&state, render(&state, query).await)
 }
 
 async fn render(
