@@ -4,20 +4,32 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::BusKind;
+
 /// Runs the agent pipeline (Design → Implement → Test → Review) and inspects what it stored.
 ///
 /// Configuration: defaults < environment < config.local.json (or --config) < flags. Keys:
-/// OPENAI_API_KEY, OPENAI_MODEL, OPENAI_BASE_URL, REDPANDA_BROKERS, TASK_TOPIC,
-/// STEP_REQUESTS_TOPIC, STEP_RESULTS_TOPIC, REPORT_TOPIC, CI_WATCH_TOPIC, DLQ_TOPIC, DATA_DIR,
-/// WEB_ADDR, WEB_TOKEN (and the sandbox, gate and publishing keys of the README).
-/// Without OPENAI_API_KEY a clearly labelled offline model runs, so everything works without
-/// network access.
+/// OPENAI_API_KEY, OPENAI_MODEL, OPENAI_BASE_URL, AGENT_BUS, REDPANDA_BROKERS, the KAFKA_*
+/// keys, AGENT_INSTANCE, AGENT_INSTANCES, TASK_TOPIC, STEP_REQUESTS_TOPIC, STEP_RESULTS_TOPIC,
+/// REPORT_TOPIC, CI_WATCH_TOPIC, DLQ_TOPIC, DATA_DIR, WEB_ADDR, WEB_TOKEN (and the sandbox,
+/// gate and publishing keys of the README). Without OPENAI_API_KEY a clearly labelled offline
+/// model runs, so everything works without network access.
+///
+/// On the embedded default (AGENT_BUS=memory) `run` holds the bus and every service in one
+/// process. With a broker (AGENT_BUS=kafka or --bus kafka, brokers in REDPANDA_BROKERS) each
+/// service may run as a process of its own (`planner`, `worker`, `orchestrator`, `ci-monitor`,
+/// `web`), and `send` and `replay` publish to the broker directly.
 #[derive(Debug, Parser)]
 #[command(name = "agent-host", version)]
 pub(crate) struct Cli {
     /// Where artifacts, reports.jsonl and state.sqlite live [default: DATA_DIR, else ./data]
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+
+    /// The bus: `memory` (inside the process of `run`) or `kafka` (the brokers of
+    /// REDPANDA_BROKERS) [default: AGENT_BUS, else memory]
+    #[arg(long, global = true, value_enum, value_name = "BUS")]
+    pub(crate) bus: Option<BusKind>,
 
     /// A JSON object of "VARIABLE": "value" pairs that overrides the environment
     /// [default: ./config.local.json when it exists]
@@ -29,31 +41,75 @@ pub(crate) struct Cli {
     pub(crate) command: Option<Command>,
 }
 
+impl Cli {
+    /// Whether the command runs services (`run`, `web`, `planner` …) rather than talking to
+    /// a pipeline that runs elsewhere (`send`, `replay`, `tasks`, `show`, `dlq`).
+    pub(crate) fn runs_services(&self) -> bool {
+        matches!(
+            self.command,
+            None | Some(
+                Command::Run(_)
+                    | Command::Web(_)
+                    | Command::Planner(_)
+                    | Command::Worker(_)
+                    | Command::Orchestrator(_)
+                    | Command::CiMonitor(_)
+            )
+        )
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run every service and the web UI in this process until Ctrl-C (the default)
+    /// Run every service and the web UI in this process until Ctrl-C or SIGTERM (the default)
     ///
     /// The UI and the JSON API are served on WEB_ADDR (default 127.0.0.1:5000). On the
     /// embedded default (in-memory bus, files and SQLite in DATA_DIR) this resumes the steps
-    /// that an earlier process left unfinished.
+    /// that an earlier process left unfinished; with --bus kafka every service consumes the
+    /// broker's topics instead.
     Run(ServeArgs),
-    /// Serve the web UI and JSON API alone, over DATA_DIR
+    /// Serve the web UI and JSON API over DATA_DIR (with a broker: and mirror the reports)
     ///
-    /// On the embedded default the bus lives in the process of `agent-host run`, so a `web`
-    /// process of its own shows tasks, reports and the dead-letter queue but cannot enqueue or
-    /// replay (it says so); use `agent-host run` for that.
+    /// With --bus kafka this process also runs the mirror, the one consumer of the report and
+    /// dead-letter topics that writes reports.jsonl and dead_letters.jsonl and feeds the live
+    /// UI; enqueue, replay and re-drive publish to the broker. On the embedded default the bus
+    /// lives in the process of `agent-host run`, so a `web` process of its own shows tasks,
+    /// reports and the dead-letter queue but cannot enqueue or replay (it says so).
     Web(ServeArgs),
-    /// Submit a task to the running host and follow it to its end
+    /// Run the planner alone on the broker: tasks and replay commands become step requests
+    ///
+    /// Always on the Kafka bus (REDPANDA_BROKERS), with the state store of DATA_DIR; runs
+    /// until Ctrl-C or SIGTERM.
+    Planner(ServiceArgs),
+    /// Run a worker alone on the broker: runs the agent of each step request
+    ///
+    /// Always on the Kafka bus; start several with --instance 0..N-1 --instances N to share
+    /// the partitions of the step-request topic. Runs until Ctrl-C or SIGTERM.
+    Worker(ServiceArgs),
+    /// Run the orchestrator alone on the broker: records results, requests the next steps,
+    /// retries, gates, publishes
+    ///
+    /// Always on the Kafka bus, with the state store of DATA_DIR; runs until Ctrl-C or SIGTERM.
+    Orchestrator(ServiceArgs),
+    /// Run the ci-monitor alone on the broker: checks published changes and reports `ci`
+    ///
+    /// Always on the Kafka bus; runs until Ctrl-C or SIGTERM.
+    #[command(name = "ci-monitor")]
+    CiMonitor(ServiceArgs),
+    /// Submit a task to the running host (or the broker) and follow it to its end
     ///
     /// Prints the task id, then its progress; the exit code is 0 when the task is done and 1
-    /// when it ends in error. With --local the services run in this process instead.
+    /// when it ends in error. With --local the services run in this process instead; with
+    /// --bus kafka (or AGENT_BUS=kafka) and no --url the task is published to TASK_TOPIC on
+    /// the broker and followed on REPORT_TOPIC.
     Send(SendArgs),
-    /// Run one step of a task again, on the running host
+    /// Run one step of a task again, on the running host (or through the broker)
     ///
     /// The step reruns with the task's prompt and the earlier stages' artifacts, writes a new
     /// attempt (`<step>.attemptN.json`) and updates the canonical artifact; later stages are not
-    /// rerun. With --local the services run in this process instead.
+    /// rerun. With --local the services run in this process instead; with --bus kafka and no
+    /// --url the step is checked against DATA_DIR and the command published to the broker.
     Replay(ReplayArgs),
     /// List every task with its latest status, newest first
     Tasks(TasksArgs),
@@ -72,11 +128,26 @@ pub(crate) struct ServeArgs {
     pub(crate) listen: Option<std::net::SocketAddr>,
 }
 
+/// Arguments of `planner`, `worker`, `orchestrator` and `ci-monitor`.
+#[derive(Debug, Args, Default)]
+pub(crate) struct ServiceArgs {
+    /// This process's number among the processes of the service, from 0 [default:
+    /// AGENT_INSTANCE, else 0]; it consumes the partitions p with p % instances == instance
+    #[arg(long, value_name = "I")]
+    pub(crate) instance: Option<u32>,
+
+    /// How many processes of the service share the partitions [default: AGENT_INSTANCES,
+    /// else 1]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) instances: Option<u32>,
+}
+
 /// How `send`, `replay`, `tasks` and `show` reach the pipeline.
 #[derive(Debug, Args, Default)]
 pub(crate) struct HostArgs {
-    /// The running host's URL [default: http:// and WEB_ADDR, i.e. http://127.0.0.1:5000];
-    /// WEB_TOKEN is sent when set
+    /// The running host's URL [default: http:// and WEB_ADDR, i.e. http://127.0.0.1:5000;
+    /// with the Kafka bus `send` and `replay` use the broker instead]; WEB_TOKEN is sent when
+    /// set
     #[arg(long, value_name = "URL", conflicts_with = "local")]
     pub(crate) url: Option<String>,
 
@@ -96,6 +167,10 @@ pub(crate) struct SendArgs {
     /// Print every report event of the task as it happens (otherwise only the last one)
     #[arg(long)]
     pub(crate) wait: bool,
+
+    /// Print the task id and exit once the task is enqueued, without following it
+    #[arg(long, conflicts_with_all = ["wait", "local"])]
+    pub(crate) no_wait: bool,
 
     /// How to reach the pipeline.
     #[command(flatten)]
@@ -169,6 +244,35 @@ mod tests {
             cli.command,
             Some(Command::Tasks(TasksArgs { json: true, .. }))
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn each_service_has_a_command_with_its_instance() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from([
+            "agent-host",
+            "worker",
+            "--instance",
+            "1",
+            "--instances",
+            "2",
+            "--bus",
+            "kafka",
+        ])?;
+        assert_eq!(cli.bus, Some(BusKind::Kafka));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Worker(ServiceArgs {
+                instance: Some(1),
+                instances: Some(2)
+            }))
+        ));
+        for name in ["planner", "orchestrator", "ci-monitor"] {
+            let cli = Cli::try_parse_from(["agent-host", name])?;
+            assert!(cli.command.is_some(), "{name}");
+        }
+        assert!(Cli::try_parse_from(["agent-host", "worker", "--instances", "0"]).is_err());
+        assert!(Cli::try_parse_from(["agent-host", "--bus", "rabbitmq"]).is_err());
         Ok(())
     }
 }

@@ -4,14 +4,21 @@
 //! 2. the environment;
 //! 3. `config.local.json` in the current directory, or the file given by `--config PATH`: a JSON
 //!    object whose keys are the same variable names and whose values are strings;
-//! 4. command-line flags (`--data-dir`).
+//! 4. command-line flags (`--data-dir`, `--bus`, `--listen`, `--instance`, `--instances`).
 //!
 //! | key | default |
 //! |---|---|
 //! | `OPENAI_API_KEY` | none: the offline model is used |
 //! | `OPENAI_MODEL` | `gpt-4o-mini` |
 //! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` |
-//! | `REDPANDA_BROKERS` | `127.0.0.1:9092` (parsed and shown; the embedded bus does not use it yet) |
+//! | `AGENT_BUS` | `memory`: the bus inside this process; `kafka`: the brokers of `REDPANDA_BROKERS` (`--bus` wins) |
+//! | `REDPANDA_BROKERS` | `127.0.0.1:9092`: the Kafka-compatible brokers, comma-separated |
+//! | `KAFKA_CLIENT_ID` | `agent-pipeline`: the client id the brokers see |
+//! | `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD` | unset; `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` with a user and password (never shown) |
+//! | `KAFKA_TLS`, `KAFKA_TLS_CA_FILE` | `false`; `true` speaks TLS, trusting the system's authorities or those of the PEM file |
+//! | `KAFKA_PARTITIONS`, `KAFKA_REPLICATION_FACTOR` | `6`, `1`: of the topics the host creates |
+//! | `KAFKA_FETCH_WAIT_MS`, `KAFKA_LINGER_MS` | `500`, `5`: how long a fetch may wait for data, a produce for company |
+//! | `AGENT_INSTANCE`, `AGENT_INSTANCES` | `0`, `1`: this process's share of the partitions (`--instance`, `--instances` win) |
 //! | `TASK_TOPIC` … `DLQ_TOPIC` | see [`Topics::VARIABLES`] |
 //! | `DATA_DIR` | `./data` (a relative path is relative to the current directory) |
 //! | `AGENT_SANDBOX` | `bubblewrap`; `none` runs generated code without isolation (explicit opt-in) |
@@ -39,6 +46,7 @@ use agent_pipeline::execution::sandbox::SandboxLimits;
 use agent_pipeline::llm::LlmSettings;
 use agent_pipeline::machine::RetryPolicy;
 use agent_pipeline::publish::GitHubSettings;
+use agent_pipeline_kafka::KafkaSettings;
 use anyhow::{Context, Result, bail};
 
 /// The file read when no `--config` is given; a missing one is fine.
@@ -50,8 +58,12 @@ const API_KEY: &str = "OPENAI_API_KEY";
 const MODEL: &str = "OPENAI_MODEL";
 /// `OPENAI_BASE_URL`.
 const BASE_URL: &str = "OPENAI_BASE_URL";
-/// `REDPANDA_BROKERS`.
-const BROKERS: &str = "REDPANDA_BROKERS";
+/// `AGENT_BUS`.
+const BUS: &str = "AGENT_BUS";
+/// `AGENT_INSTANCE`, which `--instance` overrides.
+const INSTANCE: &str = "AGENT_INSTANCE";
+/// `AGENT_INSTANCES`, which `--instances` overrides.
+const INSTANCES: &str = "AGENT_INSTANCES";
 /// `DATA_DIR`.
 const DATA_DIR: &str = "DATA_DIR";
 
@@ -89,14 +101,13 @@ const GITHUB_KEYS: [&str; 4] = [
     "GITHUB_BASE_BRANCH",
 ];
 
-/// The default of `REDPANDA_BROKERS`.
-const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 /// The default of `DATA_DIR`.
 const DEFAULT_DATA_DIR: &str = "./data";
 
 /// Every key the environment and the configuration file may set.
 pub(crate) fn known_keys() -> Vec<&'static str> {
-    let mut keys = vec![API_KEY, MODEL, BASE_URL, BROKERS];
+    let mut keys = vec![API_KEY, MODEL, BASE_URL, BUS];
+    keys.extend(KafkaSettings::VARIABLES.iter().map(|(name, _)| *name));
     keys.extend(Topics::VARIABLES.iter().map(|(name, _)| *name));
     keys.push(DATA_DIR);
     keys.extend([
@@ -120,6 +131,39 @@ pub(crate) struct Flags {
     pub(crate) data_dir: Option<PathBuf>,
     /// `--listen` of `run` and `web`.
     pub(crate) listen: Option<SocketAddr>,
+    /// `--bus`.
+    pub(crate) bus: Option<BusKind>,
+    /// `--instance` of the one-service commands.
+    pub(crate) instance: Option<u32>,
+    /// `--instances` of the one-service commands.
+    pub(crate) instances: Option<u32>,
+}
+
+/// Which bus the pipeline runs on (`AGENT_BUS`, `--bus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum BusKind {
+    /// The in-memory bus of the embedded default: it lives in one process (`agent-host run`).
+    #[default]
+    Memory,
+    /// A Kafka-compatible broker (Redpanda, Apache Kafka, tansu) at `REDPANDA_BROKERS`, shared
+    /// by as many processes as needed.
+    Kafka,
+}
+
+impl BusKind {
+    /// The name `AGENT_BUS` and `--bus` take.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            BusKind::Memory => "memory",
+            BusKind::Kafka => "kafka",
+        }
+    }
+}
+
+impl fmt::Display for BusKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The values of a configuration file, checked against [`known_keys`].
@@ -247,8 +291,11 @@ impl WebConfig {
 pub(crate) struct Config {
     /// The LLM server, model and key.
     pub(crate) llm: LlmSettings,
-    /// `REDPANDA_BROKERS`, for the Kafka bus (not used by the embedded bus yet).
-    pub(crate) brokers: String,
+    /// `AGENT_BUS`, or `--bus`.
+    pub(crate) bus: BusKind,
+    /// The brokers and how to use them, for the Kafka bus (`REDPANDA_BROKERS`, `KAFKA_*`,
+    /// `AGENT_INSTANCE[S]`; `Debug` hides the SASL password).
+    pub(crate) kafka: KafkaSettings,
     /// The topic names.
     pub(crate) topics: Topics,
     /// Where artifacts, `reports.jsonl` and `state.sqlite` live.
@@ -363,11 +410,45 @@ impl Config {
         {
             bail!("{WEB_TOKEN} must be printable ASCII without spaces");
         }
+        let bus = match flags.bus {
+            Some(bus) => bus,
+            None => match lookup(BUS)
+                .map(|text| text.trim().to_ascii_lowercase())
+                .as_deref()
+            {
+                None | Some("memory") => BusKind::Memory,
+                Some("kafka") => BusKind::Kafka,
+                Some(other) => bail!("{BUS} must be \"memory\" or \"kafka\", not {other:?}"),
+            },
+        };
+        // `--instance` and `--instances` stand in for their variables, so that the settings
+        // check the pair as they check the variables.
+        let instance_flag = |key: &str| match key {
+            INSTANCE => flags.instance.map(|n| n.to_string()),
+            INSTANCES => flags.instances.map(|n| n.to_string()),
+            _ => None,
+        };
+        let kafka_lookup = |key: &str| instance_flag(key).or_else(|| lookup(key));
+        let kafka = KafkaSettings::from_lookup(kafka_lookup).map_err(|error| {
+            let flagged = flags.instance.is_some() || flags.instances.is_some();
+            if flagged && [INSTANCE, INSTANCES].contains(&error.variable) {
+                let shown = |key| kafka_lookup(key).unwrap_or_else(|| "unset".to_owned());
+                anyhow::anyhow!(
+                    "--instance {} --instances {}: {}",
+                    shown(INSTANCE),
+                    shown(INSTANCES),
+                    error.problem
+                )
+            } else {
+                anyhow::Error::new(error).context("the Kafka bus")
+            }
+        })?;
         Ok(Self {
             llm,
             execution,
             web,
-            brokers: lookup(BROKERS).unwrap_or_else(|| DEFAULT_BROKERS.into()),
+            bus,
+            kafka,
             topics: Topics::from_lookup(lookup),
             data_dir,
             max_attempts,
@@ -463,7 +544,8 @@ mod tests {
         assert!(config.is_offline());
         assert_eq!(config.llm.model, "gpt-4o-mini");
         assert_eq!(config.llm.base_url, "https://api.openai.com/v1");
-        assert_eq!(config.brokers, "127.0.0.1:9092");
+        assert_eq!(config.bus, BusKind::Memory);
+        assert_eq!(config.kafka, KafkaSettings::new(["127.0.0.1:9092"]));
         assert_eq!(config.topics, Topics::default());
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.retry_policy(), RetryPolicy::default());
@@ -487,7 +569,7 @@ mod tests {
         ]);
         let from_env = Config::resolve(&env, None, &Flags::default())?;
         assert_eq!(from_env.llm.model, "env-model");
-        assert_eq!(from_env.brokers, "env:9092");
+        assert_eq!(from_env.kafka.brokers, ["env:9092"]);
         assert_eq!(from_env.topics.tasks, "env_tasks");
         assert_eq!(from_env.topics.step_results, "step_results");
         assert_eq!(from_env.data_dir, PathBuf::from("/env/data"));
@@ -508,11 +590,136 @@ mod tests {
 
         let flags = Flags {
             data_dir: Some(PathBuf::from("/flag/data")),
-            listen: None,
+            ..Flags::default()
         };
         let with_flags = Config::resolve(&env, Some(&file), &flags)?;
         assert_eq!(with_flags.data_dir, PathBuf::from("/flag/data"));
         assert_eq!(with_flags.llm.model, "file-model");
+        Ok(())
+    }
+
+    #[test]
+    fn the_bus_comes_from_agent_bus_and_the_bus_flag_wins() -> Result<()> {
+        let kafka = Config::resolve(&env(&[("AGENT_BUS", " Kafka ")]), None, &Flags::default())?;
+        assert_eq!(kafka.bus, BusKind::Kafka);
+        let file = file(r#"{ "AGENT_BUS": "memory" }"#)?;
+        let from_file = Config::resolve(
+            &env(&[("AGENT_BUS", "kafka")]),
+            Some(&file),
+            &Flags::default(),
+        )?;
+        assert_eq!(
+            from_file.bus,
+            BusKind::Memory,
+            "the file beats the environment"
+        );
+        let flags = Flags {
+            bus: Some(BusKind::Kafka),
+            ..Flags::default()
+        };
+        let flagged = Config::resolve(&env(&[("AGENT_BUS", "memory")]), Some(&file), &flags)?;
+        assert_eq!(
+            flagged.bus,
+            BusKind::Kafka,
+            "--bus beats every other source"
+        );
+
+        let bad = Config::resolve(&env(&[("AGENT_BUS", "rabbitmq")]), None, &Flags::default())
+            .map_err(|e| format!("{e:#}"));
+        assert!(
+            bad.as_ref()
+                .is_err_and(|e| e.contains("AGENT_BUS must be \"memory\" or \"kafka\"")),
+            "{bad:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn kafka_keys_may_be_set_in_the_file_and_the_password_stays_hidden() -> Result<()> {
+        for (name, _) in KafkaSettings::VARIABLES {
+            assert!(known_keys().contains(&name), "{name} is not a known key");
+        }
+        let file = file(
+            r#"{
+                "REDPANDA_BROKERS": "k1:9092,k2:9092",
+                "KAFKA_CLIENT_ID": "from-file",
+                "KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+                "KAFKA_SASL_USERNAME": "agent",
+                "KAFKA_SASL_PASSWORD": "pw-SECRET789",
+                "KAFKA_PARTITIONS": "12",
+                "KAFKA_FETCH_WAIT_MS": "50",
+                "AGENT_INSTANCE": "1",
+                "AGENT_INSTANCES": "3"
+            }"#,
+        )?;
+        let env = env(&[("REDPANDA_BROKERS", "env:9092"), ("KAFKA_PARTITIONS", "2")]);
+        let config = Config::resolve(&env, Some(&file), &Flags::default())?;
+        let kafka = &config.kafka;
+        assert_eq!(kafka.brokers, ["k1:9092", "k2:9092"]);
+        assert_eq!(kafka.client_id, "from-file");
+        assert_eq!(kafka.partitions, 12);
+        assert_eq!(kafka.fetch_wait, std::time::Duration::from_millis(50));
+        assert_eq!(
+            (kafka.ownership.instance, kafka.ownership.instances),
+            (1, 3)
+        );
+        assert_eq!(
+            kafka.sasl.as_ref().map(|sasl| sasl.username.as_str()),
+            Some("agent")
+        );
+        assert!(!format!("{config:?}").contains("SECRET789"));
+
+        let bad = file_with(r#"{ "KAFKA_PARTITIONS": "none" }"#);
+        assert!(bad.contains("KAFKA_PARTITIONS"), "{bad}");
+        Ok(())
+    }
+
+    /// The error of resolving a configuration with the file `text` alone.
+    fn file_with(text: &str) -> String {
+        file(text)
+            .and_then(|file| Config::resolve(&env(&[]), Some(&file), &Flags::default()))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn instance_flags_override_the_variables_and_must_name_an_instance() -> Result<()> {
+        let env = env(&[("AGENT_INSTANCE", "2"), ("AGENT_INSTANCES", "4")]);
+        let flags = Flags {
+            instance: Some(1),
+            instances: Some(2),
+            ..Flags::default()
+        };
+        let config = Config::resolve(&env, None, &flags)?;
+        assert_eq!(
+            (
+                config.kafka.ownership.instance,
+                config.kafka.ownership.instances
+            ),
+            (1, 2)
+        );
+        // One flag alone keeps the other variable.
+        let flags = Flags {
+            instance: Some(3),
+            ..Flags::default()
+        };
+        let config = Config::resolve(&env, None, &flags)?;
+        assert_eq!(config.kafka.ownership.instance, 3);
+
+        let flags = Flags {
+            instance: Some(2),
+            instances: Some(2),
+            ..Flags::default()
+        };
+        let refused =
+            Config::resolve(&super::tests::env(&[]), None, &flags).map_err(|e| format!("{e:#}"));
+        assert!(
+            refused.as_ref().is_err_and(
+                |e| e.contains("--instance 2 --instances 2") && e.contains("does not exist")
+            ),
+            "{refused:?}"
+        );
         Ok(())
     }
 

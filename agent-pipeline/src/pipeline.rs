@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::agent::{Agent, Agents};
-use crate::bus::{Bus, MemoryBus, Subscription, Topics};
+use crate::bus::{Bus, FollowFrom, MemoryBus, Subscription, Topics};
 use crate::execution::WorkspaceLimits;
 use crate::execution::sandbox::{Bubblewrap, Sandbox, SandboxLimits};
 use crate::gates::{Gate, default_gates};
@@ -325,30 +325,17 @@ impl Pipeline {
         let mut mirrors = JoinSet::new();
         let deps = &self.deps;
         for service in services {
-            let consumers: Vec<(String, Arc<dyn Handler>, usize)> = match service {
-                Service::Planner => vec![(
-                    deps.topics.tasks.clone(),
-                    Arc::new(Planner { deps: deps.clone() }),
-                    1,
-                )],
+            // One handler per topic the service consumes, in the order of `consumes`.
+            let handlers: Vec<(Arc<dyn Handler>, usize)> = match service {
+                Service::Planner => vec![(Arc::new(Planner { deps: deps.clone() }), 1)],
                 Service::Worker => vec![(
-                    deps.topics.step_requests.clone(),
                     Arc::new(Worker { deps: deps.clone() }),
                     deps.worker_concurrency,
                 )],
-                Service::Orchestrator => vec![(
-                    deps.topics.step_results.clone(),
-                    Arc::new(Orchestrator { deps: deps.clone() }),
-                    1,
-                )],
-                Service::CiMonitor => vec![(
-                    deps.topics.ci_watch.clone(),
-                    Arc::new(CiMonitor { deps: deps.clone() }),
-                    1,
-                )],
+                Service::Orchestrator => vec![(Arc::new(Orchestrator { deps: deps.clone() }), 1)],
+                Service::CiMonitor => vec![(Arc::new(CiMonitor { deps: deps.clone() }), 1)],
                 Service::Mirror => vec![
                     (
-                        deps.topics.reports.clone(),
                         Arc::new(Mirror {
                             deps: deps.clone(),
                             log: deps.reports.clone(),
@@ -357,7 +344,6 @@ impl Pipeline {
                         1,
                     ),
                     (
-                        deps.topics.dlq.clone(),
                         Arc::new(Mirror {
                             deps: deps.clone(),
                             log: deps.dead_letters.clone(),
@@ -367,11 +353,16 @@ impl Pipeline {
                     ),
                 ],
             };
+            let consumers = service
+                .consumes(&deps.topics)
+                .into_iter()
+                .map(str::to_owned)
+                .zip(handlers);
             let (on_stop, stopped, tasks) = match service {
                 Service::Mirror => (OnStop::Drain, &mirrors_stopped, &mut mirrors),
                 _ => (OnStop::Stop, &work_stopped, &mut work),
             };
-            for (topic, handler, concurrency) in consumers {
+            for (topic, (handler, concurrency)) in consumers {
                 let group = service.name();
                 let future = run_consumer(
                     deps.clone(),
@@ -463,11 +454,10 @@ impl Pipeline {
 
     /// Follows the report events of one task, from its first.
     pub async fn watch(&self, task_id: TaskId) -> Result<ReportWatch> {
-        let group = format!("watch-{}", uuid::Uuid::new_v4());
         let subscription = self
             .deps
             .bus
-            .subscribe(&self.deps.topics.reports, &group)
+            .follow(&self.deps.topics.reports, FollowFrom::Oldest)
             .await?;
         Ok(ReportWatch {
             subscription,

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use agent_pipeline::bus::{Bus, BusError, MemoryBus, Subscription};
+use agent_pipeline::bus::{Bus, BusError, FollowFrom, MemoryBus, Subscription};
 use agent_pipeline::wire::{DeadLetter, ReportStatus};
 use agent_pipeline::{Error, Redriven, Stage, StepId};
 use async_trait::async_trait;
@@ -172,6 +172,14 @@ impl Bus for Unreachable {
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Arc<dyn Subscription>, BusError> {
         self.0.subscribe(topic, group).await
+    }
+
+    async fn follow(
+        &self,
+        topic: &str,
+        from: FollowFrom,
+    ) -> Result<Arc<dyn Subscription>, BusError> {
+        self.0.follow(topic, from).await
     }
 
     fn is_durable(&self) -> bool {

@@ -143,6 +143,40 @@ async fn each_commit_has_the_previous_head_as_parent() -> TestResult {
 }
 
 #[tokio::test]
+async fn a_commit_goes_through_the_locks_of_a_worker_killed_mid_commit() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let workspace = TaskWorkspace::open(data.path(), TaskId::new()).await?;
+    let git_dir = workspace.dir().join(".git");
+    let branch = std::fs::read_to_string(git_dir.join("HEAD"))?
+        .trim()
+        .strip_prefix("ref: ")
+        .map(str::to_owned)
+        .ok_or("HEAD is not a symbolic reference")?;
+    // What `git update-index` and `git update-ref` leave when their process is SIGKILLed.
+    let locks = [
+        git_dir.join("index.lock"),
+        git_dir.join("HEAD.lock"),
+        git_dir.join(format!("{branch}.lock")),
+    ];
+    for lock in &locks {
+        std::fs::write(lock, "")?;
+    }
+    let commit = workspace
+        .commit_files(
+            None,
+            &[file("main.py", "print('hi')\n")],
+            "implement@v1",
+            &limits(),
+        )
+        .await?;
+    assert_eq!(workspace.head().await?, commit.id);
+    for lock in &locks {
+        assert!(!lock.exists(), "{} is still there", lock.display());
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_new_attempt_replaces_the_whole_tree() -> TestResult {
     let data = tempfile::tempdir()?;
     let workspace = TaskWorkspace::open(data.path(), TaskId::new()).await?;

@@ -1,10 +1,12 @@
 //! The subcommands, and what they share: assembling the pipeline, opening the stores, and
 //! printing events and durations.
 
+mod bus;
 mod dlq;
 mod replay;
 mod run;
 mod send;
+mod services;
 mod show;
 mod tasks;
 mod web;
@@ -17,32 +19,41 @@ use agent_pipeline::execution::sandbox::{Bubblewrap, Sandbox, Unsandboxed};
 use agent_pipeline::publish::{GitHubPublisher, LocalGitPublisher};
 use agent_pipeline::store::{FileArtifactStore, SqliteStateStore, StateStore};
 use agent_pipeline::wire::ReportEvent;
-use agent_pipeline::{Pipeline, TaskId};
+use agent_pipeline::{Pipeline, PipelineBuilder, Service, TaskId};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use crate::cli::{Cli, Command, HostArgs, ServeArgs};
 use crate::client::HostClient;
-use crate::config::{Config, Flags, SandboxChoice};
+use crate::config::{BusKind, Config, Flags, SandboxChoice};
 
 /// The exit code of a process stopped by Ctrl-C (128 + SIGINT), as shells report it.
 pub(crate) const INTERRUPTED: u8 = 130;
 
 /// Reads the configuration and runs the command (`run` when none is given).
 pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let serves = cli.runs_services();
     let command = cli
         .command
         .unwrap_or_else(|| Command::Run(ServeArgs::default()));
-    let listen = match &command {
-        Command::Run(args) | Command::Web(args) => args.listen,
-        _ => None,
-    };
-    let flags = Flags {
+    let mut flags = Flags {
         data_dir: cli.data_dir,
-        listen,
+        bus: cli.bus,
+        ..Flags::default()
     };
+    match &command {
+        Command::Run(args) | Command::Web(args) => flags.listen = args.listen,
+        Command::Planner(args)
+        | Command::Worker(args)
+        | Command::Orchestrator(args)
+        | Command::CiMonitor(args) => {
+            flags.instance = args.instance;
+            flags.instances = args.instances;
+        }
+        _ => {}
+    }
     let mut config = Config::load(cli.config.as_deref(), &flags).context("configuration")?;
-    if matches!(command, Command::Run(_) | Command::Web(_)) {
+    if serves {
         // A serving host hands paths to clients that may run elsewhere: make them absolute.
         config.data_dir = std::path::absolute(&config.data_dir).with_context(|| {
             format!(
@@ -55,6 +66,10 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match command {
         Command::Run(_) => run::run(&config).await,
         Command::Web(_) => web::web(&config).await,
+        Command::Planner(_) => services::service(&config, Service::Planner).await,
+        Command::Worker(_) => services::service(&config, Service::Worker).await,
+        Command::Orchestrator(_) => services::service(&config, Service::Orchestrator).await,
+        Command::CiMonitor(_) => services::service(&config, Service::CiMonitor).await,
         Command::Send(args) => send::send(&config, &args).await,
         Command::Replay(args) => replay::replay(&config, &args).await,
         Command::Tasks(args) => tasks::tasks(&config, &args).await,
@@ -70,21 +85,36 @@ pub(crate) enum Target {
     Local,
     /// On the running host this client talks to (the default).
     Host(HostClient),
+    /// On the broker (the Kafka bus, without `--url` or `--local`): `send` and `replay`
+    /// publish to the task topic and follow the report topic themselves; what they check
+    /// beforehand is read from `DATA_DIR`.
+    Bus,
 }
 
 impl Target {
-    /// The target `args` choose: the host at `--url` (else at `WEB_ADDR`), or `--local`.
-    pub(crate) fn of(config: &Config, args: &HostArgs) -> Result<Self> {
+    /// Where a command that only reads goes (`tasks`, `show`): the host at `--url` (else at
+    /// `WEB_ADDR`), or `DATA_DIR` with `--local`. Never [`Target::Bus`]: the broker holds no
+    /// state to read.
+    pub(crate) fn to_read(config: &Config, args: &HostArgs) -> Result<Self> {
         if args.local {
             return Ok(Target::Local);
         }
         Ok(Target::Host(HostClient::new(config, args.url.as_deref())?))
     }
+
+    /// Where a command that gives the pipeline work goes (`send`, `replay`): as
+    /// [`Target::to_read`], except that on the Kafka bus without `--url` it is the broker.
+    pub(crate) fn to_work(config: &Config, args: &HostArgs) -> Result<Self> {
+        if config.bus == BusKind::Kafka && !args.local && args.url.is_none() {
+            return Ok(Target::Bus);
+        }
+        Self::to_read(config, args)
+    }
 }
 
-/// The embedded default of `config` (memory bus, files and SQLite in `DATA_DIR`, the
-/// configured LLM), not started.
-pub(crate) async fn build_pipeline(config: &Config, resume_unfinished: bool) -> Result<Pipeline> {
+/// A pipeline builder with everything `config` sets but the bus and the state store: the
+/// data directory, the LLM, topics, retries, sandbox, gates and publisher.
+pub(crate) fn pipeline_builder(config: &Config) -> Result<PipelineBuilder> {
     let llm = agent_pipeline::llm::from_settings(&config.llm)
         .context("cannot set up the LLM client (check OPENAI_BASE_URL and OPENAI_API_KEY)")?;
     let execution = &config.execution;
@@ -97,7 +127,6 @@ pub(crate) async fn build_pipeline(config: &Config, resume_unfinished: bool) -> 
         .llm(llm)
         .topics(config.topics.clone())
         .retry_policy(config.retry_policy())
-        .resume_unfinished(resume_unfinished)
         .sandbox(sandbox)
         .sandbox_limits(execution.limits)
         .gate_rounds(execution.gate_rounds);
@@ -111,12 +140,22 @@ pub(crate) async fn build_pipeline(config: &Config, resume_unfinished: bool) -> 
     } else if let Some(repository) = &execution.publish_repo {
         builder = builder.publisher(Arc::new(LocalGitPublisher::new(repository)));
     }
-    builder.build().await.with_context(|| {
-        format!(
-            "cannot open the data directory {}",
-            config.data_dir.display()
-        )
-    })
+    Ok(builder)
+}
+
+/// The embedded default of `config` (memory bus, files and SQLite in `DATA_DIR`, the
+/// configured LLM), not started.
+pub(crate) async fn build_pipeline(config: &Config, resume_unfinished: bool) -> Result<Pipeline> {
+    pipeline_builder(config)?
+        .resume_unfinished(resume_unfinished)
+        .build()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the data directory {}",
+                config.data_dir.display()
+            )
+        })
 }
 
 /// The stores of a data directory, opened without starting any service.
@@ -149,7 +188,7 @@ impl Stores {
 /// The message for a task id that names no task where `target` looked.
 pub(crate) fn no_such_task(task_id: TaskId, target: &Target, data_dir: &Path) -> anyhow::Error {
     let place = match target {
-        Target::Local => format!("in {}", data_dir.display()),
+        Target::Local | Target::Bus => format!("in {}", data_dir.display()),
         Target::Host(client) => format!("on the host at {}", client.url()),
     };
     anyhow::anyhow!("task {task_id} does not exist (no such task {place})")

@@ -1,5 +1,5 @@
-//! `replay`: run one step of a task again, on the running host (or, with `--local`, in this
-//! process).
+//! `replay`: run one step of a task again, on the running host, through the broker (or, with
+//! `--local`, in this process).
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -10,8 +10,9 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 
+use super::bus::{Connecting, connect, follow_reports, pipeline_on};
 use super::send::Events;
-use super::{INTERRUPTED, Target, build_pipeline, event_line, no_such_task, parse_task_id};
+use super::{INTERRUPTED, Stores, Target, build_pipeline, event_line, no_such_task, parse_task_id};
 use crate::cli::ReplayArgs;
 use crate::client::HostClient;
 use crate::config::Config;
@@ -34,7 +35,7 @@ pub(crate) async fn replay(config: &Config, args: &ReplayArgs) -> Result<ExitCod
             StepId::v1(step.stage())
         );
     }
-    let target = Target::of(config, &args.host)?;
+    let target = Target::to_work(config, &args.host)?;
     let request = Request {
         task_id,
         step,
@@ -43,6 +44,7 @@ pub(crate) async fn replay(config: &Config, args: &ReplayArgs) -> Result<ExitCod
     match &target {
         Target::Local => replay_local(config, &target, &request).await,
         Target::Host(client) => replay_on_host(config, &target, client, &request).await,
+        Target::Bus => replay_on_bus(config, &target, &request).await,
     }
 }
 
@@ -157,6 +159,67 @@ async fn replay_on_host(
         .await
         .context("cannot ask the host for the replay's files")?;
     print_files(&details, step, event.attempt);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks the step against `DATA_DIR`, publishes the replay command to the broker and
+/// follows the task's events on the report topic.
+async fn replay_on_bus(
+    config: &Config,
+    target: &Target,
+    request: &Request<'_>,
+) -> Result<ExitCode> {
+    let Request { task_id, step, .. } = *request;
+    // The check reads the stores the services write; without a database there is no task.
+    let Some(stores) = Stores::open(&config.data_dir).await? else {
+        return Err(no_such_task(task_id, target, &config.data_dir));
+    };
+    let bus = connect(config, stores.state.clone(), Connecting::Command).await?;
+    // Following before publishing, so that the outcome cannot come before this command
+    // listens; and from now on only, so that no earlier replay's outcome is taken for it.
+    let reports = follow_reports(config, &bus).await?;
+    let pipeline = pipeline_on(config, stores.state.clone(), bus).await?;
+    let since = Utc::now();
+    match pipeline
+        .replay(task_id, step, request.reason.map(str::to_owned))
+        .await
+    {
+        Ok(()) => {}
+        Err(Error::TaskNotFound(_)) => {
+            return Err(no_such_task(task_id, target, &config.data_dir));
+        }
+        Err(error) => return Err(error).with_context(|| format!("replay of {step} refused")),
+    }
+    eprintln!(
+        "replaying {step} of task {task_id} through the brokers at {} (topic {})",
+        config.kafka.brokers.join(","),
+        config.topics.tasks
+    );
+    let mut events = Events::from_bus(reports, task_id);
+    let outcome = async move {
+        loop {
+            let event = events.recv().await?;
+            if is_outcome_of(&event, step) {
+                return Ok(event);
+            }
+        }
+    };
+    let interrupted = format!(
+        "interrupted: the replay of {step} goes on on the broker's services; `agent-host show \
+         {task_id}` tells how it ends"
+    );
+    let Some(event) = wait(outcome, step, &interrupted).await? else {
+        return Ok(ExitCode::from(INTERRUPTED));
+    };
+    if let Some(failed) = print_outcome(request, &event, since) {
+        return Ok(failed);
+    }
+    let details = views::task_details(stores.state.as_ref(), &stores.artifacts, task_id)
+        .await
+        .context("cannot read the replay's files")?;
+    if let Some(details) = details {
+        print_files(&details, step, event.attempt);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,29 +1,37 @@
-//! `send`: submit a task to the running host (or, with `--local`, run it in this process) and
-//! follow it to its end.
+//! `send`: submit a task to the running host, or straight to the broker (or, with `--local`,
+//! run it in this process) and follow it to its end.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use agent_pipeline::wire::{ReportEvent, ReportStatus};
+use agent_pipeline::bus::Subscription;
+use agent_pipeline::store::{FileArtifactStore, MemoryStateStore};
+use agent_pipeline::wire::{NewTask, ReportEvent, ReportStatus};
 use agent_pipeline::{Pipeline, TaskId};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
+use super::bus::{Connecting, connect, follow_reports, publish};
 use super::{INTERRUPTED, Target, build_pipeline, event_line};
 use crate::cli::SendArgs;
 use crate::client::{EventStream, HostClient};
 use crate::config::Config;
 use crate::progress::Progress;
 
-/// Submits the task where `--local` and `--url` say, follows it to `done` or `error` and says
-/// where its artifacts are.
+/// Submits the task where `--local`, `--url` and the bus say, follows it to `done` or `error`
+/// and says where its artifacts are.
 pub(crate) async fn send(config: &Config, args: &SendArgs) -> Result<ExitCode> {
-    match Target::of(config, &args.host)? {
+    if args.text.trim().is_empty() {
+        anyhow::bail!("the task is empty: say what to build with --text");
+    }
+    match Target::to_work(config, &args.host)? {
         Target::Local => send_local(config, args).await,
         Target::Host(client) => send_to_host(config, args, &client).await,
+        Target::Bus => send_to_bus(config, args).await,
     }
 }
 
@@ -81,6 +89,9 @@ async fn send_to_host(config: &Config, args: &SendArgs, client: &HostClient) -> 
         client.task_page(task_id)
     );
     println!("task {task_id}");
+    if args.no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
     let events = Events::from_host(stream, task_id);
     let interrupted = format!(
         "interrupted: task {task_id} goes on running on the host; `agent-host show {task_id}` \
@@ -98,6 +109,59 @@ async fn send_to_host(config: &Config, args: &SendArgs, client: &HostClient) -> 
             None
         }
     };
+    Ok(finish(task_id, &last, args.wait, start, task_dir))
+}
+
+/// Publishes the task to the task topic on the broker, as any producer could, and follows
+/// its events on the report topic; the services run wherever they run.
+async fn send_to_bus(config: &Config, args: &SendArgs) -> Result<ExitCode> {
+    // A command keeps no consumer position, so no state store of DATA_DIR is needed (this
+    // machine may not even have one).
+    let bus = connect(
+        config,
+        Arc::new(MemoryStateStore::new()),
+        Connecting::Command,
+    )
+    .await?;
+    // Following before publishing, so that not even the task's first event can be missed.
+    let reports = if args.no_wait {
+        None
+    } else {
+        Some(follow_reports(config, &bus).await?)
+    };
+    let start = Utc::now();
+    let task = NewTask {
+        task_id: TaskId::new(),
+        prompt: args.text.clone(),
+    };
+    let task_id = task.task_id;
+    let payload = serde_json::to_vec(&task).context("cannot encode the task")?;
+    let topic = &config.topics.tasks;
+    publish(config, &bus, topic, &task_id.to_string(), payload).await?;
+    eprintln!(
+        "published to {topic} on the brokers at {} (REDPANDA_BROKERS); the planner, workers and \
+         orchestrator running there take it",
+        config.kafka.brokers.join(",")
+    );
+    println!("task {task_id}");
+    let Some(reports) = reports else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let events = Events::from_bus(reports, task_id);
+    let interrupted = format!(
+        "interrupted: task {task_id} goes on running on the broker's services; `agent-host show \
+         {task_id}` tells how it ends"
+    );
+    let Some(last) = follow(events, args.wait, start, ci_wait(config), &interrupted).await? else {
+        return Ok(ExitCode::from(INTERRUPTED));
+    };
+    // The services may write to a DATA_DIR on another machine: name the files only when
+    // they are here.
+    let task_dir = FileArtifactStore::new(&config.data_dir).task_dir(task_id);
+    let task_dir = tokio::fs::try_exists(&task_dir)
+        .await
+        .unwrap_or(false)
+        .then_some(task_dir);
     Ok(finish(task_id, &last, args.wait, start, task_dir))
 }
 
@@ -243,6 +307,33 @@ impl Events {
             "the host closed its event stream before the task ended (it is stopping; \
              `agent-host run` resumes unfinished steps when it starts again)",
         )
+    }
+
+    /// The events of `task_id` on a reader of the report topic that started before the task
+    /// was published.
+    pub(super) fn from_bus(reports: Arc<dyn Subscription>, task_id: TaskId) -> Self {
+        let events = futures_util::stream::unfold(reports, move |reports| async move {
+            loop {
+                let delivery = match reports.next().await {
+                    Ok(delivery) => delivery,
+                    Err(error) => {
+                        let error = anyhow::Error::new(error).context("cannot follow the reports");
+                        return Some((Err(error), reports));
+                    }
+                };
+                // Acknowledging releases the key's next report; a reader keeps no position.
+                if let Err(error) = reports.ack(delivery.receipt).await {
+                    let error = anyhow::Error::new(error).context("cannot follow the reports");
+                    return Some((Err(error), reports));
+                }
+                // Other producers' messages and other tasks' reports are not this one's.
+                match serde_json::from_slice::<ReportEvent>(&delivery.payload) {
+                    Ok(event) if event.task_id == task_id => return Some((Ok(event), reports)),
+                    _ => continue,
+                }
+            }
+        });
+        Self::forward(events, "the report topic stopped before the task ended")
     }
 
     /// Receives `events` on a task of their own until one fails or nobody listens.

@@ -16,8 +16,8 @@ const PROMPT_WIDTH: usize = 50;
 
 /// Prints the tasks as an aligned table, or as JSON lines with `--json`.
 pub(crate) async fn tasks(config: &Config, args: &TasksArgs) -> Result<ExitCode> {
-    let (tasks, place) = match Target::of(config, &args.host)? {
-        Target::Local => {
+    let (tasks, place) = match Target::to_read(config, &args.host)? {
+        Target::Local | Target::Bus => {
             let place = format!("in {}", config.data_dir.display());
             // Looking creates nothing: without a state database there are no tasks.
             let tasks = match Stores::open(&config.data_dir).await? {

@@ -1,46 +1,32 @@
-//! `web`: the web UI and JSON API alone; and the server that `run` shares with it.
+//! `web`: the web UI and JSON API (with a broker, and the mirror); and the server that `run`
+//! shares with it.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use agent_pipeline::Pipeline;
+use agent_pipeline::{Pipeline, Service};
 use anyhow::{Context, Result};
 
-use super::build_pipeline;
-use super::run::Interrupt;
-use crate::config::Config;
+use super::services::{Process, serve};
+use crate::config::{BusKind, Config};
 use crate::web::{self, WebSettings, WebState};
 
-/// Why `agent-host web` on its own takes no work on the embedded default.
-const READ_ONLY_ON_MEMORY_BUS: &str = "this `agent-host web` process serves the UI alone, and on \
-     the embedded default the bus lives inside the process of `agent-host run`: tasks enqueued \
-     here would reach no service. Use the UI of `agent-host run` to enqueue and replay.";
-
-/// Serves the UI and API over `DATA_DIR` until Ctrl-C, without running any service.
+/// Serves the UI and API over `DATA_DIR` until Ctrl-C or SIGTERM. On the Kafka bus it also
+/// runs the mirror (the report and dead-letter topics to `reports.jsonl`,
+/// `dead_letters.jsonl` and the live UI) and takes work; on the embedded default it runs no
+/// service and is read-only.
 pub(crate) async fn web(config: &Config) -> Result<ExitCode> {
-    let pipeline = build_pipeline(config, false).await?;
-    let read_only = (!pipeline.bus().is_durable()).then(|| READ_ONLY_ON_MEMORY_BUS.to_owned());
-    let settings = WebSettings {
-        token: config.web.token.clone(),
-        read_only,
+    let services = match config.bus {
+        BusKind::Memory => Vec::new(),
+        BusKind::Kafka => vec![Service::Mirror],
     };
-    let interrupt = Interrupt::listen()?;
-    let server = WebServer::bind(config, pipeline, settings).await?;
-    println!(
-        "agent-host web: the UI and JSON API over {}",
-        config.data_dir.display()
-    );
-    println!("  web:     {}/", server.url());
-    if server.state.settings().read_only.is_some() {
-        println!(
-            "  read-only: the embedded bus lives in `agent-host run`, so enqueue and replay \
-             are off here"
-        );
-    }
-    println!("Press Ctrl-C to stop.");
-    server.serve_until(interrupt.received()).await?;
-    println!("stopped");
-    Ok(ExitCode::SUCCESS)
+    let process = Process {
+        name: "agent-host web".to_owned(),
+        services,
+        web: true,
+        bus: config.bus,
+    };
+    serve(config, &process).await
 }
 
 /// The web server, bound and not yet serving.
@@ -75,6 +61,11 @@ impl WebServer {
             address,
             state: WebState::new(pipeline, settings),
         })
+    }
+
+    /// Whether the server takes no work (enqueue, replay, re-drive).
+    pub(super) fn read_only(&self) -> bool {
+        self.state.settings().read_only.is_some()
     }
 
     /// `http://` and the bound address.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // Each test file uses its own part of these helpers.
 
+pub(crate) mod kafka;
 pub(crate) mod web;
 
 use std::io::{BufRead, BufReader, Read};
@@ -19,11 +20,24 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_agent-host");
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Every variable the host reads; tests start from none of them set.
-const CONFIG_VARIABLES: [&str; 14] = [
+pub(crate) const CONFIG_VARIABLES: [&str; 27] = [
     "OPENAI_API_KEY",
     "OPENAI_MODEL",
     "OPENAI_BASE_URL",
+    "AGENT_BUS",
     "REDPANDA_BROKERS",
+    "KAFKA_CLIENT_ID",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+    "KAFKA_TLS",
+    "KAFKA_TLS_CA_FILE",
+    "KAFKA_PARTITIONS",
+    "KAFKA_REPLICATION_FACTOR",
+    "KAFKA_FETCH_WAIT_MS",
+    "KAFKA_LINGER_MS",
+    "AGENT_INSTANCE",
+    "AGENT_INSTANCES",
     "TASK_TOPIC",
     "STEP_REQUESTS_TOPIC",
     "STEP_RESULTS_TOPIC",
@@ -235,7 +249,18 @@ pub(crate) struct Stopped {
 impl Host {
     /// Starts `command` (which must serve, e.g. `run --listen 127.0.0.1:0`) and waits for its
     /// banner; fails the test when it does not start within [`TIMEOUT`].
-    pub(crate) fn start(mut command: Command) -> Self {
+    pub(crate) fn start(command: Command) -> Self {
+        Self::spawn(command, true)
+    }
+
+    /// Starts `command`, a process that serves no UI (`planner`, `worker` …), and waits for
+    /// its banner; fails the test when it does not start within [`TIMEOUT`].
+    pub(crate) fn start_service(command: Command) -> Self {
+        Self::spawn(command, false)
+    }
+
+    /// Starts `command` and waits for its banner, with a `web:` line when `serves_web`.
+    fn spawn(mut command: Command, serves_web: bool) -> Self {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -278,7 +303,7 @@ impl Host {
             lines,
             stderr: Some(stderr),
         };
-        if url.is_none() || !host.banner.contains("Press Ctrl-C") {
+        if (serves_web && url.is_none()) || !host.banner.contains("Press Ctrl-C") {
             let _ = host.child.kill();
             let _ = host.child.wait();
             let stderr = host.stderr.take().map(|s| s.join().unwrap_or_default());
@@ -296,14 +321,36 @@ impl Host {
         self.child.id()
     }
 
+    /// How the process ended, if it has (a service must not end on its own).
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Sends Ctrl-C (SIGINT) and waits for the host to end, at most [`STOP_TIMEOUT`] (then it
     /// is killed, and `status` is `None`).
-    pub(crate) fn interrupt(mut self) -> Stopped {
+    pub(crate) fn interrupt(self) -> Stopped {
+        self.stop_with("-INT")
+    }
+
+    /// Sends SIGTERM (what `kill`, systemd and container runtimes send) and waits for the
+    /// host to end, as [`Host::interrupt`] does.
+    pub(crate) fn terminate(self) -> Stopped {
+        self.stop_with("-TERM")
+    }
+
+    /// Kills the process at once (SIGKILL: as abruptly as a crash) and reaps it.
+    pub(crate) fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (`kill`'s spelling, e.g. `-TERM`) and waits for the host to end.
+    fn stop_with(mut self, signal: &str) -> Stopped {
         let sent = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .expect("kill runs");
-        assert!(sent.success(), "kill -INT failed");
+        assert!(sent.success(), "kill {signal} failed");
         let status = wait_bounded(&mut self.child, STOP_TIMEOUT);
         if status.is_none() {
             let _ = self.child.kill();

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{Bus, BusError, Delivery, Receipt, Subscription};
+use super::{Bus, BusError, Delivery, FollowFrom, Receipt, Subscription};
 
 /// An in-process bus: topics are append-only logs in memory, shared by every clone.
 ///
@@ -55,6 +55,39 @@ impl MemoryBus {
         Self::default()
     }
 
+    /// A member of `group` on `topic`. A follower (`ephemeral`) gets a group of its own,
+    /// starting at `from`, that is removed when it is dropped.
+    fn join(
+        &self,
+        topic: &str,
+        mut group: String,
+        from: Option<FollowFrom>,
+        ephemeral: bool,
+    ) -> MemorySubscription {
+        let mut state = self.lock();
+        state.next_subscription += 1;
+        let id = state.next_subscription;
+        if ephemeral {
+            group = format!("\0follower-{id}");
+        }
+        let topic_log = state.topics.entry(topic.to_owned()).or_default();
+        let start = match from {
+            Some(FollowFrom::Now) => topic_log.log.len() as u64,
+            _ => 0,
+        };
+        topic_log.groups.entry(group.clone()).or_insert(Group {
+            cursor: start,
+            ..Group::default()
+        });
+        MemorySubscription {
+            shared: self.inner.clone(),
+            topic: topic.to_owned(),
+            group,
+            id,
+            ephemeral,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.inner)
     }
@@ -82,25 +115,15 @@ impl Bus for MemoryBus {
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Arc<dyn Subscription>, BusError> {
-        let id = {
-            let mut state = self.lock();
-            state.next_subscription += 1;
-            let id = state.next_subscription;
-            state
-                .topics
-                .entry(topic.to_owned())
-                .or_default()
-                .groups
-                .entry(group.to_owned())
-                .or_default();
-            id
-        };
-        Ok(Arc::new(MemorySubscription {
-            shared: self.inner.clone(),
-            topic: topic.to_owned(),
-            group: group.to_owned(),
-            id,
-        }))
+        Ok(Arc::new(self.join(topic, group.to_owned(), None, false)))
+    }
+
+    async fn follow(
+        &self,
+        topic: &str,
+        from: FollowFrom,
+    ) -> Result<Arc<dyn Subscription>, BusError> {
+        Ok(Arc::new(self.join(topic, String::new(), Some(from), true)))
     }
 
     fn is_durable(&self) -> bool {
@@ -114,6 +137,8 @@ struct MemorySubscription {
     topic: String,
     group: String,
     id: u64,
+    /// A follower's group, removed with it.
+    ephemeral: bool,
 }
 
 impl MemorySubscription {
@@ -202,6 +227,10 @@ impl Drop for MemorySubscription {
     fn drop(&mut self) {
         let mut state = lock(&self.shared);
         if let Some(topic) = state.topics.get_mut(&self.topic) {
+            if self.ephemeral {
+                topic.groups.remove(&self.group);
+                return;
+            }
             let Topic { log, groups } = topic;
             if let Some(group) = groups.get_mut(&self.group) {
                 let mine: Vec<u64> = group

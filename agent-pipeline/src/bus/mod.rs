@@ -21,6 +21,18 @@ pub enum BusError {
     /// The broker or transport failed.
     #[error("bus transport failed: {0}")]
     Transport(String),
+    /// This process already has a member of the group on the topic; a bus whose members own
+    /// partitions statically takes one subscription per group and process.
+    #[error("group {group} already consumes {topic} in this process")]
+    AlreadySubscribed {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
+    /// The bus is configured wrongly (a setting, a topic that cannot be created).
+    #[error("bus configuration: {0}")]
+    Config(String),
     /// The message is larger than the bus accepts.
     #[error("message of {size} bytes is larger than the limit of {limit} bytes")]
     TooLarge {
@@ -76,6 +88,15 @@ pub trait Subscription: Send + Sync + fmt::Debug {
     async fn ack(&self, receipt: Receipt) -> Result<(), BusError>;
 }
 
+/// Where a [`Bus::follow`] reader starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowFrom {
+    /// At the oldest message the bus still has.
+    Oldest,
+    /// After the newest message: only what is published once `follow` has returned.
+    Now,
+}
+
 /// A message bus: the in-memory [`MemoryBus`], or an adapter such as Kafka / Redpanda.
 ///
 /// ```
@@ -97,6 +118,16 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
     /// Joins consumer group `group` on `topic`. Every group sees every message once its
     /// members acknowledge it; a new group starts at the oldest message the bus still has.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Arc<dyn Subscription>, BusError>;
+
+    /// Reads every message of `topic` (all partitions, whoever owns them) from `from`, for one
+    /// reader that records no position: a watcher such as a command line waiting for a task's
+    /// reports. Its acknowledgements only release a key's next message; nothing is redelivered
+    /// after it is dropped.
+    async fn follow(
+        &self,
+        topic: &str,
+        from: FollowFrom,
+    ) -> Result<Arc<dyn Subscription>, BusError>;
 
     /// Whether published messages outlive the process (a broker) or not (the memory bus).
     ///

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::bus::{Bus, Delivery, Subscription};
+use std::sync::Arc;
+
+use crate::bus::{Bus, Delivery, FollowFrom, Subscription};
 
 /// How long the suite waits for a message that must arrive.
 const ARRIVES_WITHIN: Duration = Duration::from_secs(10);
@@ -33,7 +35,7 @@ async fn publish(bus: &dyn Bus, topic: &str, key: &str, payload: &str) {
     }
 }
 
-async fn subscribe(bus: &dyn Bus, topic: &str, group: &str) -> std::sync::Arc<dyn Subscription> {
+async fn subscribe(bus: &dyn Bus, topic: &str, group: &str) -> Arc<dyn Subscription> {
     match bus.subscribe(topic, group).await {
         Ok(subscription) => subscription,
         Err(error) => panic!("bus conformance: subscribe to {topic} as {group} failed: {error}"),
@@ -53,7 +55,8 @@ async fn ack(subscription: &dyn Subscription, delivery: &Delivery) {
 /// every message; each key's messages arrive in publish order while another key's may pass
 /// them; the next message of a key waits for the previous one's acknowledgement; a message
 /// not acknowledged when its subscription is dropped is delivered again to the group, and an
-/// acknowledged one is not.
+/// acknowledged one is not; a follower reads from the oldest message or from now, and leaves
+/// the groups as they were.
 pub async fn bus(bus: &dyn Bus, prefix: &str) {
     let topic = format!("{prefix}conformance");
 
@@ -135,4 +138,44 @@ pub async fn bus(bus: &dyn Bus, prefix: &str) {
     );
     ack(again.as_ref(), &redelivered).await;
     nothing_more(again.as_ref(), "after redelivery").await;
+
+    followers(bus, &format!("{prefix}followed")).await;
+}
+
+async fn follow(bus: &dyn Bus, topic: &str, from: FollowFrom) -> Arc<dyn Subscription> {
+    match bus.follow(topic, from).await {
+        Ok(subscription) => subscription,
+        Err(error) => panic!("bus conformance: follow {topic} from {from:?} failed: {error}"),
+    }
+}
+
+async fn followers(bus: &dyn Bus, topic: &str) {
+    publish(bus, topic, "k", "old").await;
+    let from_oldest = follow(bus, topic, FollowFrom::Oldest).await;
+    let from_now = follow(bus, topic, FollowFrom::Now).await;
+    publish(bus, topic, "k", "new").await;
+    for expected in ["old", "new"] {
+        let delivery = next(from_oldest.as_ref(), "a follower from the oldest").await;
+        assert_eq!(
+            delivery.payload,
+            expected.as_bytes(),
+            "bus conformance: a follower from the oldest message got the wrong message"
+        );
+        ack(from_oldest.as_ref(), &delivery).await;
+    }
+    let delivery = next(from_now.as_ref(), "a follower from now").await;
+    assert_eq!(
+        delivery.payload, b"new",
+        "bus conformance: a follower from now got a message published before it followed"
+    );
+    ack(from_now.as_ref(), &delivery).await;
+    drop(from_oldest);
+    // Followers leave no trace: a group that joins now still starts at the oldest message.
+    let group = subscribe(bus, topic, "after-followers").await;
+    let first = next(group.as_ref(), "a group after followers").await;
+    assert_eq!(
+        first.payload, b"old",
+        "bus conformance: a follower moved a group's position"
+    );
+    ack(group.as_ref(), &first).await;
 }

@@ -33,6 +33,53 @@ pub async fn state_store(store: &dyn StateStore) {
     replay_results_leave_the_task_alone(store).await;
     attempts_are_listed_in_pipeline_order(store).await;
     unfinished_attempts_are_listed_oldest_first(store).await;
+    consumer_offsets_are_kept_per_group_topic_and_partition(store).await;
+}
+
+async fn consumer_offsets_are_kept_per_group_topic_and_partition(store: &dyn StateStore) {
+    let group = format!("group-{}", TaskId::new());
+    let read = |group: String, topic: &'static str, partition: u32| async move {
+        ok(
+            store.consumer_offset(&group, topic, partition).await,
+            "consumer_offset",
+        )
+    };
+    assert_eq!(
+        read(group.clone(), "t", 0).await,
+        None,
+        "a group that never committed has no offset"
+    );
+    let commit = |group: String, topic: &'static str, partition: u32, offset: u64| async move {
+        ok(
+            store
+                .commit_consumer_offset(&group, topic, partition, offset)
+                .await,
+            "commit_consumer_offset",
+        )
+    };
+    commit(group.clone(), "t", 0, 7).await;
+    commit(group.clone(), "t", 1, 3).await;
+    commit(group.clone(), "u", 0, 11).await;
+    assert_eq!(read(group.clone(), "t", 0).await, Some(7));
+    assert_eq!(read(group.clone(), "t", 1).await, Some(3));
+    assert_eq!(read(group.clone(), "u", 0).await, Some(11));
+    assert_eq!(
+        read(format!("{group}-other"), "t", 0).await,
+        None,
+        "offsets belong to one group"
+    );
+    commit(group.clone(), "t", 0, 9).await;
+    assert_eq!(
+        read(group.clone(), "t", 0).await,
+        Some(9),
+        "a later commit replaces the offset"
+    );
+    commit(group.clone(), "t", 0, 2).await;
+    assert_eq!(
+        read(group, "t", 0).await,
+        Some(2),
+        "a commit may move the offset back (a reset after retention removed messages)"
+    );
 }
 
 async fn tasks_are_inserted_once(store: &dyn StateStore) {

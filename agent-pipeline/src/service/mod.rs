@@ -56,6 +56,24 @@ impl Service {
         Service::Mirror,
     ];
 
+    /// The topics the service consumes, as its consumer group.
+    ///
+    /// ```
+    /// use agent_pipeline::{Service, bus::Topics};
+    /// let topics = Topics::default();
+    /// assert_eq!(Service::Worker.consumes(&topics), ["step_requests"]);
+    /// assert_eq!(Service::Mirror.consumes(&topics), ["agent_reports", "agent_dlq"]);
+    /// ```
+    pub fn consumes(self, topics: &Topics) -> Vec<&str> {
+        match self {
+            Service::Planner => vec![&topics.tasks],
+            Service::Worker => vec![&topics.step_requests],
+            Service::Orchestrator => vec![&topics.step_results],
+            Service::CiMonitor => vec![&topics.ci_watch],
+            Service::Mirror => vec![&topics.reports, &topics.dlq],
+        }
+    }
+
     /// The service's name, also its consumer group.
     pub fn name(self) -> &'static str {
         match self {

@@ -64,15 +64,20 @@ impl Planner {
                 created_at: now,
             })
             .await?;
-        self.request(&first_request(task.task_id, now)).await?;
+        // `received` goes out before the first request: with the services in separate
+        // processes, the orchestrator's first report could otherwise come before it.
+        let request = first_request(task.task_id, now);
+        deps.state.reserve_attempt(&request).await?;
         let event = ReportEvent::new(
             task.task_id,
             ReportStatus::Received,
             format!("Task received: {}", one_line(&task.prompt, 120)),
             now,
         );
+        deps.report(&event).await?;
         tracing::info!(task_id = %task.task_id, "task received");
-        deps.report(&event).await
+        deps.publish(&deps.topics.step_requests, task.task_id, &request)
+            .await
     }
 
     async fn replay(&self, delivery: &Delivery, replay: ReplayStep) -> Result<()> {

@@ -23,6 +23,8 @@ pub struct MemoryStateStore {
 struct State {
     tasks: BTreeMap<TaskId, TaskRecord>,
     attempts: BTreeMap<(TaskId, StepId, Attempt), AttemptRecord>,
+    /// (group, topic, partition) → next offset.
+    offsets: BTreeMap<(String, String, u32), u64>,
 }
 
 impl MemoryStateStore {
@@ -219,5 +221,27 @@ impl StateStore for MemoryStateStore {
             .collect();
         open.sort_by_key(|a| a.request.requested_at);
         Ok(open)
+    }
+
+    async fn consumer_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> StoreResult<Option<u64>> {
+        let key = (group.to_owned(), topic.to_owned(), partition);
+        Ok(self.lock().offsets.get(&key).copied())
+    }
+
+    async fn commit_consumer_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+    ) -> StoreResult<()> {
+        let key = (group.to_owned(), topic.to_owned(), partition);
+        self.lock().offsets.insert(key, next_offset);
+        Ok(())
     }
 }

@@ -56,6 +56,14 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_unfinished ON attempts (requested_at)
     WHERE status = 'requested';
+CREATE TABLE IF NOT EXISTS consumer_offsets (
+    group_name TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition_id INTEGER NOT NULL,
+    next_offset BIGINT NOT NULL,
+    committed_at TEXT NOT NULL,
+    PRIMARY KEY (group_name, topic, partition_id)
+);
 ";
 
 /// A [`StateStore`] in an SQLite database.
@@ -502,5 +510,55 @@ impl StateStore for SqliteStateStore {
         .iter()
         .map(|row| self.attempt_from_row(row))
         .collect()
+    }
+
+    async fn consumer_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> StoreResult<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT next_offset FROM consumer_offsets
+             WHERE group_name = ? AND topic = ? AND partition_id = ?",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(i64::from(partition))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(database)?;
+        row.map(|row| {
+            let offset: i64 = self.column(&row, "next_offset")?;
+            u64::try_from(offset)
+                .map_err(|_| self.corrupt(format!("negative consumer offset {offset}")))
+        })
+        .transpose()
+    }
+
+    async fn commit_consumer_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+    ) -> StoreResult<()> {
+        let offset = i64::try_from(next_offset)
+            .map_err(|_| StoreError::Database(format!("offset {next_offset} is too large")))?;
+        sqlx::query(
+            "INSERT INTO consumer_offsets (group_name, topic, partition_id, next_offset, committed_at)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (group_name, topic, partition_id)
+             DO UPDATE SET next_offset = excluded.next_offset, committed_at = excluded.committed_at",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(offset)
+        .bind(time_text(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(database)?;
+        Ok(())
     }
 }

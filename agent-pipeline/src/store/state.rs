@@ -221,6 +221,26 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// Attempts requested and not finished, oldest first (to send again after a restart).
     async fn unfinished_attempts(&self) -> StoreResult<Vec<AttemptRecord>>;
+
+    /// The next offset consumer group `group` has to read in `partition` of `topic`, as last
+    /// committed; `None` when the group never committed one there (it starts at the oldest
+    /// message). Bus adapters without consumer groups of their own (Kafka over `rskafka`)
+    /// keep their position here, beside the state that the messages changed.
+    async fn consumer_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> StoreResult<Option<u64>>;
+
+    /// Records `next_offset` as the next offset `group` reads in `partition` of `topic`.
+    async fn commit_consumer_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+    ) -> StoreResult<()>;
 }
 
 #[cfg(test)]

@@ -370,6 +370,11 @@ impl TaskWorkspace {
         limits: &WorkspaceLimits,
     ) -> Result<Commit, WorkspaceError> {
         check_files(files, limits)?;
+        let git_dir = self.dir.join(".git");
+        let stale = blocking(&self.dir, move || paths::remove_stale_locks(&git_dir)).await?;
+        if !stale.is_empty() {
+            tracing::warn!(dir = %self.dir.display(), locks = ?stale, "removed the git locks of an interrupted commit");
+        }
         let head = self.head().await?;
 
         // The base's files that the new files do not replace.

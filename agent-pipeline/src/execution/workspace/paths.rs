@@ -188,6 +188,35 @@ pub(super) fn check_real_dir(path: &Path) -> Result<(), WorkspaceError> {
 
 /// Removes everything in `dir` except `.git`. Symbolic links are removed, never followed.
 /// Returns how many entries were removed.
+/// Removes the lock files a git process leaves behind when it is killed half-way (the index's,
+/// HEAD's and the branches'), and returns their names.
+///
+/// Only one step of a task runs at a time (the bus hands out one message per key at once, and
+/// one process owns a task's partition), so a lock found before a commit starts belongs to a
+/// process that died: a worker killed in the middle of a commit. Left there, it would fail
+/// every later commit of the task.
+pub(super) fn remove_stale_locks(git_dir: &Path) -> Result<Vec<String>, WorkspaceError> {
+    let mut candidates = vec![git_dir.join("index.lock"), git_dir.join("HEAD.lock")];
+    let heads = git_dir.join("refs").join("heads");
+    if let Ok(entries) = std::fs::read_dir(&heads) {
+        candidates.extend(
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "lock")),
+        );
+    }
+    let mut removed = Vec::new();
+    for lock in candidates {
+        match std::fs::remove_file(&lock) {
+            Ok(()) => removed.push(lock.display().to_string()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io_error("remove", &lock, error)),
+        }
+    }
+    Ok(removed)
+}
+
 pub(super) fn clean_work_tree(dir: &Path) -> Result<usize, WorkspaceError> {
     let entries = std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))?;
     let mut removed = 0;
