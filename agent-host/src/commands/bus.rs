@@ -12,7 +12,7 @@ use agent_pipeline::store::{SqliteStateStore, StateStore};
 use agent_pipeline_kafka::{KafkaBus, KafkaSettings};
 use anyhow::{Context, Result};
 
-use super::pipeline_builder;
+use super::{build, pipeline_builder};
 use crate::config::Config;
 
 /// How long `send` and `replay` keep trying to reach the brokers before they fail: a command
@@ -85,17 +85,10 @@ pub(crate) async fn pipeline_on(
     state: Arc<dyn StateStore>,
     bus: KafkaBus,
 ) -> Result<Pipeline> {
-    pipeline_builder(config)?
+    let builder = pipeline_builder(config)?
         .state_store(state)
-        .bus(Arc::new(bus))
-        .build()
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the data directory {}",
-                config.data_dir.display()
-            )
-        })
+        .bus(Arc::new(bus));
+    build(config, builder).await
 }
 
 /// Starts reading the report topic from now on: whatever is published once this returns is

@@ -146,16 +146,21 @@ pub(crate) fn pipeline_builder(config: &Config) -> Result<PipelineBuilder> {
 /// The embedded default of `config` (memory bus, files and SQLite in `DATA_DIR`, the
 /// configured LLM), not started.
 pub(crate) async fn build_pipeline(config: &Config, resume_unfinished: bool) -> Result<Pipeline> {
-    pipeline_builder(config)?
-        .resume_unfinished(resume_unfinished)
-        .build()
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the data directory {}",
-                config.data_dir.display()
-            )
-        })
+    build(
+        config,
+        pipeline_builder(config)?.resume_unfinished(resume_unfinished),
+    )
+    .await
+}
+
+/// Builds `builder`, saying which data directory could not be opened when that fails.
+pub(crate) async fn build(config: &Config, builder: PipelineBuilder) -> Result<Pipeline> {
+    builder.build().await.with_context(|| {
+        format!(
+            "cannot open the data directory {}",
+            config.data_dir.display()
+        )
+    })
 }
 
 /// The stores of a data directory, opened without starting any service.
