@@ -11,8 +11,8 @@ use crate::config::BusKind;
 /// Configuration: defaults < environment < config.local.json (or --config) < flags. Keys:
 /// OPENAI_API_KEY, OPENAI_MODEL, OPENAI_BASE_URL, AGENT_BUS, REDPANDA_BROKERS, the KAFKA_*
 /// keys, AGENT_INSTANCE, AGENT_INSTANCES, TASK_TOPIC, STEP_REQUESTS_TOPIC, STEP_RESULTS_TOPIC,
-/// REPORT_TOPIC, CI_WATCH_TOPIC, DLQ_TOPIC, DATA_DIR, WEB_ADDR, WEB_TOKEN (and the sandbox,
-/// gate and publishing keys of the README). Without OPENAI_API_KEY a clearly labelled offline
+/// REPORT_TOPIC, CI_WATCH_TOPIC, DLQ_TOPIC, DATA_DIR, WEB_ADDR, WEB_TOKEN, METRICS_ADDR (and
+/// the LLM limit, concurrency, sandbox, gate and publishing keys of the README). Without OPENAI_API_KEY a clearly labelled offline
 /// model runs, so everything works without network access.
 ///
 /// On the embedded default (AGENT_BUS=memory) `run` holds the bus and every service in one

@@ -11,6 +11,8 @@
 //! | `OPENAI_API_KEY` | none: the offline model is used |
 //! | `OPENAI_MODEL` | `gpt-4o-mini` |
 //! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` |
+//! | `LLM_MAX_CONCURRENCY`, `LLM_REQUESTS_PER_MINUTE`, `LLM_TOKENS_PER_MINUTE` | unset: no limit of this process's own (the server's rate-limit headers are still honoured); see `docs/llm-limits.md` |
+//! | `LLM_PRICE_INPUT_PER_MTOK`, `LLM_PRICE_OUTPUT_PER_MTOK` | unset: USD per million prompt / completion tokens, for the cost metric |
 //! | `AGENT_BUS` | `memory`: the bus inside this process; `kafka`: the brokers of `REDPANDA_BROKERS` (`--bus` wins) |
 //! | `REDPANDA_BROKERS` | `127.0.0.1:9092`: the Kafka-compatible brokers, comma-separated |
 //! | `KAFKA_CLIENT_ID` | `agent-pipeline`: the client id the brokers see |
@@ -24,6 +26,9 @@
 //! | `AGENT_SANDBOX` | `bubblewrap`; `none` runs generated code without isolation (explicit opt-in) |
 //! | `SANDBOX_TIMEOUT_SECS` | `120`: wall-clock limit of one test or check run |
 //! | `SANDBOX_MEMORY_MB` | `1024`: address-space limit of each process of a run |
+//! | `EXECUTE_CODE` | `true`; `false` records the models' answers only: nothing is written to a workspace, run, gated or published |
+//! | `WORKER_CONCURRENCY` | `4`: steps one worker process runs at once (keep it at or above `LLM_MAX_CONCURRENCY`) |
+//! | `SERVICE_CONCURRENCY` | `64`: messages the planner, orchestrator and mirror each handle at once |
 //! | `GATE_ROUNDS` | `3`: rounds of Implement → Test → Review a task gets to pass its gates |
 //! | `PUBLISH_REPO` | `DATA_DIR/published.git`: the git repository branches are pushed to |
 //! | `CI_CHECK_COMMAND` | unset: the ci-monitor runs the command that ran the task's tests |
@@ -80,6 +85,12 @@ const SANDBOX: &str = "AGENT_SANDBOX";
 const SANDBOX_TIMEOUT: &str = "SANDBOX_TIMEOUT_SECS";
 /// `SANDBOX_MEMORY_MB`.
 const SANDBOX_MEMORY: &str = "SANDBOX_MEMORY_MB";
+/// `EXECUTE_CODE`.
+const EXECUTE_CODE: &str = "EXECUTE_CODE";
+/// `WORKER_CONCURRENCY`.
+const WORKER_CONCURRENCY: &str = "WORKER_CONCURRENCY";
+/// `SERVICE_CONCURRENCY`.
+const SERVICE_CONCURRENCY: &str = "SERVICE_CONCURRENCY";
 /// `GATE_ROUNDS`.
 const GATE_ROUNDS: &str = "GATE_ROUNDS";
 /// `PUBLISH_REPO`.
@@ -107,6 +118,13 @@ const DEFAULT_DATA_DIR: &str = "./data";
 /// Every key the environment and the configuration file may set.
 pub(crate) fn known_keys() -> Vec<&'static str> {
     let mut keys = vec![API_KEY, MODEL, BASE_URL, BUS];
+    // The LLM limits and prices: LLM_MAX_CONCURRENCY, LLM_REQUESTS_PER_MINUTE, …
+    keys.extend(
+        LlmSettings::VARIABLES
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| name.starts_with("LLM_")),
+    );
     keys.extend(KafkaSettings::VARIABLES.iter().map(|(name, _)| *name));
     keys.extend(Topics::VARIABLES.iter().map(|(name, _)| *name));
     keys.push(DATA_DIR);
@@ -114,12 +132,15 @@ pub(crate) fn known_keys() -> Vec<&'static str> {
         SANDBOX,
         SANDBOX_TIMEOUT,
         SANDBOX_MEMORY,
+        EXECUTE_CODE,
+        WORKER_CONCURRENCY,
+        SERVICE_CONCURRENCY,
         GATE_ROUNDS,
         PUBLISH_REPO,
         CI_CHECK_COMMAND,
     ]);
     keys.extend(GITHUB_KEYS);
-    keys.extend([WEB_ADDR, WEB_TOKEN]);
+    keys.extend([WEB_ADDR, WEB_TOKEN, crate::telemetry::MetricsSettings::ADDR]);
     keys.push(MAX_ATTEMPTS);
     keys
 }
@@ -234,6 +255,12 @@ pub(crate) enum SandboxChoice {
 /// How generated code runs, is gated and is published.
 #[derive(Debug, Clone)]
 pub(crate) struct ExecutionConfig {
+    /// `EXECUTE_CODE`: whether code is written, run, gated and published at all.
+    pub(crate) execute_code: bool,
+    /// `WORKER_CONCURRENCY`.
+    pub(crate) worker_concurrency: usize,
+    /// `SERVICE_CONCURRENCY`.
+    pub(crate) service_concurrency: usize,
     /// `AGENT_SANDBOX`.
     pub(crate) sandbox: SandboxChoice,
     /// `SANDBOX_TIMEOUT_SECS` and `SANDBOX_MEMORY_MB`.
@@ -306,6 +333,8 @@ pub(crate) struct Config {
     pub(crate) execution: ExecutionConfig,
     /// The web UI and API.
     pub(crate) web: WebConfig,
+    /// `METRICS_ADDR`: the metrics server of its own, if any.
+    pub(crate) metrics: crate::telemetry::MetricsSettings,
     /// The configuration file that was read, if any.
     pub(crate) file: Option<PathBuf>,
 }
@@ -346,7 +375,7 @@ impl Config {
                     })
             })
             .transpose()?;
-        let mut llm = LlmSettings::from_lookup(lookup);
+        let mut llm = LlmSettings::try_from_lookup(lookup).context("LLM settings")?;
         if let Some(max_attempts) = max_attempts {
             llm.max_attempts = max_attempts;
         }
@@ -384,7 +413,21 @@ impl Config {
         };
         let github = GitHubSettings::from_lookup(lookup)
             .context("GitHub publishing (GITHUB_REPOSITORY, GITHUB_TOKEN)")?;
+        let execute_code = match lookup(EXECUTE_CODE)
+            .map(|text| text.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("true" | "1" | "yes" | "on") => true,
+            Some("false" | "0" | "no" | "off") => false,
+            Some(other) => bail!("{EXECUTE_CODE} must be true or false, not {other:?}"),
+        };
+        let count = |key: &str, default: u64| -> Result<usize> {
+            Ok(usize::try_from(whole_number(key, default)?).unwrap_or(usize::MAX))
+        };
         let execution = ExecutionConfig {
+            execute_code,
+            worker_concurrency: count(WORKER_CONCURRENCY, 4)?,
+            service_concurrency: count(SERVICE_CONCURRENCY, 64)?,
             sandbox,
             limits,
             gate_rounds: u32::try_from(whole_number(GATE_ROUNDS, 3)?).unwrap_or(u32::MAX),
@@ -447,6 +490,7 @@ impl Config {
             llm,
             execution,
             web,
+            metrics: crate::telemetry::MetricsSettings::from_lookup(lookup)?,
             bus,
             kafka,
             topics: Topics::from_lookup(lookup),
@@ -755,6 +799,33 @@ mod tests {
     }
 
     #[test]
+    fn llm_limits_and_prices_come_from_the_file_or_the_environment() -> Result<()> {
+        for (name, _) in LlmSettings::VARIABLES {
+            assert!(known_keys().contains(&name), "{name} is not a known key");
+        }
+        let env = env(&[("LLM_REQUESTS_PER_MINUTE", "100")]);
+        let file = file(
+            r#"{ "LLM_MAX_CONCURRENCY": "8", "LLM_REQUESTS_PER_MINUTE": "500",
+                 "LLM_TOKENS_PER_MINUTE": "200000", "LLM_PRICE_INPUT_PER_MTOK": "0.15",
+                 "LLM_PRICE_OUTPUT_PER_MTOK": "0.6" }"#,
+        )?;
+        let from_env = Config::resolve(&env, None, &Flags::default())?;
+        assert_eq!(
+            from_env.llm.limits.requests_per_minute.map(|n| n.get()),
+            Some(100)
+        );
+        assert_eq!(from_env.llm.limits.max_concurrency, None);
+        let config = Config::resolve(&env, Some(&file), &Flags::default())?;
+        let limits = config.llm.limits;
+        assert_eq!(limits.max_concurrency.map(|n| n.get()), Some(8));
+        assert_eq!(limits.requests_per_minute.map(|n| n.get()), Some(500));
+        assert_eq!(limits.tokens_per_minute.map(|n| n.get()), Some(200_000));
+        assert_eq!(config.llm.prices.input_per_mtok, Some(0.15));
+        assert_eq!(config.llm.prices.output_per_mtok, Some(0.6));
+        Ok(())
+    }
+
+    #[test]
     fn a_missing_default_file_is_fine_and_a_missing_explicit_one_is_not() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let missing = dir.path().join("config.local.json");
@@ -789,6 +860,11 @@ mod tests {
         assert_eq!(defaults.sandbox, SandboxChoice::Bubblewrap);
         assert_eq!(defaults.limits, SandboxLimits::default());
         assert_eq!(defaults.gate_rounds, 3);
+        assert!(defaults.execute_code);
+        assert_eq!(
+            (defaults.worker_concurrency, defaults.service_concurrency),
+            (4, 64)
+        );
         assert!(defaults.github.is_none() && defaults.publish_repo.is_none());
         let set = Config::resolve(
             &env(&[
@@ -797,6 +873,9 @@ mod tests {
                 ("SANDBOX_MEMORY_MB", "256"),
                 ("GATE_ROUNDS", "1"),
                 ("CI_CHECK_COMMAND", "make check"),
+                ("EXECUTE_CODE", " False "),
+                ("WORKER_CONCURRENCY", "1000"),
+                ("SERVICE_CONCURRENCY", "8"),
             ]),
             None,
             &Flags::default(),
@@ -807,7 +886,12 @@ mod tests {
         assert_eq!(set.limits.memory_bytes, 256 * 1024 * 1024);
         assert_eq!(set.gate_rounds, 1);
         assert_eq!(set.ci_check_command.as_deref(), Some("make check"));
+        assert!(!set.execute_code);
+        assert_eq!((set.worker_concurrency, set.service_concurrency), (1000, 8));
         for (key, bad) in [
+            ("EXECUTE_CODE", "maybe"),
+            ("WORKER_CONCURRENCY", "0"),
+            ("SERVICE_CONCURRENCY", "lots"),
             ("AGENT_SANDBOX", "docker"),
             ("SANDBOX_TIMEOUT_SECS", "0"),
             ("GATE_ROUNDS", "many"),

@@ -15,6 +15,7 @@ mod client;
 mod commands;
 mod config;
 mod progress;
+mod telemetry;
 pub mod views;
 pub mod web;
 
@@ -22,12 +23,17 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+#[cfg(feature = "otel")]
+use tracing_subscriber::Registry;
+use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The whole program: parses the command line, starts the runtime and runs the command.
 pub fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing(cli.runs_services());
     // reqwest is built without a TLS provider of its own; the workspace uses ring. Installing
     // it once here, before any client exists, keeps rustls from having to choose (and panic).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -42,6 +48,12 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Inside the runtime: the span exporter of the `otel` feature keeps its client there.
+    // Dropped before the runtime, which it needs to send its last spans.
+    let _tracing = {
+        let _inside = runtime.enter();
+        init_tracing(cli.runs_services())
+    };
     match runtime.block_on(commands::dispatch(cli)) {
         Ok(code) => code,
         Err(error) => {
@@ -51,10 +63,23 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// What must live as long as the program for its traces to reach their destination.
+#[derive(Debug, Default)]
+struct TracingGuard {
+    /// The span export of the `otel` feature, flushed when dropped.
+    #[cfg(feature = "otel")]
+    _otel: Option<telemetry::OtelGuard>,
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`). Without `RUST_LOG`, a command
 /// that does not run services leaves out the Kafka client's own log: it retries quietly, and
 /// the command says itself when no broker answers.
-fn init_tracing(runs_services: bool) {
+///
+/// The log shows events only: each carries its `task_id`, `step` and `attempt` itself. The
+/// spans around them (a message's handling, a step, a result's application) are for tracing
+/// backends: with the `otel` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, they are exported
+/// over OTLP, filtered by the same `RUST_LOG`.
+fn init_tracing(runs_services: bool) -> TracingGuard {
     // rskafka warns "BroadcastOnce dropped without producing" for every batch producer a
     // process drops, also when nothing was lost: it is noise at every exit.
     let default = if runs_services {
@@ -62,10 +87,39 @@ fn init_tracing(runs_services: bool) {
     } else {
         "info,rskafka=off"
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    #[cfg(feature = "otel")]
+    {
+        let (otel, guard) = match telemetry::otel_layer::<Registry>() {
+            Ok(Some((layer, guard))) => (Some(layer.with_filter(filter())), Some(guard)),
+            Ok(None) => (None, None),
+            Err(error) => {
+                eprintln!("warning: the spans cannot be exported over OTLP: {error}");
+                (None, None)
+            }
+        };
+        tracing_subscriber::registry()
+            .with(otel)
+            .with(log_layer(filter()))
+            .init();
+        TracingGuard { _otel: guard }
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        tracing_subscriber::registry()
+            .with(log_layer(filter()))
+            .init();
+        TracingGuard::default()
+    }
+}
+
+/// The log on stderr: the events `filter` lets through, without the spans around them.
+fn log_layer<S>(filter: EnvFilter) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_filter(filter.and(filter_fn(|metadata| metadata.is_event())))
 }

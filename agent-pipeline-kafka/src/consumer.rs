@@ -92,6 +92,8 @@ struct Fetched {
     offset: u64,
     key: String,
     payload: Vec<u8>,
+    /// The record's timestamp (the producer's clock, or the broker's with `LogAppendTime`).
+    published_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl PartitionQueue {
@@ -242,6 +244,7 @@ impl KafkaSubscription {
                     partition,
                     offset: message.offset,
                 },
+                published_at: Some(message.published_at),
             });
         }
         None
@@ -399,6 +402,7 @@ async fn push(shared: &Shared, partition: u32, record: RecordAndOffset) {
         offset,
         key: String::from_utf8_lossy(record.record.key.as_deref().unwrap_or_default()).into_owned(),
         payload: record.record.value.unwrap_or_default(),
+        published_at: record.record.timestamp,
     });
     loop {
         let room = shared.room.notified();

@@ -102,6 +102,19 @@ impl TestBroker {
         ]
     }
 
+    /// [`Self::env`] plus the topic variables (`TASK_TOPIC` …) naming the default topics under
+    /// `prefix`: everything a process needs to share a test's broker and topics.
+    pub fn env_with_topics(&self, prefix: &str) -> Vec<(String, String)> {
+        let broker = self
+            .env()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value));
+        let topics = Topics::VARIABLES
+            .iter()
+            .map(|(name, default)| ((*name).to_owned(), format!("{prefix}{default}")));
+        broker.chain(topics).collect()
+    }
+
     /// Stops the broker (SIGKILL: as abruptly as a crash) and starts it again on the same
     /// port and storage, to test reconnecting. Returns `false` for an external broker, which
     /// this cannot restart.

@@ -12,6 +12,7 @@ mod http;
 mod ids;
 pub mod llm;
 pub mod machine;
+pub mod metrics;
 pub mod output;
 mod pipeline;
 pub mod publish;

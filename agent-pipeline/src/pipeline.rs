@@ -25,6 +25,9 @@ use crate::store::{FileArtifactStore, ReportLog, StateStore};
 use crate::wire::{DeadLetter, NewTask, ReplayStep, ReportEvent, ReportStatus};
 use crate::{Error, Result};
 
+/// How many messages the bookkeeping services handle at once by default.
+const DEFAULT_SERVICE_CONCURRENCY: usize = 64;
+
 /// How many report events a slow reader of [`Pipeline::report_feed`] may fall behind before
 /// it misses some (and is told so).
 const REPORT_FEED_CAPACITY: usize = 1024;
@@ -39,10 +42,12 @@ const REPORT_FEED_CAPACITY: usize = 1024;
 /// | LLM | from `OPENAI_*` variables: OpenAI-compatible with a key, offline without |
 /// | agents | [`architect`](crate::agent::architect) and the other three factories |
 /// | retries | 3 tries, 500 ms base backoff |
+/// | concurrency | 4 steps per worker, 64 messages per planner, orchestrator and mirror |
 /// | sandbox | [`Bubblewrap`] (tests are refused where `bwrap` is missing), 120 s, 1 GiB, 64 KiB of output |
 /// | gates | [`default_gates`]: tests passed, review approved, no secrets; 3 rounds |
 /// | publisher | [`LocalGitPublisher`] to the bare repository `DATA_DIR/published.git` |
 /// | ci check | the command that ran the task's tests |
+/// | code execution | on (see [`PipelineBuilder::execute_code`]) |
 #[derive(Debug)]
 pub struct PipelineBuilder {
     data_dir: PathBuf,
@@ -54,6 +59,7 @@ pub struct PipelineBuilder {
     policy: RetryPolicy,
     step_timeout: Duration,
     worker_concurrency: usize,
+    service_concurrency: usize,
     resume_unfinished: bool,
     sandbox: Option<Arc<dyn Sandbox>>,
     sandbox_limits: SandboxLimits,
@@ -62,6 +68,7 @@ pub struct PipelineBuilder {
     gate_rounds: u32,
     publisher: Option<Arc<dyn Publisher>>,
     ci_check_command: Option<String>,
+    execute_code: bool,
 }
 
 impl Default for PipelineBuilder {
@@ -76,6 +83,7 @@ impl Default for PipelineBuilder {
             policy: RetryPolicy::default(),
             step_timeout: Duration::from_secs(600),
             worker_concurrency: 4,
+            service_concurrency: DEFAULT_SERVICE_CONCURRENCY,
             resume_unfinished: false,
             sandbox: None,
             sandbox_limits: SandboxLimits::default(),
@@ -84,6 +92,7 @@ impl Default for PipelineBuilder {
             gate_rounds: 3,
             publisher: None,
             ci_check_command: None,
+            execute_code: true,
         }
     }
 }
@@ -140,6 +149,15 @@ impl PipelineBuilder {
     /// How many steps a worker runs at once (default 4; one task's steps never overlap).
     pub fn worker_concurrency(mut self, concurrency: usize) -> Self {
         self.worker_concurrency = concurrency.max(1);
+        self
+    }
+
+    /// How many messages the planner, the orchestrator and the mirrors each handle at once
+    /// (default 64; one task's messages are still handled in order, one at a time). Their
+    /// work is bookkeeping that waits on the disk, so overlapping it is what lets many tasks
+    /// move at once.
+    pub fn service_concurrency(mut self, concurrency: usize) -> Self {
+        self.service_concurrency = concurrency.max(1);
         self
     }
 
@@ -204,6 +222,21 @@ impl PipelineBuilder {
         self
     }
 
+    /// Whether the pipeline runs the code its models write (default `true`): commits it to the
+    /// task's workspace, runs the tests in the sandbox, checks the gates and publishes the
+    /// change.
+    ///
+    /// With `false` every step's artifact is what its model answered: the implementation's
+    /// files are recorded but not written anywhere, the test plan is recorded as not run
+    /// (`"executed": false`, no counts), and a task is `done` after its review, with no gates
+    /// and nothing published. Nothing is executed, so no sandbox is needed (macOS, a
+    /// container without user namespaces), and the pipeline's own overhead is what remains:
+    /// the mode of the throughput benchmarks.
+    pub fn execute_code(mut self, execute: bool) -> Self {
+        self.execute_code = execute;
+        self
+    }
+
     /// Builds the pipeline, opening the default state store if none was given.
     pub async fn build(self) -> Result<Pipeline> {
         tokio::fs::create_dir_all(&self.data_dir)
@@ -249,11 +282,13 @@ impl PipelineBuilder {
                     Arc::new(LocalGitPublisher::new(self.data_dir.join("published.git")))
                 }),
                 ci_check_command: self.ci_check_command,
+                execute_code: self.execute_code,
             },
         };
         Ok(Pipeline {
             deps,
             resume_unfinished: self.resume_unfinished,
+            service_concurrency: self.service_concurrency,
         })
     }
 }
@@ -293,6 +328,7 @@ async fn default_state_store(_data_dir: &Path) -> Result<Arc<dyn StateStore>> {
 pub struct Pipeline {
     deps: Deps,
     resume_unfinished: bool,
+    service_concurrency: usize,
 }
 
 impl Pipeline {
@@ -327,13 +363,22 @@ impl Pipeline {
         for service in services {
             // One handler per topic the service consumes, in the order of `consumes`.
             let handlers: Vec<(Arc<dyn Handler>, usize)> = match service {
-                Service::Planner => vec![(Arc::new(Planner { deps: deps.clone() }), 1)],
+                Service::Planner => vec![(
+                    Arc::new(Planner { deps: deps.clone() }),
+                    self.service_concurrency,
+                )],
                 Service::Worker => vec![(
                     Arc::new(Worker { deps: deps.clone() }),
                     deps.worker_concurrency,
                 )],
-                Service::Orchestrator => vec![(Arc::new(Orchestrator { deps: deps.clone() }), 1)],
-                Service::CiMonitor => vec![(Arc::new(CiMonitor { deps: deps.clone() }), 1)],
+                Service::Orchestrator => vec![(
+                    Arc::new(Orchestrator { deps: deps.clone() }),
+                    self.service_concurrency,
+                )],
+                Service::CiMonitor => vec![(
+                    Arc::new(CiMonitor { deps: deps.clone() }),
+                    deps.worker_concurrency,
+                )],
                 Service::Mirror => vec![
                     (
                         Arc::new(Mirror {
@@ -341,7 +386,7 @@ impl Pipeline {
                             log: deps.reports.clone(),
                             feed: Some(deps.report_feed.clone()),
                         }),
-                        1,
+                        self.service_concurrency,
                     ),
                     (
                         Arc::new(Mirror {
@@ -349,7 +394,7 @@ impl Pipeline {
                             log: deps.dead_letters.clone(),
                             feed: None,
                         }),
-                        1,
+                        self.service_concurrency,
                     ),
                 ],
             };

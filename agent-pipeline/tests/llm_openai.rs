@@ -60,6 +60,7 @@ fn settings(addr: SocketAddr) -> LlmSettings {
         base_url: format!("http://{addr}/v1/"),
         timeout: Duration::from_secs(10),
         max_attempts: 3,
+        ..LlmSettings::default()
     }
 }
 

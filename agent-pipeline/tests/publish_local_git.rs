@@ -179,3 +179,45 @@ async fn a_published_branch_can_be_checked_out() -> TestResult {
     assert!(!missing.exists(), "a failed checkout leaves nothing behind");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_publishing_at_once_share_the_repository_they_create() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let bare = data.path().join("published.git");
+    let limits = WorkspaceLimits::default();
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let task = TaskId::new();
+        let workspace = TaskWorkspace::open(data.path(), task).await?;
+        let commit = workspace
+            .commit_files(
+                None,
+                &[file("a.txt", &format!("{n}\n"))],
+                "implement@v1",
+                &limits,
+            )
+            .await?;
+        tasks.push((task, workspace, commit.id));
+    }
+    let mut publishing = tokio::task::JoinSet::new();
+    for (task, workspace, commit) in tasks {
+        // Each with a publisher of its own, as separate processes would have.
+        let publisher = LocalGitPublisher::new(&bare);
+        publishing.spawn(async move {
+            let outcome = publisher.publish(&change(task, &workspace, &commit)).await;
+            outcome.map(|published| (task, published.commit, commit))
+        });
+    }
+    while let Some(joined) = publishing.join_next().await {
+        let (task, published, commit) = joined??;
+        assert_eq!(published, commit.to_string());
+        let branch = format!("refs/heads/{}", branch_name(task));
+        assert_eq!(git(&bare, &["rev-parse", &branch]), commit.to_string());
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(data.path())?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    Ok(())
+}

@@ -129,7 +129,10 @@ pub(crate) fn pipeline_builder(config: &Config) -> Result<PipelineBuilder> {
         .retry_policy(config.retry_policy())
         .sandbox(sandbox)
         .sandbox_limits(execution.limits)
-        .gate_rounds(execution.gate_rounds);
+        .gate_rounds(execution.gate_rounds)
+        .execute_code(execution.execute_code)
+        .worker_concurrency(execution.worker_concurrency)
+        .service_concurrency(execution.service_concurrency);
     if let Some(command) = &execution.ci_check_command {
         builder = builder.ci_check_command(command.clone());
     }

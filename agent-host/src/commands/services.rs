@@ -12,6 +12,7 @@ use super::build_pipeline;
 use super::bus::service_pipeline;
 use super::web::WebServer;
 use crate::config::{BusKind, Config};
+use crate::telemetry::{self, MetricsServer};
 use crate::web::WebSettings;
 
 /// Why `agent-host web` on its own takes no work on the embedded default.
@@ -48,6 +49,9 @@ pub(crate) async fn service(config: &Config, service: Service) -> Result<ExitCod
 /// Runs `process` until Ctrl-C or SIGTERM, then stops its services gracefully (the mirror
 /// last, so that `reports.jsonl` misses nothing) and its web server.
 pub(super) async fn serve(config: &Config, process: &Process) -> Result<ExitCode> {
+    // Every serving process records its metrics, for its `/metrics` (web or METRICS_ADDR).
+    telemetry::install();
+    let metrics_settings = config.metrics;
     let works = !process.services.is_empty();
     let pipeline = match process.bus {
         // Only a process that runs services resends what an earlier one left unfinished.
@@ -76,6 +80,16 @@ pub(super) async fn serve(config: &Config, process: &Process) -> Result<ExitCode
     } else {
         None
     };
+    let metrics_server = match metrics_settings.addr {
+        Some(addr) => Some(MetricsServer::bind(addr, config.web.token.as_deref()).await?),
+        None => None,
+    };
+    let metrics_url = match (&metrics_server, &server) {
+        (Some(metrics), _) => Some(format!("{}  (Prometheus; METRICS_ADDR)", metrics.url())),
+        (None, Some(web)) => Some(format!("{}/metrics  (Prometheus)", web.url())),
+        (None, None) => None,
+    };
+    let metrics_server = metrics_server.map(MetricsServer::start);
     let running = if works {
         Some(
             pipeline
@@ -91,7 +105,14 @@ pub(super) async fn serve(config: &Config, process: &Process) -> Result<ExitCode
     let interrupt = Interrupt::listen()?;
     print!(
         "{}",
-        banner(config, process, &pipeline, server.as_ref(), unfinished)
+        banner(
+            config,
+            process,
+            &pipeline,
+            server.as_ref(),
+            metrics_url.as_deref(),
+            unfinished
+        )
     );
     println!("Press Ctrl-C to stop.");
 
@@ -106,6 +127,9 @@ pub(super) async fn serve(config: &Config, process: &Process) -> Result<ExitCode
         println!("stopping…");
         running.shutdown().await;
     }
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.stop().await;
+    }
     served?;
     println!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -118,6 +142,7 @@ fn banner(
     process: &Process,
     pipeline: &Pipeline,
     server: Option<&WebServer>,
+    metrics: Option<&str>,
     unfinished: usize,
 ) -> String {
     let mut out = String::new();
@@ -215,6 +240,9 @@ fn banner(
                     .to_owned(),
             );
         }
+    }
+    if let Some(metrics) = metrics {
+        line(format!("  metrics: {metrics}"));
     }
     out
 }

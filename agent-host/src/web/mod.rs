@@ -16,11 +16,13 @@
 //! | `POST /dlq/{id}/redrive` (form) | `POST /api/dlq/{id}/redrive` | send a dead letter back |
 //! | | `GET /api/events?task_id=` | report events as server-sent events |
 //! | `GET /healthz`, `GET /readyz` | | liveness; bus and store reachable |
+//! | | `GET /metrics` | the process's metrics in Prometheus's text format (`docs/metrics.md`) |
 //!
 //! Security: user-supplied text is escaped by maud; state-changing requests are POST only,
 //! forms carry a CSRF token and cross-site POSTs are refused; with `WEB_TOKEN` set, every
 //! route but the probes, the login page and the static files needs the token (a bearer
-//! header, or the cookie the login page sets).
+//! header, or the cookie the login page sets); `/metrics` takes the bearer header only, and
+//! answers 401 rather than sending a scraper to the login page.
 
 mod actions;
 mod api;
@@ -29,6 +31,7 @@ mod assets;
 mod error;
 mod highlight;
 mod live;
+mod metrics;
 mod pages;
 mod query;
 mod security;
@@ -179,6 +182,7 @@ pub fn router(state: WebState) -> Router {
         .route("/login", get(pages::login_page).post(pages::login))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/static/{file}", get(assets::serve))
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn(security::refuse_cross_site_posts))

@@ -29,16 +29,7 @@ impl Kafka {
         let broker = TestBroker::start()?;
         let prefix = topic_prefix();
         let topics = Topics::default().with_prefix(&prefix);
-        let mut env: Vec<(String, String)> = broker
-            .env()
-            .into_iter()
-            .map(|(name, value)| (name.to_owned(), value))
-            .collect();
-        env.extend(
-            Topics::VARIABLES
-                .iter()
-                .map(|(name, default)| ((*name).to_owned(), format!("{prefix}{default}"))),
-        );
+        let env = broker.env_with_topics(&prefix);
         Some(Self {
             broker,
             topics,

@@ -20,7 +20,7 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_agent-host");
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Every variable the host reads; tests start from none of them set.
-pub(crate) const CONFIG_VARIABLES: [&str; 27] = [
+pub(crate) const CONFIG_VARIABLES: [&str; 42] = [
     "OPENAI_API_KEY",
     "OPENAI_MODEL",
     "OPENAI_BASE_URL",
@@ -48,6 +48,21 @@ pub(crate) const CONFIG_VARIABLES: [&str; 27] = [
     "AGENT_HOST_MAX_ATTEMPTS",
     "WEB_ADDR",
     "WEB_TOKEN",
+    "METRICS_ADDR",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "EXECUTE_CODE",
+    "WORKER_CONCURRENCY",
+    "SERVICE_CONCURRENCY",
+    "LLM_MAX_CONCURRENCY",
+    "LLM_REQUESTS_PER_MINUTE",
+    "LLM_TOKENS_PER_MINUTE",
+    "LLM_PRICE_INPUT_PER_MTOK",
+    "LLM_PRICE_OUTPUT_PER_MTOK",
+    "AGENT_SANDBOX",
+    "SANDBOX_TIMEOUT_SECS",
+    "SANDBOX_MEMORY_MB",
+    "GATE_ROUNDS",
+    "PUBLISH_REPO",
 ];
 
 /// The prompt of mission.md.

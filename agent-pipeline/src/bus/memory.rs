@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use super::{Bus, BusError, Delivery, FollowFrom, Receipt, Subscription};
@@ -32,7 +33,8 @@ struct State {
 
 #[derive(Debug, Default)]
 struct Topic {
-    log: Vec<(String, Vec<u8>)>,
+    /// Key, payload and publication time of each message, by offset.
+    log: Vec<(String, Vec<u8>, DateTime<Utc>)>,
     groups: HashMap<String, Group>,
 }
 
@@ -109,7 +111,7 @@ impl Bus for MemoryBus {
             .entry(topic.to_owned())
             .or_default()
             .log
-            .push((key.to_owned(), payload));
+            .push((key.to_owned(), payload, Utc::now()));
         self.inner.changed.notify_waiters();
         Ok(())
     }
@@ -149,7 +151,7 @@ impl MemorySubscription {
         let Topic { log, groups } = topic;
         let group = groups.get_mut(&self.group)?;
 
-        let key_of = |offset: u64| log.get(offset as usize).map(|(key, _)| key.as_str());
+        let key_of = |offset: u64| log.get(offset as usize).map(|(key, ..)| key.as_str());
         let mut chosen = group
             .pending
             .iter()
@@ -174,7 +176,7 @@ impl MemorySubscription {
             }
         }
         let offset = chosen?;
-        let (key, payload) = log.get(offset as usize)?.clone();
+        let (key, payload, published_at) = log.get(offset as usize)?.clone();
         group.in_flight.insert(offset, self.id);
         group.busy_keys.insert(key.clone());
         Some(Delivery {
@@ -185,6 +187,7 @@ impl MemorySubscription {
                 partition: 0,
                 offset,
             },
+            published_at: Some(published_at),
         })
     }
 }
@@ -213,7 +216,7 @@ impl Subscription for MemorySubscription {
             let Topic { log, groups } = topic;
             if let Some(group) = groups.get_mut(&self.group)
                 && group.in_flight.remove(&receipt.offset).is_some()
-                && let Some((key, _)) = log.get(receipt.offset as usize)
+                && let Some((key, ..)) = log.get(receipt.offset as usize)
             {
                 group.busy_keys.remove(key);
             }
@@ -241,7 +244,7 @@ impl Drop for MemorySubscription {
                     .collect();
                 for offset in mine {
                     group.in_flight.remove(&offset);
-                    if let Some((key, _)) = log.get(offset as usize) {
+                    if let Some((key, ..)) = log.get(offset as usize) {
                         group.busy_keys.remove(key);
                     }
                     group.pending.insert(offset);
@@ -250,5 +253,26 @@ impl Drop for MemorySubscription {
         }
         drop(state);
         self.shared.changed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_delivery_carries_the_time_its_message_was_published() -> Result<(), BusError> {
+        let bus = MemoryBus::new();
+        let before = Utc::now();
+        bus.publish("topic", "key", b"first".to_vec()).await?;
+        let after = Utc::now();
+        let subscription = bus.subscribe("topic", "group").await?;
+        let delivery = subscription.next().await?;
+        let published_at = delivery.published_at;
+        assert!(
+            published_at.is_some_and(|at| before <= at && at <= after),
+            "{published_at:?} is not between {before} and {after}"
+        );
+        Ok(())
     }
 }

@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 pub use memory::MemoryBus;
 pub use topics::Topics;
@@ -61,6 +62,9 @@ pub struct Delivery {
     pub payload: Vec<u8>,
     /// Where it is in the topic; pass it back to [`Subscription::ack`].
     pub receipt: Receipt,
+    /// When it was published, if the bus knows (the memory bus stamps each message; a Kafka
+    /// record carries its timestamp), for the queue lag metric.
+    pub published_at: Option<DateTime<Utc>>,
 }
 
 /// Identifies a delivery to acknowledge.

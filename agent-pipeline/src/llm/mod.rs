@@ -1,8 +1,14 @@
-//! The `Llm` trait and its providers: the OpenAI-compatible client and the offline model.
+//! The `Llm` trait and its providers: the OpenAI-compatible client, the offline model and
+//! the simulated models of the benchmarks; the limits every call of a process goes through
+//! ([`RateLimitedLlm`], guide in `docs/llm-limits.md`) and its [`metrics`].
 
+mod limits;
+pub mod metrics;
 mod offline;
 #[cfg(feature = "openai")]
 mod openai;
+mod settings;
+mod simulated;
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,9 +18,15 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use limits::{
+    BudgetTimeout, Grant, RateLimitFeedback, RateLimitedLlm, RateLimiter, ServerLimits,
+    count_as_budget_wait, parse_duration, timeout_excluding_budget_wait,
+};
 pub use offline::{OFFLINE_MODEL, OfflineLlm};
 #[cfg(feature = "openai")]
 pub use openai::OpenAiLlm;
+pub use settings::{ApiKey, LlmLimits, LlmSettings, LlmSettingsError, TokenPrices};
+pub use simulated::{INSTANT_MODEL, InstantLlm, Latency, SIMULATED_MODEL, SimulatedLlm};
 
 /// Who speaks in a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,82 +186,38 @@ pub trait Llm: Send + Sync + fmt::Debug + 'static {
     async fn complete(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError>;
 }
 
-/// An API key that never shows up in logs or `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Wraps a key.
-    pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
-    }
-
-    /// The key itself, to put in a request header.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(<redacted>)")
-    }
-}
-
-/// How to reach an OpenAI-compatible server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LlmSettings {
-    /// `OPENAI_API_KEY`; without it the offline model is used.
-    pub api_key: Option<ApiKey>,
-    /// `OPENAI_MODEL`, default `gpt-4o-mini`.
-    pub model: String,
-    /// `OPENAI_BASE_URL`, default `https://api.openai.com/v1`.
-    pub base_url: String,
-    /// How long one HTTP request may take.
-    pub timeout: Duration,
-    /// How many HTTP requests one call may make when the server answers 429 or 5xx.
-    pub max_attempts: u32,
-}
-
-impl Default for LlmSettings {
-    fn default() -> Self {
-        Self {
-            api_key: None,
-            model: "gpt-4o-mini".to_owned(),
-            base_url: "https://api.openai.com/v1".to_owned(),
-            timeout: Duration::from_secs(120),
-            max_attempts: 4,
-        }
-    }
-}
-
-impl LlmSettings {
-    /// Reads `OPENAI_API_KEY`, `OPENAI_MODEL` and `OPENAI_BASE_URL` from the environment;
-    /// unset or empty variables keep the defaults.
-    pub fn from_env() -> Self {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// The same as [`LlmSettings::from_env`], reading the variables through `lookup` (a
-    /// configuration file layered over the environment, say).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let defaults = Self::default();
-        Self {
-            api_key: var("OPENAI_API_KEY").map(ApiKey::new),
-            model: var("OPENAI_MODEL").unwrap_or(defaults.model),
-            base_url: var("OPENAI_BASE_URL").unwrap_or(defaults.base_url),
-            ..defaults
-        }
-    }
-}
-
-/// The LLM these settings call for: the OpenAI-compatible client when a key is set (and the
-/// `openai` feature is on), the offline model otherwise.
+/// The LLM these settings call for, behind the process's limits: the OpenAI-compatible
+/// client when a key is set (and the `openai` feature is on), the offline model otherwise,
+/// wrapped in a [`RateLimitedLlm`] that applies [`LlmSettings::limits`], honours the server's
+/// rate-limit headers and records the [`metrics`].
+///
+/// ```
+/// use agent_pipeline::llm::{LlmSettings, from_settings};
+/// let llm = from_settings(&LlmSettings::default())?;
+/// assert_eq!(llm.model(), "offline");
+/// # Ok::<(), agent_pipeline::llm::LlmError>(())
+/// ```
+///
+/// # Errors
+///
+/// What [`OpenAiLlm::new`] refuses, when a key is set.
 pub fn from_settings(settings: &LlmSettings) -> Result<Arc<dyn Llm>, LlmError> {
+    let limiter = Arc::new(RateLimiter::new(&settings.limits));
+    let provider = provider(settings, &limiter)?;
+    Ok(Arc::new(
+        RateLimitedLlm::new(provider, limiter).with_prices(settings.prices),
+    ))
+}
+
+/// The provider the settings name; the OpenAI client reports its headers to `limiter`.
+fn provider(
+    settings: &LlmSettings,
+    #[cfg_attr(not(feature = "openai"), allow(unused_variables))] limiter: &Arc<RateLimiter>,
+) -> Result<Arc<dyn Llm>, LlmError> {
     #[cfg(feature = "openai")]
     if settings.api_key.is_some() {
-        return Ok(Arc::new(OpenAiLlm::new(settings.clone())?));
+        let client = OpenAiLlm::new(settings.clone())?.with_rate_limit_feedback(limiter.clone());
+        return Ok(Arc::new(client));
     }
     if settings.api_key.is_some() {
         tracing::warn!(

@@ -31,43 +31,49 @@ impl Llm for OfflineLlm {
     }
 
     async fn complete(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        let prompt = task_prompt(request);
-        let plan = Plan::for_prompt(&prompt);
-        let answer = match request.schema_name.as_str() {
-            "design" => json!({
-                "design_summary": format!(
-                    "[offline model] A single {} file, {}, that {}. No model was consulted; \
-                     set OPENAI_API_KEY for a real design.",
-                    plan.language, plan.file, plan.behaviour
-                ),
-                "files_touched": [plan.file],
-            }),
-            "implementation" => json!({
-                "diff_summary": format!("[offline model] Adds {} which {}.", plan.file, plan.behaviour),
-                "code_snippets": [plan.code],
-                "files": [{ "path": plan.file, "content": format!("{}\n", plan.code) }],
-            }),
-            "test_plan" => json!({
-                "summary": format!("[offline model] Runs {} and checks that it {}.", plan.file, plan.behaviour),
-                "test_files": [{ "path": plan.test_file, "content": plan.test_code }],
-                "command": plan.test_command,
-                "junit_xml": null,
-            }),
-            "review" => json!({
-                "approved": true,
-                "comments": [format!(
-                    "[offline model] {} matches the design; no model reviewed it.",
-                    plan.file
-                )],
-            }),
-            _ => synthesize(&request.schema),
-        };
         Ok(LlmResponse {
-            content: answer.to_string(),
+            content: answer(request),
             model: OFFLINE_MODEL.to_owned(),
             usage: Usage::default(),
         })
     }
+}
+
+/// The offline model's answer to `request`, as JSON text: also what the simulated models of
+/// the benchmarks answer. It costs about 2 µs (release build, measured over the four stages).
+pub(super) fn answer(request: &LlmRequest) -> String {
+    let prompt = task_prompt(request);
+    let plan = Plan::for_prompt(&prompt);
+    let answer = match request.schema_name.as_str() {
+        "design" => json!({
+            "design_summary": format!(
+                "[offline model] A single {} file, {}, that {}. No model was consulted; \
+                 set OPENAI_API_KEY for a real design.",
+                plan.language, plan.file, plan.behaviour
+            ),
+            "files_touched": [plan.file],
+        }),
+        "implementation" => json!({
+            "diff_summary": format!("[offline model] Adds {} which {}.", plan.file, plan.behaviour),
+            "code_snippets": [plan.code],
+            "files": [{ "path": plan.file, "content": format!("{}\n", plan.code) }],
+        }),
+        "test_plan" => json!({
+            "summary": format!("[offline model] Runs {} and checks that it {}.", plan.file, plan.behaviour),
+            "test_files": [{ "path": plan.test_file, "content": plan.test_code }],
+            "command": plan.test_command,
+            "junit_xml": null,
+        }),
+        "review" => json!({
+            "approved": true,
+            "comments": [format!(
+                "[offline model] {} matches the design; no model reviewed it.",
+                plan.file
+            )],
+        }),
+        _ => synthesize(&request.schema),
+    };
+    answer.to_string()
 }
 
 /// The task prompt inside the conversation: the `## Task` section of the first user message

@@ -2,19 +2,25 @@
 //!
 //! One [`Llm::complete`] call is one `POST {base_url}/chat/completions` with a strict
 //! `json_schema` response format, retried on 429, 5xx, timeouts and connection errors up to
-//! [`LlmSettings::max_attempts`] requests in all.
+//! [`LlmSettings::max_attempts`] requests in all. With a [`RateLimitFeedback`] attached, every
+//! answer's rate-limit headers are reported to it (a 429 pauses every caller of the process),
+//! and each retry waits for its budget.
 
 use crate::http::{body_message, error_chain, truncate};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Llm, LlmError, LlmRequest, LlmResponse, LlmSettings, Usage};
+use super::{
+    Llm, LlmError, LlmRequest, LlmResponse, LlmSettings, RateLimitFeedback, ServerLimits, Usage,
+    count_as_budget_wait,
+};
 use crate::machine::{RetryPolicy, random_jitter};
 
 /// The backoff when the server gives no `Retry-After`: 500 ms doubling on each retry, at most
@@ -54,6 +60,8 @@ pub struct OpenAiLlm {
     /// `Bearer <key>`, marked sensitive so that HTTP libraries do not print it either.
     authorization: HeaderValue,
     client: reqwest::Client,
+    /// Where the rate-limit headers of every answer go, if anywhere.
+    feedback: Option<Arc<dyn RateLimitFeedback>>,
 }
 
 impl fmt::Debug for OpenAiLlm {
@@ -66,6 +74,7 @@ impl fmt::Debug for OpenAiLlm {
             .field("api_key", &self.settings.api_key)
             .field("timeout", &self.settings.timeout)
             .field("max_attempts", &self.settings.max_attempts)
+            .field("feedback", &self.feedback)
             .finish_non_exhaustive()
     }
 }
@@ -125,11 +134,23 @@ impl OpenAiLlm {
             endpoint,
             authorization,
             client,
+            feedback: None,
         })
+    }
+
+    /// Reports the rate-limit headers of every answer (`x-ratelimit-*`, `Retry-After`,
+    /// `retry-after-ms`, and whether it was a 429) to `feedback`, and waits for its
+    /// [`before_retry`](RateLimitFeedback::before_retry) before each retry.
+    /// [`from_settings`](super::from_settings) attaches the process's
+    /// [`RateLimiter`](super::RateLimiter).
+    pub fn with_rate_limit_feedback(mut self, feedback: Arc<dyn RateLimitFeedback>) -> Self {
+        self.feedback = Some(feedback);
+        self
     }
 
     /// Makes one HTTP request and sorts its outcome.
     async fn attempt(&self, body: &Value) -> Attempt {
+        let sent_at = tokio::time::Instant::now();
         let sent = self
             .client
             .post(self.endpoint.clone())
@@ -143,7 +164,15 @@ impl OpenAiLlm {
         };
 
         let status = response.status();
-        let wait_hint = retry_after(response.headers());
+        let limits = server_limits(
+            response.headers(),
+            sent_at,
+            status == StatusCode::TOO_MANY_REQUESTS,
+        );
+        if let Some(feedback) = &self.feedback {
+            feedback.observe(&limits);
+        }
+        let wait_hint = retry_wait(&limits);
         let text = match response.text().await {
             Ok(text) => text,
             Err(e) => return Attempt::Retry(self.request_error(e), None),
@@ -245,7 +274,15 @@ impl Llm for OpenAiLlm {
                 %error,
                 "LLM call failed, retrying"
             );
-            tokio::time::sleep(wait).await;
+            if status == Some(StatusCode::TOO_MANY_REQUESTS.as_u16()) {
+                // The server's rate limit: waiting for it is waiting for budget.
+                count_as_budget_wait(tokio::time::sleep(wait)).await;
+            } else {
+                tokio::time::sleep(wait).await;
+            }
+            if let Some(feedback) = &self.feedback {
+                feedback.before_retry().await;
+            }
             attempt += 1;
         }
     }
@@ -354,27 +391,31 @@ fn error_message(body: &str) -> String {
     body_message(from_json, body, MESSAGE_LIMIT)
 }
 
-/// The wait a server asks for: `retry-after-ms` (milliseconds, OpenAI's) or `Retry-After`
-/// (whole seconds; HTTP dates are ignored), at most [`RETRY_AFTER_CAP`].
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name| headers.get(name)?.to_str().ok().map(str::trim);
-    let millis = header("retry-after-ms")
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|ms| ms.is_finite() && *ms >= 0.0)
-        .map(|ms| Duration::from_secs_f64(ms.min(RETRY_AFTER_CAP.as_secs_f64() * 1000.0) / 1000.0));
-    let seconds = || {
-        header(RETRY_AFTER.as_str())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs)
-    };
-    millis
-        .or_else(seconds)
-        .map(|wait| wait.min(RETRY_AFTER_CAP))
+/// What the headers say about the server's rate limits.
+fn server_limits(
+    headers: &HeaderMap,
+    sent_at: tokio::time::Instant,
+    rate_limited: bool,
+) -> ServerLimits {
+    ServerLimits::from_headers(sent_at, rate_limited, |name| {
+        headers.get(name).and_then(|value| value.to_str().ok())
+    })
+}
+
+/// The wait a server asks for before a retry: `retry-after-ms` (milliseconds, OpenAI's) or
+/// `Retry-After` (whole seconds; HTTP dates are ignored), at most [`RETRY_AFTER_CAP`].
+fn retry_wait(limits: &ServerLimits) -> Option<Duration> {
+    limits.retry_after.map(|wait| wait.min(RETRY_AFTER_CAP))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::RETRY_AFTER;
+
+    fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+        retry_wait(&server_limits(headers, tokio::time::Instant::now(), false))
+    }
 
     #[test]
     fn retry_after_prefers_milliseconds_and_caps_the_wait() {

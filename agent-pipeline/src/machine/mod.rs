@@ -276,6 +276,9 @@ pub fn summarize(stage: Stage, output: &Value) -> String {
     let summary = match stage {
         Stage::Design => typed::<Design>(output),
         Stage::Implement => typed::<Implementation>(output),
+        Stage::Test if output.get("executed") == Some(&Value::Bool(false)) => {
+            Some("Test plan recorded, not run (code execution is off)".to_owned())
+        }
         Stage::Test => serde_json::from_value::<TestReport>(output.clone())
             .ok()
             .map(|report| report.summary_line()),
@@ -303,7 +306,9 @@ pub fn on_gates(
             .join(", ")
     };
     let all: Vec<&GateVerdict> = verdicts.iter().collect();
-    let summary = if failed.is_empty() {
+    let summary = if verdicts.is_empty() {
+        format!("No gates to check (round {round})")
+    } else if failed.is_empty() {
         format!("Gates passed (round {round}): {}", names(&all))
     } else {
         format!(

@@ -28,23 +28,50 @@ impl LocalGitPublisher {
     }
 
     /// Creates the repository as a bare one when nothing exists at its path yet.
+    ///
+    /// It is made beside its path and renamed into place, so that publishers creating it at
+    /// the same moment (handlers of one process, or several processes) never see a half-made
+    /// repository: one rename wins, the others find the repository there and drop theirs.
     async fn ensure_repository(&self, repository: &Path) -> Result<(), WorkspaceError> {
         match tokio::fs::symlink_metadata(repository).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Git::new("init")
-                    .args(["--bare", "--quiet", "--template=", "--"])
-                    .arg(repository)
-                    .output()
-                    .await?;
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(WorkspaceError::Io {
+                    action: "inspect",
+                    path: repository.to_path_buf(),
+                    source,
+                });
+            }
+        }
+        let name = repository
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let fresh =
+            repository.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        Git::new("init")
+            .args(["--bare", "--quiet", "--template=", "--"])
+            .arg(&fresh)
+            .output()
+            .await?;
+        match tokio::fs::rename(&fresh, repository).await {
+            Ok(()) => {
                 tracing::info!(repository = %repository.display(), "created the publishing repository");
                 Ok(())
             }
-            Err(source) => Err(WorkspaceError::Io {
-                action: "inspect",
-                path: repository.to_path_buf(),
-                source,
-            }),
+            Err(source) => {
+                let _ = tokio::fs::remove_dir_all(&fresh).await;
+                if tokio::fs::symlink_metadata(repository).await.is_ok() {
+                    Ok(())
+                } else {
+                    Err(WorkspaceError::Io {
+                        action: "create",
+                        path: repository.to_path_buf(),
+                        source,
+                    })
+                }
+            }
         }
     }
 }

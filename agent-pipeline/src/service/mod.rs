@@ -142,6 +142,7 @@ impl Deps {
         self.bus
             .publish(&self.topics.dlq, &delivery.key, encode(&letter))
             .await?;
+        crate::metrics::dead_lettered(&delivery.topic);
         if let Some(task_id) = task_id
             && self.state.task(task_id).await?.is_some()
         {

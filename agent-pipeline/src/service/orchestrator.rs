@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::stage_effects::{reviewed_commit, tested_commit};
 use super::{Deps, Handler};
@@ -17,9 +18,10 @@ use crate::ids::{Stage, StepId};
 use crate::machine::{
     Command, Context, LastAttempts, on_gates, on_publish_failed, on_step_result, random_jitter,
 };
+use crate::metrics::AppliedResult;
 use crate::output::{Design, Implementation, Review, TestReport};
 use crate::publish::Change;
-use crate::store::Artifact;
+use crate::store::{Artifact, AttemptRecord};
 use crate::wire::{CiWatch, ReportEvent, ReportStatus, StepOutcome, StepResult, decode};
 
 #[derive(Debug, Clone)]
@@ -44,12 +46,13 @@ impl Handler for Orchestrator {
                 .await;
         }
         // A result already recorded is a redelivery: it must not create a second attempt.
-        let recorded = deps
-            .state
-            .attempt(result.task_id, result.step_id, result.attempt)
-            .await?;
+        let attempts = deps.state.attempts(result.task_id).await?;
+        let recorded = attempts
+            .iter()
+            .find(|a| a.step_id() == result.step_id && a.attempt() == result.attempt);
         if recorded.is_some_and(|a| a.status.is_finished()) {
             tracing::debug!(task_id = %result.task_id, step = %result.step_id, attempt = %result.attempt, "duplicate result ignored");
+            crate::metrics::duplicate_result();
             return Ok(());
         }
         if let StepOutcome::Succeeded { output, .. } = &result.outcome
@@ -59,7 +62,8 @@ impl Handler for Orchestrator {
                 .dead_letter(delivery, "a step output must be a JSON object")
                 .await;
         }
-        self.apply(&result).await
+        let span = tracing::info_span!("apply", task_id = %result.task_id, step = %result.step_id, attempt = %result.attempt);
+        self.apply(&result, &attempts).instrument(span).await
     }
 }
 
@@ -69,7 +73,9 @@ impl Orchestrator {
     /// change redelivers the result, which redoes the idempotent effects (publishing moves
     /// the branch to the same commit again); reports come last so that whoever reacts to one
     /// (a waiting CLI, the UI) finds the state store already up to date.
-    async fn apply(&self, result: &StepResult) -> Result<()> {
+    ///
+    /// `attempts` are the task's attempts as recorded before this result.
+    async fn apply(&self, result: &StepResult, attempts: &[AttemptRecord]) -> Result<()> {
         let deps = &self.deps;
         let now = Utc::now();
         let task_dir = deps
@@ -77,7 +83,6 @@ impl Orchestrator {
             .task_dir(result.task_id)
             .display()
             .to_string();
-        let attempts = deps.state.attempts(result.task_id).await?;
         let context = Context {
             task_dir: &task_dir,
             results_topic: &deps.topics.step_results,
@@ -96,10 +101,12 @@ impl Orchestrator {
         let mut ci_watch = None;
         // The round's artifacts, read once for the gates and the publication that follows.
         let mut round = Vec::new();
+        let mut applied = AppliedResult::default();
         while let Some(command) = queue.pop_front() {
             match command {
                 Command::SaveArtifact => self.save_artifact(result, now).await?,
                 Command::RequestStep(request) => {
+                    applied.requested(&request);
                     deps.state.reserve_attempt(&request).await?;
                     deps.publish(&deps.topics.step_requests, request.task_id, &request)
                         .await?;
@@ -107,16 +114,24 @@ impl Orchestrator {
                 Command::Report(event) => reports.push(event),
                 Command::DeadLetter(letter) => {
                     deps.publish(&deps.topics.dlq, result.task_id, &letter)
-                        .await?
+                        .await?;
+                    applied.dead_lettered();
                 }
                 Command::EvaluateGates => {
                     round = self.round_artifacts(result).await?;
-                    let verdicts = self.check_gates(result, &round).await?;
+                    let verdicts = if deps.execution.execute_code {
+                        self.check_gates(result, &round).await?
+                    } else {
+                        Vec::new()
+                    };
                     let next = on_gates(deps.execution.gate_rounds, result, &verdicts, context);
                     task_status = next.task_status;
                     for command in next.commands.into_iter().rev() {
                         queue.push_front(command);
                     }
+                }
+                Command::PublishChange if !deps.execution.execute_code => {
+                    tracing::debug!(task_id = %result.task_id, "code execution is off: nothing to publish");
                 }
                 Command::PublishChange => match self.publish_change(result, &round, now).await? {
                     Ok((pr, watch)) => {
@@ -133,6 +148,7 @@ impl Orchestrator {
             }
         }
         deps.state.finish_attempt(result, task_status, now).await?;
+        applied.record(result, task_status, &deps.topics.step_results);
         for event in &reports {
             deps.report(event).await?;
         }

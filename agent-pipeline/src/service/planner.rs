@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
+use tracing::Instrument;
 
 use super::{Deps, Handler};
 use crate::bus::Delivery;
@@ -21,8 +22,14 @@ pub(crate) struct Planner {
 impl Handler for Planner {
     async fn handle(&self, delivery: &Delivery) -> Result<()> {
         match TaskCommand::decode(&delivery.payload) {
-            Ok(TaskCommand::New(task)) => self.new_task(delivery, task).await,
-            Ok(TaskCommand::Replay(replay)) => self.replay(delivery, replay).await,
+            Ok(TaskCommand::New(task)) => {
+                let span = tracing::info_span!("plan", task_id = %task.task_id);
+                self.new_task(delivery, task).instrument(span).await
+            }
+            Ok(TaskCommand::Replay(replay)) => {
+                let span = tracing::info_span!("plan_replay", task_id = %replay.task_id, step = %replay.step_id);
+                self.replay(delivery, replay).instrument(span).await
+            }
             Err(malformed) => self.deps.dead_letter(delivery, &malformed.reason).await,
         }
     }
@@ -55,7 +62,7 @@ impl Planner {
                     return Ok(());
                 }
             }
-            NewTaskOutcome::Created => {}
+            NewTaskOutcome::Created => crate::metrics::task_received(),
         }
         deps.artifacts
             .write_task(&TaskFile {

@@ -6,10 +6,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::Deps;
 use crate::Result;
 use crate::bus::{BusError, Delivery, Subscription};
+use crate::metrics::ConsumerMetrics;
 
 /// Handles one delivery of a topic.
 ///
@@ -51,6 +53,7 @@ pub(crate) async fn run_consumer(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), BusError> {
     let subscription: Arc<dyn Subscription> = deps.bus.subscribe(&topic, group).await?;
+    let metrics = ConsumerMetrics::of(&topic);
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut running = JoinSet::new();
     tracing::debug!(%topic, group, "consumer started");
@@ -66,14 +69,20 @@ pub(crate) async fn run_consumer(
             _ = shutdown.wait_for(|stop| *stop) => break,
             delivery = subscription.next() => delivery?,
         };
+        let unacknowledged = metrics.received(&delivery);
+        let span = delivery_span(&delivery, group);
         let (deps, handler, subscription) = (deps.clone(), handler.clone(), subscription.clone());
-        running.spawn(async move {
-            handle_with_retries(&deps, handler.as_ref(), &delivery).await;
-            if let Err(error) = subscription.ack(delivery.receipt).await {
-                tracing::error!(%error, topic = %delivery.topic, "acknowledgement failed; the message will come again");
+        running.spawn(
+            async move {
+                handle_with_retries(&deps, handler.as_ref(), &delivery).await;
+                if let Err(error) = subscription.ack(delivery.receipt).await {
+                    tracing::error!(%error, topic = %delivery.topic, "acknowledgement failed; the message will come again");
+                }
+                drop(unacknowledged);
+                drop(permit);
             }
-            drop(permit);
-        });
+            .instrument(span),
+        );
         // Reap finished handlers so the set does not grow.
         while running.try_join_next().is_some() {}
     }
@@ -92,12 +101,29 @@ pub(crate) async fn run_consumer(
     if on_stop == OnStop::Drain {
         while let Ok(delivery) = tokio::time::timeout(DRAIN_IDLE, subscription.next()).await {
             let delivery = delivery?;
-            handle_with_retries(&deps, handler.as_ref(), &delivery).await;
+            let unacknowledged = metrics.received(&delivery);
+            let span = delivery_span(&delivery, group);
+            handle_with_retries(&deps, handler.as_ref(), &delivery)
+                .instrument(span)
+                .await;
             subscription.ack(delivery.receipt).await?;
+            drop(unacknowledged);
         }
     }
     tracing::debug!(%topic, group, "consumer stopped");
     Ok(())
+}
+
+/// The span of one delivery's handling: where it came from, and the task its key names.
+fn delivery_span(delivery: &Delivery, group: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "message",
+        topic = %delivery.topic,
+        group,
+        partition = delivery.receipt.partition,
+        offset = delivery.receipt.offset,
+        task_id = %delivery.key,
+    )
 }
 
 async fn handle_with_retries(deps: &Deps, handler: &dyn Handler, delivery: &Delivery) {

@@ -5,12 +5,14 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::{Deps, Handler};
 use crate::Result;
 use crate::agent::{AgentInput, PriorArtifact};
 use crate::bus::Delivery;
 use crate::ids::{Stage, StepId};
+use crate::metrics::StepInFlight;
 use crate::wire::{StepOutcome, StepRequest, StepResult, decode};
 
 #[derive(Debug, Clone)]
@@ -33,7 +35,10 @@ impl Handler for Worker {
         let started_at = Utc::now();
         let clock = Instant::now();
         tracing::info!(task_id = %request.task_id, step = %request.step_id, attempt = %request.attempt, "step started");
-        let outcome = self.run(&request).await?;
+        let span = tracing::info_span!("step", task_id = %request.task_id, step = %request.step_id, attempt = %request.attempt);
+        let in_flight = StepInFlight::start(request.step_id.stage());
+        let outcome = self.run(&request).instrument(span).await?;
+        drop(in_flight);
         let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let StepOutcome::Failed { error, .. } = &outcome {
             tracing::warn!(task_id = %request.task_id, step = %request.step_id, attempt = %request.attempt, %error, "step failed");
@@ -96,7 +101,9 @@ impl Worker {
             diff,
         };
         let agent = deps.agents.get(stage);
-        let output = match tokio::time::timeout(deps.step_timeout, agent.run(&input)).await {
+        // Waiting for LLM budget (a concurrency slot, the rate limits) is not the step's time.
+        let run = crate::llm::timeout_excluding_budget_wait(deps.step_timeout, agent.run(&input));
+        let output = match run.await {
             Err(_) => {
                 return Ok(StepOutcome::Failed {
                     error: format!("the step took longer than {:?}", deps.step_timeout),

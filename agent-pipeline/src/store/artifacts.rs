@@ -1,6 +1,8 @@
 //! Artifacts as files: `DATA_DIR/<task_id>/<step>.json`, one file per later attempt.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -81,12 +83,21 @@ impl Artifact {
 #[derive(Debug, Clone)]
 pub struct FileArtifactStore {
     root: PathBuf,
+    /// Task directories already created and checked to resolve inside the root, so that the
+    /// check costs once per task rather than once per write.
+    prepared: Arc<Mutex<HashSet<TaskId>>>,
 }
+
+/// How many prepared task directories are remembered before the memory starts over.
+const PREPARED_LIMIT: usize = 65_536;
 
 impl FileArtifactStore {
     /// A store rooted at `root` (`DATA_DIR`); the directory is created on first write.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            prepared: Arc::default(),
+        }
     }
 
     /// The data directory.
@@ -121,10 +132,26 @@ impl FileArtifactStore {
     }
 
     async fn prepare_task_dir(&self, task_id: TaskId) -> StoreResult<()> {
+        if self.is_prepared(task_id) {
+            return Ok(());
+        }
         tokio::fs::create_dir_all(&self.root)
             .await
             .map_err(|source| io("create directory", &self.root, source))?;
-        ensure_dir_within(&self.root, &self.task_dir(task_id)).await
+        ensure_dir_within(&self.root, &self.task_dir(task_id)).await?;
+        if let Ok(mut prepared) = self.prepared.lock() {
+            if prepared.len() >= PREPARED_LIMIT {
+                prepared.clear();
+            }
+            prepared.insert(task_id);
+        }
+        Ok(())
+    }
+
+    fn is_prepared(&self, task_id: TaskId) -> bool {
+        self.prepared
+            .lock()
+            .is_ok_and(|prepared| prepared.contains(&task_id))
     }
 
     /// Writes `task.json`.

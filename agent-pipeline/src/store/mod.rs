@@ -7,6 +7,8 @@ mod memory_state;
 mod reports;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_writer;
 mod state;
 
 pub use artifacts::{Artifact, FileArtifactStore, TaskFile};

@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 };
 
 use super::memory_state::finished_record;
+use super::sqlite_writer::GroupWriter;
 use super::state::{
     AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
 };
@@ -72,7 +73,12 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
 /// mode and waits up to five seconds for a lock. Times are kept to the microsecond.
 #[derive(Debug, Clone)]
 pub struct SqliteStateStore {
+    /// Readers: WAL mode lets them run beside the writer.
     pool: SqlitePool,
+    /// The one connection that writes, with group commit: this process's writers queue
+    /// there instead of sleeping in SQLite's busy handler against each other, and share
+    /// commits.
+    writer: GroupWriter,
     /// The database file, named in errors about its content.
     path: PathBuf,
 }
@@ -96,12 +102,17 @@ impl SqliteStateStore {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(database)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
             .await
             .map_err(database)?;
-        Self::with_schema(pool, path).await
+        Self::with_schema(pool, writer, path).await
     }
 
     /// A new, private database in memory; everything is lost when the last handle is dropped.
@@ -119,15 +130,16 @@ impl SqliteStateStore {
             .connect_with(options)
             .await
             .map_err(database)?;
-        Self::with_schema(pool, PathBuf::from(":memory:")).await
+        Self::with_schema(pool.clone(), pool, PathBuf::from(":memory:")).await
     }
 
-    async fn with_schema(pool: SqlitePool, path: PathBuf) -> StoreResult<Self> {
+    async fn with_schema(pool: SqlitePool, writer: SqlitePool, path: PathBuf) -> StoreResult<Self> {
         sqlx::raw_sql(SCHEMA)
-            .execute(&pool)
+            .execute(&writer)
             .await
             .map_err(database)?;
-        let store = Self { pool, path };
+        let writer = GroupWriter::start(writer);
+        let store = Self { pool, writer, path };
         let version: i64 = sqlx::query("SELECT MAX(version) FROM schema_version")
             .fetch_one(&store.pool)
             .await
@@ -238,6 +250,11 @@ fn stage_order(step: StepId) -> i64 {
     i64::try_from(index).unwrap_or(i64::MAX)
 }
 
+/// The rows a statement affected, or its error as a store error.
+fn rows(outcome: Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>) -> StoreResult<u64> {
+    outcome.map(|done| done.rows_affected()).map_err(database)
+}
+
 fn database(error: sqlx::Error) -> StoreError {
     StoreError::Database(error.to_string())
 }
@@ -251,20 +268,29 @@ impl StateStore for SqliteStateStore {
         now: DateTime<Utc>,
     ) -> StoreResult<NewTaskOutcome> {
         let now = time_text(now);
-        let inserted = sqlx::query(
-            "INSERT INTO tasks (task_id, prompt, status, current_step, created_at, updated_at)
-             VALUES (?, ?, ?, NULL, ?, ?)
-             ON CONFLICT (task_id) DO NOTHING",
-        )
-        .bind(task_id.to_string())
-        .bind(prompt)
-        .bind(TaskStatus::Received.as_str())
-        .bind(&now)
-        .bind(&now)
-        .execute(&self.pool)
-        .await
-        .map_err(database)?
-        .rows_affected();
+        let (id, text) = (task_id.to_string(), prompt.to_owned());
+        let inserted = self
+            .writer
+            .write(Box::new(move |connection| {
+                Box::pin(async move {
+                    rows(
+                        sqlx::query(
+                            "INSERT INTO tasks
+                                 (task_id, prompt, status, current_step, created_at, updated_at)
+                             VALUES (?, ?, ?, NULL, ?, ?)
+                             ON CONFLICT (task_id) DO NOTHING",
+                        )
+                        .bind(id)
+                        .bind(text)
+                        .bind(TaskStatus::Received.as_str())
+                        .bind(&now)
+                        .bind(&now)
+                        .execute(connection)
+                        .await,
+                    )
+                })
+            }))
+            .await?;
         if inserted == 1 {
             return Ok(NewTaskOutcome::Created);
         }
@@ -319,41 +345,69 @@ impl StateStore for SqliteStateStore {
         step: Option<StepId>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE tasks
-             SET status = ?, current_step = COALESCE(?, current_step), updated_at = ?
-             WHERE task_id = ?",
-        )
-        .bind(status.as_str())
-        .bind(step.map(|s| s.to_string()))
-        .bind(time_text(now))
-        .bind(task_id.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(database)?;
+        let (step, now, task_id) = (
+            step.map(|s| s.to_string()),
+            time_text(now),
+            task_id.to_string(),
+        );
+        self.writer
+            .write(Box::new(move |connection| {
+                Box::pin(async move {
+                    rows(
+                        sqlx::query(
+                            "UPDATE tasks
+                             SET status = ?, current_step = COALESCE(?, current_step),
+                                 updated_at = ?
+                             WHERE task_id = ?",
+                        )
+                        .bind(status.as_str())
+                        .bind(step)
+                        .bind(now)
+                        .bind(task_id)
+                        .execute(connection)
+                        .await,
+                    )
+                })
+            }))
+            .await?;
         Ok(())
     }
 
     async fn reserve_attempt(&self, request: &StepRequest) -> StoreResult<bool> {
         let json = serde_json::to_string(request)
             .map_err(|e| StoreError::Database(format!("encoding step request: {e}")))?;
-        let inserted = sqlx::query(
-            "INSERT INTO attempts
-                 (task_id, step_id, attempt, stage_order, status, request, requested_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
-        )
-        .bind(request.task_id.to_string())
-        .bind(request.step_id.to_string())
-        .bind(i64::from(request.attempt.get()))
-        .bind(stage_order(request.step_id))
-        .bind(AttemptStatus::Requested.as_str())
-        .bind(json)
-        .bind(time_text(request.requested_at))
-        .execute(&self.pool)
-        .await
-        .map_err(database)?
-        .rows_affected();
+        let (task_id, step_id, attempt, order, requested_at) = (
+            request.task_id.to_string(),
+            request.step_id.to_string(),
+            i64::from(request.attempt.get()),
+            stage_order(request.step_id),
+            time_text(request.requested_at),
+        );
+        let inserted = self
+            .writer
+            .write(Box::new(move |connection| {
+                Box::pin(async move {
+                    rows(
+                        sqlx::query(
+                            "INSERT INTO attempts
+                                 (task_id, step_id, attempt, stage_order, status, request,
+                                  requested_at)
+                             VALUES (?, ?, ?, ?, ?, ?, ?)
+                             ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
+                        )
+                        .bind(task_id)
+                        .bind(step_id)
+                        .bind(attempt)
+                        .bind(order)
+                        .bind(AttemptStatus::Requested.as_str())
+                        .bind(json)
+                        .bind(requested_at)
+                        .execute(connection)
+                        .await,
+                    )
+                })
+            }))
+            .await?;
         Ok(inserted == 1)
     }
 
@@ -392,76 +446,77 @@ impl StateStore for SqliteStateStore {
             .duration_ms
             .map(|d| i64::try_from(d).unwrap_or(i64::MAX));
 
-        // Every statement here writes, so the transaction takes the write lock at its first
-        // statement (waiting up to the busy timeout) rather than failing on a lock upgrade.
-        let mut tx = self.pool.begin().await.map_err(database)?;
-        let updated = sqlx::query(
-            "UPDATE attempts
-             SET status = ?, error = ?, model = ?, finished_at = ?, duration_ms = ?
-             WHERE task_id = ? AND step_id = ? AND attempt = ? AND status = ?",
-        )
-        .bind(record.status.as_str())
-        .bind(record.error.as_deref())
-        .bind(record.model.as_deref())
-        .bind(&finished_at)
-        .bind(duration_ms)
-        .bind(&task_id)
-        .bind(&step_id)
-        .bind(attempt)
-        .bind(AttemptStatus::Requested.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(database)?
-        .rows_affected();
-        let recorded = if updated == 1 {
-            true
-        } else {
-            // Either the attempt was never reserved (record it from the result) or it is
-            // already finished (the insert does nothing).
-            let json = serde_json::to_string(&record.request)
-                .map_err(|e| StoreError::Database(format!("encoding step request: {e}")))?;
-            sqlx::query(
-                "INSERT INTO attempts
-                     (task_id, step_id, attempt, stage_order, status, request, error, model,
-                      requested_at, finished_at, duration_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
-            )
-            .bind(&task_id)
-            .bind(&step_id)
-            .bind(attempt)
-            .bind(stage_order(result.step_id))
-            .bind(record.status.as_str())
-            .bind(json)
-            .bind(record.error.as_deref())
-            .bind(record.model.as_deref())
-            .bind(time_text(record.request.requested_at))
-            .bind(&finished_at)
-            .bind(duration_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(database)?
-            .rows_affected()
-                == 1
-        };
-        if !recorded {
-            tx.rollback().await.map_err(database)?;
-            return Ok(false);
-        }
-        if let Some(task_status) = task_status {
-            sqlx::query(
-                "UPDATE tasks SET status = ?, current_step = ?, updated_at = ? WHERE task_id = ?",
-            )
-            .bind(task_status.as_str())
-            .bind(&step_id)
-            .bind(&finished_at)
-            .bind(&task_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(database)?;
-        }
-        tx.commit().await.map_err(database)?;
-        Ok(true)
+        let json = serde_json::to_string(&record.request)
+            .map_err(|e| StoreError::Database(format!("encoding step request: {e}")))?;
+        let order = stage_order(result.step_id);
+        let requested_at = time_text(record.request.requested_at);
+        let recorded = self
+            .writer
+            .write(Box::new(move |connection| {
+                Box::pin(async move {
+                    let updated = rows(
+                        sqlx::query(
+                            "UPDATE attempts
+                             SET status = ?, error = ?, model = ?, finished_at = ?,
+                                 duration_ms = ?
+                             WHERE task_id = ? AND step_id = ? AND attempt = ? AND status = ?",
+                        )
+                        .bind(record.status.as_str())
+                        .bind(record.error.as_deref())
+                        .bind(record.model.as_deref())
+                        .bind(&finished_at)
+                        .bind(duration_ms)
+                        .bind(&task_id)
+                        .bind(&step_id)
+                        .bind(attempt)
+                        .bind(AttemptStatus::Requested.as_str())
+                        .execute(&mut *connection)
+                        .await,
+                    )?;
+                    // Either the attempt was never reserved (record it from the result) or it
+                    // is already finished (the insert does nothing, and nothing changes).
+                    let recorded = updated == 1
+                        || rows(
+                            sqlx::query(
+                                "INSERT INTO attempts
+                                     (task_id, step_id, attempt, stage_order, status, request,
+                                      error, model, requested_at, finished_at, duration_ms)
+                                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                 ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
+                            )
+                            .bind(&task_id)
+                            .bind(&step_id)
+                            .bind(attempt)
+                            .bind(order)
+                            .bind(record.status.as_str())
+                            .bind(json)
+                            .bind(record.error.as_deref())
+                            .bind(record.model.as_deref())
+                            .bind(requested_at)
+                            .bind(&finished_at)
+                            .bind(duration_ms)
+                            .execute(&mut *connection)
+                            .await,
+                        )? == 1;
+                    if recorded && let Some(task_status) = task_status {
+                        rows(
+                            sqlx::query(
+                                "UPDATE tasks SET status = ?, current_step = ?, updated_at = ?
+                                 WHERE task_id = ?",
+                            )
+                            .bind(task_status.as_str())
+                            .bind(&step_id)
+                            .bind(&finished_at)
+                            .bind(&task_id)
+                            .execute(&mut *connection)
+                            .await,
+                        )?;
+                    }
+                    Ok(u64::from(recorded))
+                })
+            }))
+            .await?;
+        Ok(recorded == 1)
     }
 
     async fn attempts(&self, task_id: TaskId) -> StoreResult<Vec<AttemptRecord>> {
@@ -545,20 +600,30 @@ impl StateStore for SqliteStateStore {
     ) -> StoreResult<()> {
         let offset = i64::try_from(next_offset)
             .map_err(|_| StoreError::Database(format!("offset {next_offset} is too large")))?;
-        sqlx::query(
-            "INSERT INTO consumer_offsets (group_name, topic, partition_id, next_offset, committed_at)
-             VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (group_name, topic, partition_id)
-             DO UPDATE SET next_offset = excluded.next_offset, committed_at = excluded.committed_at",
-        )
-        .bind(group)
-        .bind(topic)
-        .bind(i64::from(partition))
-        .bind(offset)
-        .bind(time_text(Utc::now()))
-        .execute(&self.pool)
-        .await
-        .map_err(database)?;
+        let (group, topic, now) = (group.to_owned(), topic.to_owned(), time_text(Utc::now()));
+        self.writer
+            .write(Box::new(move |connection| {
+                Box::pin(async move {
+                    rows(
+                        sqlx::query(
+                            "INSERT INTO consumer_offsets
+                                 (group_name, topic, partition_id, next_offset, committed_at)
+                             VALUES (?, ?, ?, ?, ?)
+                             ON CONFLICT (group_name, topic, partition_id)
+                             DO UPDATE SET next_offset = excluded.next_offset,
+                                           committed_at = excluded.committed_at",
+                        )
+                        .bind(group)
+                        .bind(topic)
+                        .bind(i64::from(partition))
+                        .bind(offset)
+                        .bind(now)
+                        .execute(connection)
+                        .await,
+                    )
+                })
+            }))
+            .await?;
         Ok(())
     }
 }
