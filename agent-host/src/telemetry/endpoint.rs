@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::install;
+use crate::web::security::same_secret;
 
 /// The content type of Prometheus's text exposition format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -39,13 +40,6 @@ fn bearer_matches(token: &str, headers: &HeaderMap) -> bool {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .is_some_and(|candidate| same_secret(token, candidate.trim()))
-}
-
-/// Compares without stopping at the first difference, so that timing does not tell how much
-/// of a guess was right (as the web server's token check does).
-fn same_secret(expected: &str, candidate: &str) -> bool {
-    let (a, b) = (expected.as_bytes(), candidate.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

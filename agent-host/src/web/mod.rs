@@ -34,7 +34,7 @@ mod live;
 mod metrics;
 mod pages;
 mod query;
-mod security;
+pub(crate) mod security;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -27,7 +27,7 @@ pub(crate) fn random_token() -> String {
 
 /// Compares without stopping at the first difference, so that timing does not tell how much
 /// of a guess was right.
-fn same_secret(expected: &str, candidate: &str) -> bool {
+pub(crate) fn same_secret(expected: &str, candidate: &str) -> bool {
     let (a, b) = (expected.as_bytes(), candidate.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

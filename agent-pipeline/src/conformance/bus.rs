@@ -51,7 +51,8 @@ async fn ack(subscription: &dyn Subscription, delivery: &Delivery) {
 /// Runs the bus conformance suite on `bus`; topics are named `<prefix>…` so that the suite
 /// can run on a shared broker (use a fresh prefix per run).
 ///
-/// It checks: a published message is delivered with its key and payload; every group gets
+/// It checks: a published message is delivered with its key and payload (and, when the bus
+/// stamps it, the time it was published); every group gets
 /// every message; each key's messages arrive in publish order while another key's may pass
 /// them; the next message of a key waits for the previous one's acknowledgement; a message
 /// not acknowledged when its subscription is dropped is delivered again to the group, and an
@@ -60,8 +61,11 @@ async fn ack(subscription: &dyn Subscription, delivery: &Delivery) {
 pub async fn bus(bus: &dyn Bus, prefix: &str) {
     let topic = format!("{prefix}conformance");
 
-    // Delivery with key and payload, to every group.
+    // Delivery with key and payload, to every group, stamped with its publication time (to
+    // the millisecond, as Kafka keeps it).
+    let before = chrono::Utc::now() - chrono::Duration::milliseconds(1);
     publish(bus, &topic, "k1", "first").await;
+    let after = chrono::Utc::now() + chrono::Duration::milliseconds(1);
     let a = subscribe(bus, &topic, "group-a").await;
     let b = subscribe(bus, &topic, "group-b").await;
     for (subscription, group) in [(&a, "group-a"), (&b, "group-b")] {
@@ -78,6 +82,12 @@ pub async fn bus(bus: &dyn Bus, prefix: &str) {
             delivery.topic, topic,
             "bus conformance: delivery names the wrong topic"
         );
+        if let Some(published_at) = delivery.published_at {
+            assert!(
+                before <= published_at && published_at <= after,
+                "bus conformance: published_at {published_at} is not between {before} and {after}"
+            );
+        }
         ack(subscription.as_ref(), &delivery).await;
     }
 
