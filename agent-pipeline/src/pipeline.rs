@@ -146,7 +146,8 @@ impl PipelineBuilder {
         self
     }
 
-    /// How many steps a worker runs at once (default 4; one task's steps never overlap).
+    /// How many steps a worker runs at once, and how many published changes the ci-monitor
+    /// checks at once (default 4; one task's steps never overlap).
     pub fn worker_concurrency(mut self, concurrency: usize) -> Self {
         self.worker_concurrency = concurrency.max(1);
         self
