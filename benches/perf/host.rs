@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::rss::rss_of;
+
 /// The `agent-host` binary built beside this one (`cargo build --release -p agent-host`).
 pub(crate) fn agent_host_binary() -> Result<PathBuf, String> {
     let me = std::env::current_exe().map_err(|e| format!("current executable: {e}"))?;
@@ -40,19 +42,6 @@ pub(crate) async fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).await.ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-/// The resident set size of process `pid`, in bytes (Linux).
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line["VmRSS:".len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
 
 /// Starts `agent-host run` on an empty data directory `runs` times: the median time to the

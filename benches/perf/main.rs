@@ -142,12 +142,3 @@ fn child(args: &[String]) -> Result<Value, String> {
         other => Err(format!("unknown measurement {other:?}")),
     }
 }
-
-/// Where results go by default.
-fn default_out(quick: bool) -> PathBuf {
-    PathBuf::from(if quick {
-        "target/perf-quick"
-    } else {
-        "docs/perf"
-    })
-}

@@ -99,10 +99,19 @@ impl Plan {
             .collect();
         Ok(Self {
             quick,
-            out: out.unwrap_or_else(|| crate::default_out(quick)),
+            out: out.unwrap_or_else(|| default_out(quick)),
             runs,
         })
     }
+}
+
+/// Where results go by default: the docs for a full run, the build directory for a quick one.
+fn default_out(quick: bool) -> PathBuf {
+    PathBuf::from(if quick {
+        "target/perf-quick"
+    } else {
+        "docs/perf"
+    })
 }
 
 /// The runs of one measurement: the headline, then the points of its plot.

@@ -12,7 +12,7 @@ use sqlx::sqlite::{
 };
 
 use super::memory_state::finished_record;
-use super::sqlite_writer::GroupWriter;
+use super::sqlite_writer::{GroupWriter, rows};
 use super::state::{
     AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
 };
@@ -250,11 +250,6 @@ fn stage_order(step: StepId) -> i64 {
     i64::try_from(index).unwrap_or(i64::MAX)
 }
 
-/// The rows a statement affected, or its error as a store error.
-fn rows(outcome: Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>) -> StoreResult<u64> {
-    outcome.map(|done| done.rows_affected()).map_err(database)
-}
-
 fn database(error: sqlx::Error) -> StoreError {
     StoreError::Database(error.to_string())
 }
@@ -271,25 +266,19 @@ impl StateStore for SqliteStateStore {
         let (id, text) = (task_id.to_string(), prompt.to_owned());
         let inserted = self
             .writer
-            .write(Box::new(move |connection| {
-                Box::pin(async move {
-                    rows(
-                        sqlx::query(
-                            "INSERT INTO tasks
-                                 (task_id, prompt, status, current_step, created_at, updated_at)
-                             VALUES (?, ?, ?, NULL, ?, ?)
-                             ON CONFLICT (task_id) DO NOTHING",
-                        )
-                        .bind(id)
-                        .bind(text)
-                        .bind(TaskStatus::Received.as_str())
-                        .bind(&now)
-                        .bind(&now)
-                        .execute(connection)
-                        .await,
-                    )
-                })
-            }))
+            .execute(
+                sqlx::query(
+                    "INSERT INTO tasks
+                     (task_id, prompt, status, current_step, created_at, updated_at)
+                     VALUES (?, ?, ?, NULL, ?, ?)
+                     ON CONFLICT (task_id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(text)
+                .bind(TaskStatus::Received.as_str())
+                .bind(&now)
+                .bind(&now),
+            )
             .await?;
         if inserted == 1 {
             return Ok(NewTaskOutcome::Created);
@@ -351,24 +340,18 @@ impl StateStore for SqliteStateStore {
             task_id.to_string(),
         );
         self.writer
-            .write(Box::new(move |connection| {
-                Box::pin(async move {
-                    rows(
-                        sqlx::query(
-                            "UPDATE tasks
-                             SET status = ?, current_step = COALESCE(?, current_step),
-                                 updated_at = ?
-                             WHERE task_id = ?",
-                        )
-                        .bind(status.as_str())
-                        .bind(step)
-                        .bind(now)
-                        .bind(task_id)
-                        .execute(connection)
-                        .await,
-                    )
-                })
-            }))
+            .execute(
+                sqlx::query(
+                    "UPDATE tasks
+                     SET status = ?, current_step = COALESCE(?, current_step),
+                     updated_at = ?
+                     WHERE task_id = ?",
+                )
+                .bind(status.as_str())
+                .bind(step)
+                .bind(now)
+                .bind(task_id),
+            )
             .await?;
         Ok(())
     }
@@ -385,28 +368,22 @@ impl StateStore for SqliteStateStore {
         );
         let inserted = self
             .writer
-            .write(Box::new(move |connection| {
-                Box::pin(async move {
-                    rows(
-                        sqlx::query(
-                            "INSERT INTO attempts
-                                 (task_id, step_id, attempt, stage_order, status, request,
-                                  requested_at)
-                             VALUES (?, ?, ?, ?, ?, ?, ?)
-                             ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
-                        )
-                        .bind(task_id)
-                        .bind(step_id)
-                        .bind(attempt)
-                        .bind(order)
-                        .bind(AttemptStatus::Requested.as_str())
-                        .bind(json)
-                        .bind(requested_at)
-                        .execute(connection)
-                        .await,
-                    )
-                })
-            }))
+            .execute(
+                sqlx::query(
+                    "INSERT INTO attempts
+                     (task_id, step_id, attempt, stage_order, status, request,
+                      requested_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
+                )
+                .bind(task_id)
+                .bind(step_id)
+                .bind(attempt)
+                .bind(order)
+                .bind(AttemptStatus::Requested.as_str())
+                .bind(json)
+                .bind(requested_at),
+            )
             .await?;
         Ok(inserted == 1)
     }
@@ -602,27 +579,21 @@ impl StateStore for SqliteStateStore {
             .map_err(|_| StoreError::Database(format!("offset {next_offset} is too large")))?;
         let (group, topic, now) = (group.to_owned(), topic.to_owned(), time_text(Utc::now()));
         self.writer
-            .write(Box::new(move |connection| {
-                Box::pin(async move {
-                    rows(
-                        sqlx::query(
-                            "INSERT INTO consumer_offsets
-                                 (group_name, topic, partition_id, next_offset, committed_at)
-                             VALUES (?, ?, ?, ?, ?)
-                             ON CONFLICT (group_name, topic, partition_id)
-                             DO UPDATE SET next_offset = excluded.next_offset,
-                                           committed_at = excluded.committed_at",
-                        )
-                        .bind(group)
-                        .bind(topic)
-                        .bind(i64::from(partition))
-                        .bind(offset)
-                        .bind(now)
-                        .execute(connection)
-                        .await,
-                    )
-                })
-            }))
+            .execute(
+                sqlx::query(
+                    "INSERT INTO consumer_offsets
+                     (group_name, topic, partition_id, next_offset, committed_at)
+                     VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT (group_name, topic, partition_id)
+                     DO UPDATE SET next_offset = excluded.next_offset,
+                               committed_at = excluded.committed_at",
+                )
+                .bind(group)
+                .bind(topic)
+                .bind(i64::from(partition))
+                .bind(offset)
+                .bind(now),
+            )
             .await?;
         Ok(())
     }

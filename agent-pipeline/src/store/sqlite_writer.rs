@@ -9,7 +9,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteQueryResult};
+use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{StoreError, StoreResult};
@@ -45,6 +47,18 @@ impl GroupWriter {
         Self { jobs }
     }
 
+    /// Runs one statement in the next transaction; returns the rows it affected once that
+    /// transaction has committed.
+    pub(crate) async fn execute(
+        &self,
+        statement: Query<'static, Sqlite, SqliteArguments>,
+    ) -> StoreResult<u64> {
+        self.write(Box::new(move |connection| {
+            Box::pin(async move { rows(statement.execute(connection).await) })
+        }))
+        .await
+    }
+
     /// Runs `write` in the next transaction; returns once that transaction has committed.
     pub(crate) async fn write(&self, write: Write) -> StoreResult<u64> {
         let (done, answer) = oneshot::channel();
@@ -54,6 +68,13 @@ impl GroupWriter {
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
+}
+
+/// The rows a statement affected, or its error as a store error.
+pub(crate) fn rows(outcome: Result<SqliteQueryResult, sqlx::Error>) -> StoreResult<u64> {
+    outcome
+        .map(|done| done.rows_affected())
+        .map_err(|e| StoreError::Database(e.to_string()))
 }
 
 fn stopped() -> StoreError {
@@ -120,12 +141,12 @@ mod tests {
     fn insert(n: i64) -> Write {
         Box::new(move |connection| {
             Box::pin(async move {
-                sqlx::query("INSERT INTO t (n) VALUES (?)")
-                    .bind(n)
-                    .execute(connection)
-                    .await
-                    .map(|done| done.rows_affected())
-                    .map_err(|e| StoreError::Database(e.to_string()))
+                rows(
+                    sqlx::query("INSERT INTO t (n) VALUES (?)")
+                        .bind(n)
+                        .execute(connection)
+                        .await,
+                )
             })
         })
     }
