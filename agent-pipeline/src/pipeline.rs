@@ -16,6 +16,7 @@ use crate::gates::{Gate, default_gates};
 use crate::ids::{StepId, TaskId};
 use crate::llm::{self, Llm, LlmSettings};
 use crate::machine::RetryPolicy;
+use crate::metrics::ConsumerMetrics;
 use crate::publish::{LocalGitPublisher, Publisher};
 use crate::service::{
     CiMonitor, Deps, Execution, Handler, Mirror, OnStop, Orchestrator, Planner, Service, Worker,
@@ -259,10 +260,12 @@ impl PipelineBuilder {
         for agent in self.agents {
             agents.set(agent);
         }
+        let artifacts = FileArtifactStore::new(&self.data_dir);
+        artifacts.recover().await?;
         let deps = Deps {
             bus: self.bus.unwrap_or_else(|| Arc::new(MemoryBus::new())),
             state,
-            artifacts: FileArtifactStore::new(&self.data_dir),
+            artifacts,
             reports: ReportLog::in_dir(&self.data_dir),
             dead_letters: ReportLog::named(&self.data_dir, "dead_letters.jsonl"),
             report_feed: tokio::sync::broadcast::channel(REPORT_FEED_CAPACITY).0,
@@ -413,6 +416,7 @@ impl Pipeline {
                 let future = run_consumer(
                     deps.clone(),
                     topic.clone(),
+                    ConsumerMetrics::of(&topic),
                     group,
                     concurrency,
                     handler,

@@ -13,14 +13,20 @@ async fn memory_store_conforms() {
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use std::error::Error;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
 
     use agent_pipeline::conformance::state_store;
     use agent_pipeline::store::{
-        AttemptStatus, NewTaskOutcome, SqliteStateStore, StateStore, StoreError, TaskStatus,
+        AttemptRecord, AttemptStatus, NewTaskOutcome, SqliteStateStore, StateStore, StoreError,
+        TaskRecord, TaskStatus,
     };
     use agent_pipeline::wire::{StepMode, StepOutcome, StepRequest, StepResult};
     use agent_pipeline::{Attempt, Stage, StepId, TaskId};
     use chrono::{DateTime, SubsecRound, Utc};
+    use tokio::sync::Barrier;
+    use tokio::task::JoinSet;
 
     type TestResult = Result<(), Box<dyn Error>>;
 
@@ -184,6 +190,110 @@ mod sqlite {
         Ok(())
     }
 
+    /// Many tasks write at once while others read: every write commits, each is readable as
+    /// soon as it is acknowledged, and readers running meanwhile never see the two changes of
+    /// one `finish_attempt` (the attempt and its task) apart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_all_commit_and_are_readable_once_acknowledged() -> TestResult {
+        const WRITERS: usize = 200;
+        const READERS: usize = 4;
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStateStore::open(dir.path().join("state.sqlite")).await?;
+        let t0 = now();
+        let design = StepId::v1(Stage::Design);
+        let ids: Arc<Vec<TaskId>> = Arc::new((0..WRITERS).map(|_| TaskId::new()).collect());
+
+        let writing = Arc::new(AtomicBool::new(true));
+        let started = Arc::new(Barrier::new(READERS + 1));
+        let mut readers = JoinSet::new();
+        for _ in 0..READERS {
+            let (store, ids) = (store.clone(), Arc::clone(&ids));
+            let (writing, started) = (Arc::clone(&writing), Arc::clone(&started));
+            readers.spawn(async move {
+                started.wait().await;
+                while writing.load(Ordering::Acquire) {
+                    for id in ids.iter() {
+                        check_whole(&store, *id, design).await?;
+                    }
+                }
+                Ok::<(), Box<dyn Error + Send + Sync>>(())
+            });
+        }
+        // The readers are running before the first write.
+        started.wait().await;
+
+        let mut writers = JoinSet::new();
+        for id in ids.iter().copied() {
+            let store = store.clone();
+            writers.spawn(async move {
+                let request = request(id, design, 1, t0);
+                assert_eq!(
+                    store.insert_task(id, "concurrent", t0).await?,
+                    NewTaskOutcome::Created
+                );
+                assert!(store.reserve_attempt(&request).await?);
+                let result = succeeded(&request, t0);
+                assert!(
+                    store
+                        .finish_attempt(&result, Some(TaskStatus::Running), t0)
+                        .await?
+                );
+                // Acknowledged means committed: any read from now on sees it.
+                let task = store
+                    .task(id)
+                    .await?
+                    .ok_or("an acknowledged task must be readable")?;
+                assert_eq!(task.status, TaskStatus::Running);
+                Ok::<(), Box<dyn Error + Send + Sync>>(())
+            });
+        }
+        while let Some(written) = writers.join_next().await {
+            written?.map_err(|e| e as Box<dyn Error>)?;
+        }
+        writing.store(false, Ordering::Release);
+        while let Some(read) = readers.join_next().await {
+            read?.map_err(|e| e as Box<dyn Error>)?;
+        }
+
+        let stored = store.tasks(WRITERS * 2).await?;
+        assert_eq!(stored.len(), WRITERS, "every write must have committed");
+        assert!(stored.iter().all(|t| t.status == TaskStatus::Running));
+        for id in ids.iter() {
+            let attempts = store.attempts(*id).await?;
+            assert_eq!(attempts.len(), 1, "task {id}");
+            assert_eq!(attempts[0].status, AttemptStatus::Succeeded, "task {id}");
+        }
+        assert!(store.unfinished_attempts().await?.is_empty());
+        Ok(())
+    }
+
+    /// Reads one task's attempt and task in both orders: `finish_attempt` changes both at once,
+    /// so a reader that sees one change must see the other in any later read.
+    async fn check_whole(
+        store: &SqliteStateStore,
+        id: TaskId,
+        design: StepId,
+    ) -> Result<(), Box<dyn Error + Send + Sync>> {
+        let running =
+            |task: Option<TaskRecord>| task.is_some_and(|t| t.status == TaskStatus::Running);
+        let finished = |attempt: Option<AttemptRecord>| {
+            attempt.is_some_and(|a| a.status == AttemptStatus::Succeeded)
+        };
+        if finished(store.attempt(id, design, Attempt::FIRST).await?) {
+            assert!(
+                running(store.task(id).await?),
+                "task {id}: its attempt finished, so it must be running"
+            );
+        }
+        if running(store.task(id).await?) {
+            assert!(
+                finished(store.attempt(id, design, Attempt::FIRST).await?),
+                "task {id}: it is running, so its attempt must have finished"
+            );
+        }
+        Ok(())
+    }
+
     #[tokio::test]
     async fn a_corrupt_row_is_an_error_naming_the_file() -> TestResult {
         let dir = tempfile::tempdir()?;
@@ -193,15 +303,13 @@ mod sqlite {
         store.insert_task(id, "to be damaged", now()).await?;
 
         // Something other than the store damages the row.
-        let pool = sqlx::SqlitePool::connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new().filename(&path),
-        )
-        .await?;
-        sqlx::query("UPDATE tasks SET status = 'exploded' WHERE task_id = ?")
-            .bind(id.to_string())
-            .execute(&pool)
-            .await?;
-        pool.close().await;
+        let other = rusqlite::Connection::open(&path)?;
+        other.busy_timeout(Duration::from_secs(5))?;
+        other.execute(
+            "UPDATE tasks SET status = 'exploded' WHERE task_id = ?1",
+            [id.to_string()],
+        )?;
+        drop(other);
 
         match store.task(id).await {
             Err(StoreError::Corrupt {
@@ -225,14 +333,10 @@ mod sqlite {
         let path = dir.path().join("state.sqlite");
         drop(SqliteStateStore::open(&path).await?);
 
-        let pool = sqlx::SqlitePool::connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new().filename(&path),
-        )
-        .await?;
-        sqlx::query("UPDATE schema_version SET version = 2")
-            .execute(&pool)
-            .await?;
-        pool.close().await;
+        let other = rusqlite::Connection::open(&path)?;
+        other.busy_timeout(Duration::from_secs(5))?;
+        other.execute("UPDATE schema_version SET version = 2", [])?;
+        drop(other);
 
         match SqliteStateStore::open(&path).await {
             Err(StoreError::Corrupt { reason, .. }) => {

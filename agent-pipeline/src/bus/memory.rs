@@ -21,8 +21,6 @@ pub struct MemoryBus {
 #[derive(Debug, Default)]
 struct Shared {
     state: Mutex<State>,
-    /// Woken on every publish, acknowledgement and redelivery.
-    changed: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -36,6 +34,9 @@ struct Topic {
     /// Key, payload and publication time of each message, by offset.
     log: Vec<(String, Vec<u8>, DateTime<Utc>)>,
     groups: HashMap<String, Group>,
+    /// Woken on every publish, acknowledgement and redelivery of this topic (only its
+    /// subscribers look again).
+    changed: Arc<Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +84,7 @@ impl MemoryBus {
         });
         MemorySubscription {
             shared: self.inner.clone(),
+            changed: topic_log.changed.clone(),
             topic: topic.to_owned(),
             group,
             id,
@@ -106,13 +108,16 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 #[async_trait]
 impl Bus for MemoryBus {
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<(), BusError> {
-        self.lock()
-            .topics
-            .entry(topic.to_owned())
-            .or_default()
-            .log
-            .push((key.to_owned(), payload, Utc::now()));
-        self.inner.changed.notify_waiters();
+        let changed = {
+            let mut state = self.lock();
+            let topic = match state.topics.get_mut(topic) {
+                Some(topic) => topic,
+                None => state.topics.entry(topic.to_owned()).or_default(),
+            };
+            topic.log.push((key.to_owned(), payload, Utc::now()));
+            topic.changed.clone()
+        };
+        changed.notify_waiters();
         Ok(())
     }
 
@@ -136,6 +141,8 @@ impl Bus for MemoryBus {
 #[derive(Debug)]
 struct MemorySubscription {
     shared: Arc<Shared>,
+    /// The topic's [`Topic::changed`].
+    changed: Arc<Notify>,
     topic: String,
     group: String,
     id: u64,
@@ -148,7 +155,7 @@ impl MemorySubscription {
     fn take(&self) -> Option<Delivery> {
         let mut state = lock(&self.shared);
         let topic = state.topics.get_mut(&self.topic)?;
-        let Topic { log, groups } = topic;
+        let Topic { log, groups, .. } = topic;
         let group = groups.get_mut(&self.group)?;
 
         let key_of = |offset: u64| log.get(offset as usize).map(|(key, ..)| key.as_str());
@@ -196,7 +203,7 @@ impl MemorySubscription {
 impl Subscription for MemorySubscription {
     async fn next(&self) -> Result<Delivery, BusError> {
         loop {
-            let changed = self.shared.changed.notified();
+            let changed = self.changed.notified();
             tokio::pin!(changed);
             // Register interest before looking, so that a publish in between is not missed.
             changed.as_mut().enable();
@@ -213,7 +220,7 @@ impl Subscription for MemorySubscription {
             let Some(topic) = state.topics.get_mut(&self.topic) else {
                 return Ok(());
             };
-            let Topic { log, groups } = topic;
+            let Topic { log, groups, .. } = topic;
             if let Some(group) = groups.get_mut(&self.group)
                 && group.in_flight.remove(&receipt.offset).is_some()
                 && let Some((key, ..)) = log.get(receipt.offset as usize)
@@ -221,7 +228,7 @@ impl Subscription for MemorySubscription {
                 group.busy_keys.remove(key);
             }
         }
-        self.shared.changed.notify_waiters();
+        self.changed.notify_waiters();
         Ok(())
     }
 }
@@ -234,7 +241,7 @@ impl Drop for MemorySubscription {
                 topic.groups.remove(&self.group);
                 return;
             }
-            let Topic { log, groups } = topic;
+            let Topic { log, groups, .. } = topic;
             if let Some(group) = groups.get_mut(&self.group) {
                 let mine: Vec<u64> = group
                     .in_flight
@@ -252,7 +259,7 @@ impl Drop for MemorySubscription {
             }
         }
         drop(state);
-        self.shared.changed.notify_waiters();
+        self.changed.notify_waiters();
     }
 }
 

@@ -37,7 +37,9 @@ impl Handler for Orchestrator {
             Ok(result) => result,
             Err(malformed) => return deps.dead_letter(delivery, &malformed.reason).await,
         };
-        if deps.state.task(result.task_id).await?.is_none() {
+        // A known task has attempts; only without any is the task itself looked up.
+        let attempts = deps.state.attempts(result.task_id).await?;
+        if attempts.is_empty() && deps.state.task(result.task_id).await?.is_none() {
             return deps
                 .dead_letter(
                     delivery,
@@ -46,7 +48,6 @@ impl Handler for Orchestrator {
                 .await;
         }
         // A result already recorded is a redelivery: it must not create a second attempt.
-        let attempts = deps.state.attempts(result.task_id).await?;
         let recorded = attempts
             .iter()
             .find(|a| a.step_id() == result.step_id && a.attempt() == result.attempt);

@@ -42,10 +42,13 @@ pub(crate) enum OnStop {
 const DRAIN_IDLE: Duration = Duration::from_millis(100);
 
 /// Consumes `topic` as `group` until `shutdown` turns true, running up to `concurrency`
-/// handlers at once (the bus keeps each key's messages in order).
+/// handlers at once (the bus keeps each key's messages in order). `metrics` are the topic's,
+/// registered by the caller so that they exist as soon as the service is started.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_consumer(
     deps: Deps,
     topic: String,
+    metrics: ConsumerMetrics,
     group: &'static str,
     concurrency: usize,
     handler: Arc<dyn Handler>,
@@ -53,7 +56,6 @@ pub(crate) async fn run_consumer(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), BusError> {
     let subscription: Arc<dyn Subscription> = deps.bus.subscribe(&topic, group).await?;
-    let metrics = ConsumerMetrics::of(&topic);
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut running = JoinSet::new();
     tracing::debug!(%topic, group, "consumer started");

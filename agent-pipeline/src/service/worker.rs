@@ -57,16 +57,21 @@ impl Worker {
             error,
             retryable: false,
         };
-        let Some(task) = deps.artifacts.read_task(request.task_id).await? else {
+        let stage = request.step_id.stage();
+        let inputs: Vec<StepId> = stage.earlier().iter().map(|s| StepId::v1(*s)).collect();
+        let (task, artifacts) = deps
+            .artifacts
+            .read_task_and_artifacts(request.task_id, &inputs)
+            .await?;
+        let Some(task) = task else {
             return Ok(failed(format!(
                 "task {} has no task.json: its prompt is missing",
                 request.task_id
             )));
         };
         let mut prior = Vec::new();
-        for earlier in request.step_id.stage().earlier() {
-            let step = StepId::v1(*earlier);
-            match deps.artifacts.read_artifact(request.task_id, step).await? {
+        for (step, artifact) in inputs.into_iter().zip(artifacts) {
+            match artifact {
                 Some(artifact) => prior.push(PriorArtifact {
                     step,
                     output: artifact.output,
@@ -74,7 +79,6 @@ impl Worker {
                 None => return Ok(failed(format!("input {step} has no artifact"))),
             }
         }
-        let stage = request.step_id.stage();
         if stage == Stage::Implement && request.reason.is_some() {
             // Redone to fix what the last round's tests and review found: show them.
             for later in [Stage::Implement, Stage::Test, Stage::Review] {

@@ -1,14 +1,14 @@
 //! Artifacts as files: `DATA_DIR/<task_id>/<step>.json`, one file per later attempt.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::fs_util::{confined, ensure_dir_within, io, write_atomic};
+use super::fs_util::{confined, io};
+use super::journal::{self, Journal};
 use super::{StoreError, StoreResult};
 use crate::ids::{Attempt, StepId, TaskId};
 use crate::llm::Usage;
@@ -79,24 +79,24 @@ impl Artifact {
 /// <task_id>/implement@v1.attempt2.json  one file per attempt once a step has more than one
 /// ```
 ///
-/// Every write is atomic (temporary file and rename) and confined to the data directory.
+/// Every write is atomic (temporary file and rename), confined to the data directory, and
+/// durable when it returns. Writes go through the process's journal (`DATA_DIR/.journal/`):
+/// the writes waiting at the same moment share one sync of the disk. After a crash of the
+/// machine, [`FileArtifactStore::recover`] restores from the journals the files that did not
+/// reach the disk.
 #[derive(Debug, Clone)]
 pub struct FileArtifactStore {
     root: PathBuf,
-    /// Task directories already created and checked to resolve inside the root, so that the
-    /// check costs once per task rather than once per write.
-    prepared: Arc<Mutex<HashSet<TaskId>>>,
+    /// Started at the first write.
+    journal: Arc<OnceLock<Journal>>,
 }
-
-/// How many prepared task directories are remembered before the memory starts over.
-const PREPARED_LIMIT: usize = 65_536;
 
 impl FileArtifactStore {
     /// A store rooted at `root` (`DATA_DIR`); the directory is created on first write.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
-            prepared: Arc::default(),
+            journal: Arc::default(),
         }
     }
 
@@ -131,34 +131,49 @@ impl FileArtifactStore {
         )
     }
 
-    async fn prepare_task_dir(&self, task_id: TaskId) -> StoreResult<()> {
-        if self.is_prepared(task_id) {
-            return Ok(());
-        }
-        tokio::fs::create_dir_all(&self.root)
-            .await
-            .map_err(|source| io("create directory", &self.root, source))?;
-        ensure_dir_within(&self.root, &self.task_dir(task_id)).await?;
-        if let Ok(mut prepared) = self.prepared.lock() {
-            if prepared.len() >= PREPARED_LIMIT {
-                prepared.clear();
-            }
-            prepared.insert(task_id);
-        }
-        Ok(())
+    fn journal(&self) -> &Journal {
+        self.journal
+            .get_or_init(|| Journal::start(self.root.clone()))
     }
 
-    fn is_prepared(&self, task_id: TaskId) -> bool {
-        self.prepared
-            .lock()
-            .is_ok_and(|prepared| prepared.contains(&task_id))
+    /// Writes whole files of one task through the journal.
+    async fn write_files(
+        &self,
+        task_id: TaskId,
+        files: Vec<(PathBuf, Vec<u8>)>,
+    ) -> StoreResult<()> {
+        let dir = task_id.to_string();
+        self.journal()
+            .run(Box::new(move |journal| {
+                journal.prepare_dir(&dir)?;
+                files
+                    .into_iter()
+                    .try_for_each(|(path, bytes)| journal.write(&path, bytes))
+            }))
+            .await
+    }
+
+    /// Makes every file written so far durable in place and deletes the journal that held
+    /// them; a process does it by itself from time to time and when its last handle of the
+    /// store is dropped.
+    pub async fn checkpoint(&self) -> StoreResult<()> {
+        self.journal().checkpoint().await
+    }
+
+    /// Restores, from the journals of processes that have stopped, the files whose latest
+    /// content did not reach the disk before a crash of the machine, then deletes those
+    /// journals. Returns how many files were restored. [`crate::PipelineBuilder::build`] calls
+    /// it; the journals of running processes are left alone.
+    pub async fn recover(&self) -> StoreResult<usize> {
+        let root = self.root.clone();
+        blocking(move || journal::recover(&root)).await
     }
 
     /// Writes `task.json`.
     pub async fn write_task(&self, task: &TaskFile) -> StoreResult<PathBuf> {
-        self.prepare_task_dir(task.task_id).await?;
         let path = confined(&self.root, &[&task.task_id.to_string(), "task.json"])?;
-        write_atomic(&path, pretty(task)).await?;
+        self.write_files(task.task_id, vec![(path.clone(), pretty(task))])
+            .await?;
         Ok(path)
     }
 
@@ -172,24 +187,34 @@ impl FileArtifactStore {
     /// step already had an artifact from another attempt (whose content is first kept in its
     /// own attempt file, so that no attempt is lost). Returns the canonical path.
     pub async fn write_artifact(&self, artifact: &Artifact) -> StoreResult<PathBuf> {
-        let (task_id, step) = (artifact.task_id, artifact.step);
-        self.prepare_task_dir(task_id).await?;
+        let (task_id, step, attempt) = (artifact.task_id, artifact.step, artifact.attempt);
         let canonical = self.canonical_path(task_id, step)?;
-        if let Some(previous) = read_json::<Artifact>(&canonical).await?
-            && previous.attempt != artifact.attempt
-        {
-            let previous_path = self.attempt_path(task_id, step, previous.attempt)?;
-            if !exists(&previous_path).await {
-                write_atomic(&previous_path, pretty(&previous)).await?;
-            }
-            let own = self.attempt_path(task_id, step, artifact.attempt)?;
-            write_atomic(&own, pretty(artifact)).await?;
-        } else if artifact.attempt != Attempt::FIRST {
-            let own = self.attempt_path(task_id, step, artifact.attempt)?;
-            write_atomic(&own, pretty(artifact)).await?;
-        }
-        write_atomic(&canonical, pretty(artifact)).await?;
-        Ok(canonical)
+        let own = self.attempt_path(task_id, step, attempt)?;
+        let bytes = pretty(artifact);
+        let this = self.clone();
+        let path = canonical.clone();
+        self.journal()
+            .run(Box::new(move |journal| {
+                journal.prepare_dir(&task_id.to_string())?;
+                let previous = match journal.read(&canonical)? {
+                    Some(bytes) => Some((attempt_of(&canonical, &bytes)?, bytes)),
+                    None => None,
+                };
+                match previous {
+                    Some((previous, previous_bytes)) if previous != attempt => {
+                        let previous_path = this.attempt_path(task_id, step, previous)?;
+                        if journal.read(&previous_path)?.is_none() {
+                            journal.write(&previous_path, previous_bytes)?;
+                        }
+                        journal.write(&own, bytes.clone())?;
+                    }
+                    _ if attempt != Attempt::FIRST => journal.write(&own, bytes.clone())?,
+                    _ => {}
+                }
+                journal.write(&canonical, bytes)
+            }))
+            .await?;
+        Ok(path)
     }
 
     /// The canonical (latest) artifact of a step, if there is one.
@@ -199,6 +224,28 @@ impl FileArtifactStore {
         step: StepId,
     ) -> StoreResult<Option<Artifact>> {
         read_json(&self.canonical_path(task_id, step)?).await
+    }
+
+    /// A task's `task.json` and the canonical artifacts of `steps`, read in one go.
+    pub async fn read_task_and_artifacts(
+        &self,
+        task_id: TaskId,
+        steps: &[StepId],
+    ) -> StoreResult<(Option<TaskFile>, Vec<Option<Artifact>>)> {
+        let task = confined(&self.root, &[&task_id.to_string(), "task.json"])?;
+        let artifacts = steps
+            .iter()
+            .map(|step| self.canonical_path(task_id, *step))
+            .collect::<StoreResult<Vec<_>>>()?;
+        blocking(move || {
+            let task = read_json_blocking(&task)?;
+            let artifacts = artifacts
+                .iter()
+                .map(|path| read_json_blocking(path))
+                .collect::<StoreResult<_>>()?;
+            Ok((task, artifacts))
+        })
+        .await
     }
 
     /// The artifact of one attempt, from its own file or the canonical one.
@@ -226,14 +273,14 @@ impl FileArtifactStore {
         name: &str,
         record: &T,
     ) -> StoreResult<PathBuf> {
-        self.prepare_task_dir(task_id).await?;
         let path = confined(&self.root, &[&task_id.to_string(), name])?;
-        write_atomic(&path, pretty(record)).await?;
+        self.write_files(task_id, vec![(path.clone(), pretty(record))])
+            .await?;
         Ok(path)
     }
 
     /// Reads a record written by [`FileArtifactStore::write_record`], if there is one.
-    pub async fn read_record<T: serde::de::DeserializeOwned>(
+    pub async fn read_record<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         task_id: TaskId,
         name: &str,
@@ -271,21 +318,48 @@ fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
     bytes
 }
 
-async fn exists(path: &Path) -> bool {
-    tokio::fs::try_exists(path).await.unwrap_or(false)
+/// The attempt recorded in an artifact file.
+fn attempt_of(path: &Path, bytes: &[u8]) -> StoreResult<Attempt> {
+    #[derive(Deserialize)]
+    struct AttemptOnly {
+        attempt: Attempt,
+    }
+    serde_json::from_slice::<AttemptOnly>(bytes)
+        .map(|a| a.attempt)
+        .map_err(|e| corrupt(path, &e))
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> StoreResult<Option<T>> {
-    match tokio::fs::read(path).await {
+fn corrupt(path: &Path, error: &serde_json::Error) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned + Send + 'static>(
+    path: &Path,
+) -> StoreResult<Option<T>> {
+    let path = path.to_path_buf();
+    blocking(move || read_json_blocking(&path)).await
+}
+
+fn read_json_blocking<T: serde::de::DeserializeOwned>(path: &Path) -> StoreResult<Option<T>> {
+    match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }),
+            .map_err(|e| corrupt(path, &e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(io("read", path, source)),
     }
+}
+
+/// Runs file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Database(format!("a file task panicked: {e}")))?
 }
 
 #[cfg(test)]

@@ -22,47 +22,50 @@ pub(crate) fn confined(root: &Path, parts: &[&str]) -> StoreResult<PathBuf> {
 }
 
 /// Creates `dir` (and parents) and checks that it resolves inside `root`, so that a symlink
-/// planted in the data directory cannot redirect writes elsewhere.
-pub(crate) async fn ensure_dir_within(root: &Path, dir: &Path) -> StoreResult<()> {
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|source| io("create directory", dir, source))?;
-    let real_root = tokio::fs::canonicalize(root)
-        .await
-        .map_err(|source| io("resolve", root, source))?;
-    let real_dir = tokio::fs::canonicalize(dir)
-        .await
-        .map_err(|source| io("resolve", dir, source))?;
-    if !real_dir.starts_with(&real_root) {
+/// planted in the data directory cannot redirect writes elsewhere. Blocking.
+pub(crate) fn ensure_dir_within(root: &Path, dir: &Path) -> StoreResult<()> {
+    std::fs::create_dir_all(dir).map_err(|source| io("create directory", dir, source))?;
+    ensure_dir_resolves_within(&resolve(root)?, dir)
+}
+
+/// `root` with every symlink resolved.
+pub(crate) fn resolve(root: &Path) -> StoreResult<PathBuf> {
+    std::fs::canonicalize(root).map_err(|source| io("resolve", root, source))
+}
+
+/// [`ensure_dir_within`] for a root already resolved by [`resolve`].
+pub(crate) fn ensure_dir_resolves_within(real_root: &Path, dir: &Path) -> StoreResult<()> {
+    std::fs::create_dir_all(dir).map_err(|source| io("create directory", dir, source))?;
+    let real_dir = std::fs::canonicalize(dir).map_err(|source| io("resolve", dir, source))?;
+    if !real_dir.starts_with(real_root) {
         return Err(StoreError::OutsideDataDir {
             path: real_dir,
-            root: real_root,
+            root: real_root.to_path_buf(),
         });
     }
     Ok(())
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed to
-/// disk, then renamed over `path`. Readers see the old content or the new, never a mix.
-pub(crate) async fn write_atomic(path: &Path, bytes: Vec<u8>) -> StoreResult<()> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || write_atomic_blocking(&path, &bytes))
-        .await
-        .map_err(|e| StoreError::Database(format!("write task panicked: {e}")))?
-}
-
-fn write_atomic_blocking(path: &Path, bytes: &[u8]) -> StoreResult<()> {
+/// Replaces the content of `path` with `bytes` atomically: a temporary file in the same
+/// directory renamed over `path`, so that readers see the old content or the new, never a
+/// mix. With `sync`, the file and the rename are flushed to disk before it returns. Blocking.
+pub(crate) fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> StoreResult<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    // Unique among the processes writing here: this process's id and a counter.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&temp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if sync {
+            file.sync_all()?;
+        }
         std::fs::rename(&temp, path)
     })();
     if let Err(source) = result {
@@ -70,7 +73,7 @@ fn write_atomic_blocking(path: &Path, bytes: &[u8]) -> StoreResult<()> {
         return Err(io("write", path, source));
     }
     // Persist the rename itself; not every file system supports syncing a directory.
-    if let Ok(handle) = std::fs::File::open(dir) {
+    if sync && let Ok(handle) = std::fs::File::open(dir) {
         let _ = handle.sync_all();
     }
     Ok(())
@@ -98,23 +101,23 @@ mod tests {
     }
 
     #[cfg(unix)]
-    #[tokio::test]
-    async fn a_symlink_out_of_the_root_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+    #[test]
+    fn a_symlink_out_of_the_root_is_refused() -> Result<(), Box<dyn std::error::Error>> {
         let root = tempfile::tempdir()?;
         let outside = tempfile::tempdir()?;
         let link = root.path().join("task");
         std::os::unix::fs::symlink(outside.path(), &link)?;
-        let refused = ensure_dir_within(root.path(), &link).await;
+        let refused = ensure_dir_within(root.path(), &link);
         assert!(matches!(refused, Err(StoreError::OutsideDataDir { .. })));
         Ok(())
     }
 
-    #[tokio::test]
-    async fn atomic_writes_replace_whole_files() -> Result<(), Box<dyn std::error::Error>> {
+    #[test]
+    fn writes_replace_whole_files() -> Result<(), Box<dyn std::error::Error>> {
         let root = tempfile::tempdir()?;
         let path = root.path().join("a.json");
-        write_atomic(&path, b"one".to_vec()).await?;
-        write_atomic(&path, b"two".to_vec()).await?;
+        write_replacing(&path, b"one", true)?;
+        write_replacing(&path, b"two", false)?;
         assert_eq!(std::fs::read(&path)?, b"two");
         assert_eq!(
             std::fs::read_dir(root.path())?.count(),

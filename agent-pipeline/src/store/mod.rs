@@ -2,7 +2,9 @@
 //! `DATA_DIR`, and the state of tasks and attempts behind the [`StateStore`] trait.
 
 mod artifacts;
+mod batch_thread;
 pub(crate) mod fs_util;
+mod journal;
 mod memory_state;
 mod reports;
 #[cfg(feature = "sqlite")]

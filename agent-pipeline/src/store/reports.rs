@@ -2,23 +2,34 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, mpsc};
 
-use tokio::sync::Mutex;
+use tokio::sync::oneshot;
 
+use super::StoreResult;
+use super::batch_thread;
 use super::fs_util::io;
-use super::{StoreError, StoreResult};
 use crate::wire::ReportEvent;
+
+/// The most lines one append holds.
+const MAX_BATCH: usize = 4096;
 
 /// An append-only JSON-lines file: the mirror of the report topic (`reports.jsonl`) or of the
 /// dead-letter topic (`dead_letters.jsonl`).
 ///
-/// Each event is written with a single `write` on a file opened in append mode, so lines from
-/// several writers (threads or processes) never interleave.
+/// One thread per log appends: the lines waiting at that moment go in a single `write` on the
+/// file opened in append mode, so lines from several writers (threads or processes) never
+/// interleave, followed by one sync. An append returns once its line is on disk.
 #[derive(Debug, Clone)]
 pub struct ReportLog {
     path: PathBuf,
-    writing: Arc<Mutex<()>>,
+    /// Started at the first append.
+    appender: Arc<OnceLock<mpsc::Sender<Line>>>,
+}
+
+struct Line {
+    bytes: Vec<u8>,
+    done: oneshot::Sender<StoreResult<()>>,
 }
 
 impl ReportLog {
@@ -31,7 +42,7 @@ impl ReportLog {
     pub fn named(data_dir: &Path, file_name: &str) -> Self {
         Self {
             path: data_dir.join(file_name),
-            writing: Arc::new(Mutex::new(())),
+            appender: Arc::default(),
         }
     }
 
@@ -48,29 +59,11 @@ impl ReportLog {
             .filter(|b| *b != b'\n' && *b != b'\r')
             .collect();
         bytes.push(b'\n');
-        let path = self.path.clone();
-        let _guard = self.writing.lock().await;
-        tokio::task::spawn_blocking(move || {
-            let open = || {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-            };
-            let mut file = match open() {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent)?;
-                    }
-                    open()?
-                }
-                opened => opened?,
-            };
-            file.write_all(&bytes)
-        })
-        .await
-        .map_err(|e| StoreError::Database(format!("report writer panicked: {e}")))?
-        .map_err(|source| io("append to", &self.path, source))
+        let appender = self.appender.get_or_init(|| {
+            let path = self.path.clone();
+            batch_thread::spawn_or_log("report-log", MAX_BATCH, move |lines| append(&path, lines))
+        });
+        batch_thread::ask(appender, "report log", |done| Line { bytes, done }).await
     }
 
     /// Appends one event.
@@ -98,10 +91,50 @@ impl ReportLog {
     }
 }
 
+/// Appends `lines` with one write and one sync, and answers each.
+fn append(path: &Path, lines: Vec<Line>) {
+    let mut bytes = Vec::with_capacity(lines.iter().map(|l| l.bytes.len()).sum());
+    for line in &lines {
+        bytes.extend_from_slice(&line.bytes);
+    }
+    let appended = append_bytes(path, &bytes);
+    for line in lines {
+        let _ = line.done.send(match &appended {
+            Ok(()) => Ok(()),
+            Err(error) => Err(io(
+                "append to",
+                path,
+                std::io::Error::new(error.kind(), error.to_string()),
+            )),
+        });
+    }
+}
+
+fn append_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    };
+    let mut file = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            open()?
+        }
+        opened => opened?,
+    };
+    file.write_all(bytes)?;
+    file.sync_data()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ids::TaskId;
+    use crate::store::StoreError;
     use crate::wire::ReportStatus;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

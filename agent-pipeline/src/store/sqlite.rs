@@ -1,90 +1,99 @@
 //! The SQLite state store: `DATA_DIR/state.sqlite`, shared by every process of one host.
+//!
+//! SQLite is used synchronously (rusqlite) on threads the store owns, so that the async tasks
+//! hand work to a thread once per batch rather than once per statement:
+//!
+//! - **one writer thread** (`sqlite-writer`, see `store/sqlite_writer.rs`) owns the only
+//!   connection of this handle that writes. Writes that queue while it is busy run together in
+//!   the next transaction, each in a savepoint of its own, sharing one commit: one wake-up of
+//!   the thread and one fsync of the log for the whole batch. Callers are answered after the
+//!   commit.
+//! - **two reader threads** (`sqlite-reader-N`, see `readers.rs`) each own a connection to the
+//!   same file and serve reads from one queue, so that reads never wait for commits. WAL mode
+//!   shows them the last committed state only.
+//! - **in memory**, the database lives in one connection, so the writer thread serves the reads
+//!   too, between batches.
+//!
+//! The threads end when the last clone of the store is dropped.
 
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
+mod connections;
+mod readers;
+mod rows;
+
+use std::path::Path;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
 
 use super::memory_state::finished_record;
-use super::sqlite_writer::{GroupWriter, rows};
+use super::sqlite_writer::{self, GroupWriter, Read, execute};
 use super::state::{
     AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
 };
 use super::{StoreError, StoreResult};
-use crate::ids::{Attempt, Stage, StepId, TaskId};
+use crate::ids::{Attempt, StepId, TaskId};
 use crate::wire::{StepRequest, StepResult};
+use readers::ReaderPool;
+use rows::{Decoder, fetch_all, fetch_optional, stage_order, time_text};
 
-/// The schema version this code reads and writes.
-const SCHEMA_VERSION: i64 = 1;
-
-/// The schema, created idempotently at open. Plain SQL that PostgreSQL also accepts, so that
-/// both stores can share the shape. Times are RFC 3339 text with a fixed number of digits,
-/// so that text order is time order.
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS schema_version (
-    version INTEGER NOT NULL
-);
-INSERT INTO schema_version (version)
-    SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
-CREATE TABLE IF NOT EXISTS tasks (
-    task_id TEXT PRIMARY KEY,
-    prompt TEXT NOT NULL,
-    status TEXT NOT NULL,
-    current_step TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tasks_by_created_at ON tasks (created_at);
-CREATE TABLE IF NOT EXISTS attempts (
-    task_id TEXT NOT NULL,
-    step_id TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    stage_order INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    request TEXT NOT NULL,
-    error TEXT,
-    model TEXT,
-    requested_at TEXT NOT NULL,
-    finished_at TEXT,
-    duration_ms BIGINT,
-    PRIMARY KEY (task_id, step_id, attempt)
-);
-CREATE INDEX IF NOT EXISTS attempts_unfinished ON attempts (requested_at)
-    WHERE status = 'requested';
-CREATE TABLE IF NOT EXISTS consumer_offsets (
-    group_name TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    partition_id INTEGER NOT NULL,
-    next_offset BIGINT NOT NULL,
-    committed_at TEXT NOT NULL,
-    PRIMARY KEY (group_name, topic, partition_id)
-);
-";
+/// How many reader threads (and connections) a file store keeps.
+const READERS: usize = 2;
 
 /// A [`StateStore`] in an SQLite database.
 ///
 /// Several handles (and several processes) may open the same file: the database runs in WAL
 /// mode and waits up to five seconds for a lock. Times are kept to the microsecond.
+///
+/// SQLite runs synchronously on threads the store owns, so that async tasks hand work over
+/// once per batch rather than once per statement. Each store opened runs one writer thread
+/// (`sqlite-writer`), the only one that writes: the writes that queue while it is busy run
+/// together in its next transaction, each in a savepoint of its own (a failing write rolls back
+/// alone), and share one commit. A write returns once that commit is durable. On a file, two
+/// reader threads (`sqlite-reader-N`) with connections of their own serve the reads, which
+/// therefore never wait for a commit and see committed data only; in memory, the writer
+/// thread serves the reads too. Clones share the threads, which end with the last clone.
+///
+/// ```
+/// use agent_pipeline::TaskId;
+/// use agent_pipeline::store::{NewTaskOutcome, SqliteStateStore, StateStore, TaskStatus};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let dir = tempfile::tempdir()?;
+/// let store = SqliteStateStore::open(dir.path().join("state.sqlite")).await?;
+/// let id = TaskId::new();
+/// let outcome = store.insert_task(id, "Write a haiku", chrono::Utc::now()).await?;
+/// assert_eq!(outcome, NewTaskOutcome::Created);
+/// // Committed, hence visible to every reader (and to other processes on the same file).
+/// let task = store.task(id).await?.ok_or("the task was just inserted")?;
+/// assert_eq!(task.status, TaskStatus::Received);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct SqliteStateStore {
-    /// Readers: WAL mode lets them run beside the writer.
-    pool: SqlitePool,
-    /// The one connection that writes, with group commit: this process's writers queue
-    /// there instead of sleeping in SQLite's busy handler against each other, and share
-    /// commits.
+    /// The thread that writes, with group commit.
     writer: GroupWriter,
-    /// The database file, named in errors about its content.
-    path: PathBuf,
+    /// Where reads run.
+    reads: ReadRoute,
+    /// Decodes rows, naming the database file in errors about its content.
+    decoder: Decoder,
+}
+
+/// Where a store's reads run.
+#[derive(Debug, Clone)]
+enum ReadRoute {
+    /// On the reader threads of a file database.
+    Readers(ReaderPool),
+    /// On the writer thread, which holds the only connection to a database in memory.
+    Writer,
 }
 
 impl SqliteStateStore {
     /// Opens (or creates) the database at `path`, creating its directory and schema as needed.
+    ///
+    /// Starts the store's writer thread and its two reader threads.
     pub async fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -96,162 +105,71 @@ impl SqliteStateStore {
                     source,
                 })?;
         }
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
+        let decoder = Decoder::new(&path);
+        let opening = decoder.clone();
+        // Opening may wait for another process's lock and creates files: not on async threads.
+        let (writer, readers) = tokio::task::spawn_blocking(move || open_file(&path, &opening))
             .await
-            .map_err(database)?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .map_err(database)?;
-        Self::with_schema(pool, writer, path).await
+            .map_err(|e| StoreError::Database(format!("opening the database stopped: {e}")))??;
+        Ok(Self {
+            writer: GroupWriter::start(writer)?,
+            reads: ReadRoute::Readers(ReaderPool::start(readers)?),
+            decoder,
+        })
     }
 
     /// A new, private database in memory; everything is lost when the last handle is dropped.
+    ///
+    /// Starts the store's writer thread, which also serves its reads.
     pub async fn in_memory() -> StoreResult<Self> {
-        // `:memory:` gives a uniquely named database. It lives as long as a connection to it is
-        // open, so the pool keeps exactly one connection and never closes it.
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(database)?
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .min_connections(1)
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await
-            .map_err(database)?;
-        Self::with_schema(pool.clone(), pool, PathBuf::from(":memory:")).await
-    }
-
-    async fn with_schema(pool: SqlitePool, writer: SqlitePool, path: PathBuf) -> StoreResult<Self> {
-        sqlx::raw_sql(SCHEMA)
-            .execute(&writer)
-            .await
-            .map_err(database)?;
-        let writer = GroupWriter::start(writer);
-        let store = Self { pool, writer, path };
-        let version: i64 = sqlx::query("SELECT MAX(version) FROM schema_version")
-            .fetch_one(&store.pool)
-            .await
-            .map_err(database)?
-            .try_get(0)
-            .map_err(|e| store.corrupt(format!("schema_version: {e}")))?;
-        if version != SCHEMA_VERSION {
-            return Err(store.corrupt(format!(
-                "schema version {version}, this program knows version {SCHEMA_VERSION}"
-            )));
-        }
-        Ok(store)
-    }
-
-    fn corrupt(&self, reason: impl Into<String>) -> StoreError {
-        StoreError::Corrupt {
-            path: self.path.clone(),
-            reason: reason.into(),
-        }
-    }
-
-    fn task_from_row(&self, row: &SqliteRow) -> StoreResult<TaskRecord> {
-        let task_id: String = self.column(row, "task_id")?;
-        let task_id = task_id
-            .parse()
-            .map_err(|e| self.corrupt(format!("tasks.task_id: {e}")))?;
-        let status: String = self.column(row, "status")?;
-        let status = TaskStatus::parse(&status)
-            .ok_or_else(|| self.corrupt(format!("task {task_id}: unknown status {status:?}")))?;
-        let current_step: Option<String> = self.column(row, "current_step")?;
-        let current_step = current_step
-            .map(|s| s.parse::<StepId>())
-            .transpose()
-            .map_err(|e| self.corrupt(format!("task {task_id}: {e}")))?;
-        Ok(TaskRecord {
-            task_id,
-            prompt: self.column(row, "prompt")?,
-            status,
-            current_step,
-            created_at: self.time(row, "created_at")?,
-            updated_at: self.time(row, "updated_at")?,
+        let decoder = Decoder::new(Path::new(":memory:"));
+        let connection = connections::open_in_memory(&decoder)?;
+        Ok(Self {
+            writer: GroupWriter::start(connection)?,
+            reads: ReadRoute::Writer,
+            decoder,
         })
     }
 
-    fn attempt_from_row(&self, row: &SqliteRow) -> StoreResult<AttemptRecord> {
-        let request: String = self.column(row, "request")?;
-        let request: StepRequest = serde_json::from_str(&request)
-            .map_err(|e| self.corrupt(format!("attempts.request: {e}")))?;
-        let status: String = self.column(row, "status")?;
-        let status = AttemptStatus::parse(&status).ok_or_else(|| {
-            self.corrupt(format!(
-                "attempt {} {} {}: unknown status {status:?}",
-                request.task_id, request.step_id, request.attempt
-            ))
-        })?;
-        let finished_at: Option<String> = self.column(row, "finished_at")?;
-        let finished_at = finished_at
-            .map(|text| self.parse_time("attempts.finished_at", &text))
-            .transpose()?;
-        let duration_ms: Option<i64> = self.column(row, "duration_ms")?;
-        let duration_ms = duration_ms
-            .map(u64::try_from)
-            .transpose()
-            .map_err(|e| self.corrupt(format!("attempts.duration_ms: {e}")))?;
-        Ok(AttemptRecord {
-            request,
-            status,
-            error: self.column(row, "error")?,
-            model: self.column(row, "model")?,
-            finished_at,
-            duration_ms,
-        })
-    }
-
-    fn column<T>(&self, row: &SqliteRow, name: &str) -> StoreResult<T>
+    /// Runs `query` where this store's reads run and returns its answer.
+    async fn read<T, Q>(&self, query: Q) -> StoreResult<T>
     where
-        T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+        T: Send + 'static,
+        Q: FnOnce(&Connection, &Decoder) -> StoreResult<T> + Send + 'static,
     {
-        row.try_get(name)
-            .map_err(|e| self.corrupt(format!("column {name}: {e}")))
-    }
-
-    fn time(&self, row: &SqliteRow, name: &str) -> StoreResult<DateTime<Utc>> {
-        let text: String = self.column(row, name)?;
-        self.parse_time(name, &text)
-    }
-
-    fn parse_time(&self, name: &str, text: &str) -> StoreResult<DateTime<Utc>> {
-        DateTime::parse_from_rfc3339(text)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| self.corrupt(format!("{name} {text:?}: {e}")))
+        let (done, answer) = oneshot::channel();
+        let decoder = self.decoder.clone();
+        let read: Read = Box::new(move |connection| {
+            // A caller that stopped waiting no longer needs its answer.
+            let _ = done.send(query(connection, &decoder));
+        });
+        let stopped = match &self.reads {
+            ReadRoute::Readers(readers) => {
+                readers.submit(read)?;
+                readers::stopped
+            }
+            ReadRoute::Writer => {
+                self.writer.read(read)?;
+                sqlite_writer::stopped
+            }
+        };
+        answer.await.map_err(|_| stopped())?
     }
 }
 
-/// A time as stored: RFC 3339 in UTC with six fractional digits, so that text order is time
-/// order.
-fn time_text(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Micros, true)
+/// The writing connection and the reading ones of the file at `path`.
+fn open_file(path: &Path, decoder: &Decoder) -> StoreResult<(Connection, Vec<Connection>)> {
+    // The writer first: it creates the file, switches it to WAL and creates the schema.
+    let writer = connections::open_writer(path, decoder)?;
+    let readers = (0..READERS)
+        .map(|_| connections::open_reader(path))
+        .collect::<StoreResult<_>>()?;
+    Ok((writer, readers))
 }
 
-/// The position of a step's stage in the pipeline, stored so that attempts sort in pipeline
-/// order.
-fn stage_order(step: StepId) -> i64 {
-    let index = Stage::ALL
-        .iter()
-        .position(|s| *s == step.stage())
-        .unwrap_or(Stage::ALL.len());
-    i64::try_from(index).unwrap_or(i64::MAX)
-}
-
-fn database(error: sqlx::Error) -> StoreError {
-    StoreError::Database(error.to_string())
+/// A count or limit as SQLite's integer.
+fn integer(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
@@ -262,34 +180,34 @@ impl StateStore for SqliteStateStore {
         prompt: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<NewTaskOutcome> {
-        let now = time_text(now);
-        let (id, text) = (task_id.to_string(), prompt.to_owned());
+        let (id, text, now) = (task_id.to_string(), prompt.to_owned(), time_text(now));
         let inserted = self
             .writer
-            .execute(
-                sqlx::query(
+            .write(Box::new(move |connection| {
+                execute(
+                    connection,
                     "INSERT INTO tasks
                      (task_id, prompt, status, current_step, created_at, updated_at)
-                     VALUES (?, ?, ?, NULL, ?, ?)
+                     VALUES (?1, ?2, ?3, NULL, ?4, ?4)
                      ON CONFLICT (task_id) DO NOTHING",
+                    params![id, text, TaskStatus::Received.as_str(), now],
                 )
-                .bind(id)
-                .bind(text)
-                .bind(TaskStatus::Received.as_str())
-                .bind(&now)
-                .bind(&now),
-            )
+            }))
             .await?;
         if inserted == 1 {
             return Ok(NewTaskOutcome::Created);
         }
-        let existing: Option<String> = sqlx::query("SELECT prompt FROM tasks WHERE task_id = ?")
-            .bind(task_id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(database)?
-            .map(|row| self.column(&row, "prompt"))
-            .transpose()?;
+        let id = task_id.to_string();
+        let existing = self
+            .read(move |connection, decoder| {
+                fetch_optional(
+                    connection,
+                    "SELECT prompt FROM tasks WHERE task_id = ?1",
+                    [id],
+                    |row| decoder.column::<String>(row, "prompt"),
+                )
+            })
+            .await?;
         match existing {
             Some(existing) if existing == prompt => Ok(NewTaskOutcome::AlreadyExists),
             Some(_) => Ok(NewTaskOutcome::Conflict),
@@ -301,30 +219,30 @@ impl StateStore for SqliteStateStore {
     }
 
     async fn task(&self, task_id: TaskId) -> StoreResult<Option<TaskRecord>> {
-        sqlx::query(
-            "SELECT task_id, prompt, status, current_step, created_at, updated_at
-             FROM tasks WHERE task_id = ?",
-        )
-        .bind(task_id.to_string())
-        .fetch_optional(&self.pool)
+        let id = task_id.to_string();
+        self.read(move |connection, decoder| {
+            fetch_optional(
+                connection,
+                "SELECT task_id, prompt, status, current_step, created_at, updated_at
+                 FROM tasks WHERE task_id = ?1",
+                [id],
+                |row| decoder.task(row),
+            )
+        })
         .await
-        .map_err(database)?
-        .map(|row| self.task_from_row(&row))
-        .transpose()
     }
 
     async fn tasks(&self, limit: usize) -> StoreResult<Vec<TaskRecord>> {
-        sqlx::query(
-            "SELECT task_id, prompt, status, current_step, created_at, updated_at
-             FROM tasks ORDER BY created_at DESC, task_id DESC LIMIT ?",
-        )
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        self.read(move |connection, decoder| {
+            fetch_all(
+                connection,
+                "SELECT task_id, prompt, status, current_step, created_at, updated_at
+                 FROM tasks ORDER BY created_at DESC, task_id DESC LIMIT ?1",
+                [integer(limit)],
+                |row| decoder.task(row),
+            )
+        })
         .await
-        .map_err(database)?
-        .iter()
-        .map(|row| self.task_from_row(row))
-        .collect()
     }
 
     async fn set_task_status(
@@ -340,18 +258,15 @@ impl StateStore for SqliteStateStore {
             task_id.to_string(),
         );
         self.writer
-            .execute(
-                sqlx::query(
+            .write(Box::new(move |connection| {
+                execute(
+                    connection,
                     "UPDATE tasks
-                     SET status = ?, current_step = COALESCE(?, current_step),
-                     updated_at = ?
-                     WHERE task_id = ?",
+                     SET status = ?1, current_step = COALESCE(?2, current_step), updated_at = ?3
+                     WHERE task_id = ?4",
+                    params![status.as_str(), step, now, task_id],
                 )
-                .bind(status.as_str())
-                .bind(step)
-                .bind(now)
-                .bind(task_id),
-            )
+            }))
             .await?;
         Ok(())
     }
@@ -368,22 +283,24 @@ impl StateStore for SqliteStateStore {
         );
         let inserted = self
             .writer
-            .execute(
-                sqlx::query(
+            .write(Box::new(move |connection| {
+                execute(
+                    connection,
                     "INSERT INTO attempts
-                     (task_id, step_id, attempt, stage_order, status, request,
-                      requested_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?)
+                     (task_id, step_id, attempt, stage_order, status, request, requested_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
+                    params![
+                        task_id,
+                        step_id,
+                        attempt,
+                        order,
+                        AttemptStatus::Requested.as_str(),
+                        json,
+                        requested_at
+                    ],
                 )
-                .bind(task_id)
-                .bind(step_id)
-                .bind(attempt)
-                .bind(order)
-                .bind(AttemptStatus::Requested.as_str())
-                .bind(json)
-                .bind(requested_at),
-            )
+            }))
             .await?;
         Ok(inserted == 1)
     }
@@ -394,18 +311,21 @@ impl StateStore for SqliteStateStore {
         step: StepId,
         attempt: Attempt,
     ) -> StoreResult<Option<AttemptRecord>> {
-        sqlx::query(
-            "SELECT request, status, error, model, finished_at, duration_ms
-             FROM attempts WHERE task_id = ? AND step_id = ? AND attempt = ?",
-        )
-        .bind(task_id.to_string())
-        .bind(step.to_string())
-        .bind(i64::from(attempt.get()))
-        .fetch_optional(&self.pool)
+        let (task_id, step_id, attempt) = (
+            task_id.to_string(),
+            step.to_string(),
+            i64::from(attempt.get()),
+        );
+        self.read(move |connection, decoder| {
+            fetch_optional(
+                connection,
+                "SELECT request, status, error, model, finished_at, duration_ms
+                 FROM attempts WHERE task_id = ?1 AND step_id = ?2 AND attempt = ?3",
+                params![task_id, step_id, attempt],
+                |row| decoder.attempt(row),
+            )
+        })
         .await
-        .map_err(database)?
-        .map(|row| self.attempt_from_row(&row))
-        .transpose()
     }
 
     async fn finish_attempt(
@@ -422,7 +342,6 @@ impl StateStore for SqliteStateStore {
         let duration_ms = record
             .duration_ms
             .map(|d| i64::try_from(d).unwrap_or(i64::MAX));
-
         let json = serde_json::to_string(&record.request)
             .map_err(|e| StoreError::Database(format!("encoding step request: {e}")))?;
         let order = stage_order(result.step_id);
@@ -430,118 +349,105 @@ impl StateStore for SqliteStateStore {
         let recorded = self
             .writer
             .write(Box::new(move |connection| {
-                Box::pin(async move {
-                    let updated = rows(
-                        sqlx::query(
-                            "UPDATE attempts
-                             SET status = ?, error = ?, model = ?, finished_at = ?,
-                                 duration_ms = ?
-                             WHERE task_id = ? AND step_id = ? AND attempt = ? AND status = ?",
-                        )
-                        .bind(record.status.as_str())
-                        .bind(record.error.as_deref())
-                        .bind(record.model.as_deref())
-                        .bind(&finished_at)
-                        .bind(duration_ms)
-                        .bind(&task_id)
-                        .bind(&step_id)
-                        .bind(attempt)
-                        .bind(AttemptStatus::Requested.as_str())
-                        .execute(&mut *connection)
-                        .await,
+                let status = record.status.as_str();
+                let updated = execute(
+                    connection,
+                    "UPDATE attempts
+                     SET status = ?1, error = ?2, model = ?3, finished_at = ?4, duration_ms = ?5
+                     WHERE task_id = ?6 AND step_id = ?7 AND attempt = ?8 AND status = ?9",
+                    params![
+                        status,
+                        record.error,
+                        record.model,
+                        finished_at,
+                        duration_ms,
+                        task_id,
+                        step_id,
+                        attempt,
+                        AttemptStatus::Requested.as_str()
+                    ],
+                )?;
+                // Either the attempt was never reserved (record it from the result) or it is
+                // already finished (the insert does nothing, and nothing changes).
+                let recorded = updated == 1
+                    || execute(
+                        connection,
+                        "INSERT INTO attempts
+                             (task_id, step_id, attempt, stage_order, status, request,
+                              error, model, requested_at, finished_at, duration_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                         ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
+                        params![
+                            task_id,
+                            step_id,
+                            attempt,
+                            order,
+                            status,
+                            json,
+                            record.error,
+                            record.model,
+                            requested_at,
+                            finished_at,
+                            duration_ms
+                        ],
+                    )? == 1;
+                if recorded && let Some(task_status) = task_status {
+                    execute(
+                        connection,
+                        "UPDATE tasks SET status = ?1, current_step = ?2, updated_at = ?3
+                         WHERE task_id = ?4",
+                        params![task_status.as_str(), step_id, finished_at, task_id],
                     )?;
-                    // Either the attempt was never reserved (record it from the result) or it
-                    // is already finished (the insert does nothing, and nothing changes).
-                    let recorded = updated == 1
-                        || rows(
-                            sqlx::query(
-                                "INSERT INTO attempts
-                                     (task_id, step_id, attempt, stage_order, status, request,
-                                      error, model, requested_at, finished_at, duration_ms)
-                                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                                 ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
-                            )
-                            .bind(&task_id)
-                            .bind(&step_id)
-                            .bind(attempt)
-                            .bind(order)
-                            .bind(record.status.as_str())
-                            .bind(json)
-                            .bind(record.error.as_deref())
-                            .bind(record.model.as_deref())
-                            .bind(requested_at)
-                            .bind(&finished_at)
-                            .bind(duration_ms)
-                            .execute(&mut *connection)
-                            .await,
-                        )? == 1;
-                    if recorded && let Some(task_status) = task_status {
-                        rows(
-                            sqlx::query(
-                                "UPDATE tasks SET status = ?, current_step = ?, updated_at = ?
-                                 WHERE task_id = ?",
-                            )
-                            .bind(task_status.as_str())
-                            .bind(&step_id)
-                            .bind(&finished_at)
-                            .bind(&task_id)
-                            .execute(&mut *connection)
-                            .await,
-                        )?;
-                    }
-                    Ok(u64::from(recorded))
-                })
+                }
+                Ok(u64::from(recorded))
             }))
             .await?;
         Ok(recorded == 1)
     }
 
     async fn attempts(&self, task_id: TaskId) -> StoreResult<Vec<AttemptRecord>> {
-        sqlx::query(
-            "SELECT request, status, error, model, finished_at, duration_ms
-             FROM attempts WHERE task_id = ?
-             ORDER BY stage_order, step_id, attempt",
-        )
-        .bind(task_id.to_string())
-        .fetch_all(&self.pool)
+        let task_id = task_id.to_string();
+        self.read(move |connection, decoder| {
+            fetch_all(
+                connection,
+                "SELECT request, status, error, model, finished_at, duration_ms
+                 FROM attempts WHERE task_id = ?1
+                 ORDER BY stage_order, step_id, attempt",
+                [task_id],
+                |row| decoder.attempt(row),
+            )
+        })
         .await
-        .map_err(database)?
-        .iter()
-        .map(|row| self.attempt_from_row(row))
-        .collect()
     }
 
     async fn last_attempt(&self, task_id: TaskId, step: StepId) -> StoreResult<Option<Attempt>> {
-        let row = sqlx::query(
-            "SELECT MAX(attempt) AS last FROM attempts WHERE task_id = ? AND step_id = ?",
-        )
-        .bind(task_id.to_string())
-        .bind(step.to_string())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(database)?;
-        let last: Option<i64> = self.column(&row, "last")?;
-        last.map(|n| {
-            u32::try_from(n)
-                .ok()
-                .and_then(|n| Attempt::new(n).ok())
-                .ok_or_else(|| self.corrupt(format!("attempts.attempt: {n} is not an attempt")))
+        let (task_id, step_id) = (task_id.to_string(), step.to_string());
+        self.read(move |connection, decoder| {
+            let last = fetch_optional(
+                connection,
+                "SELECT MAX(attempt) AS last FROM attempts WHERE task_id = ?1 AND step_id = ?2",
+                [task_id, step_id],
+                |row| decoder.column::<Option<i64>>(row, "last"),
+            )?;
+            last.flatten()
+                .map(|n| decoder.attempt_number(n))
+                .transpose()
         })
-        .transpose()
+        .await
     }
 
     async fn unfinished_attempts(&self) -> StoreResult<Vec<AttemptRecord>> {
-        sqlx::query(
-            "SELECT request, status, error, model, finished_at, duration_ms
-             FROM attempts WHERE status = 'requested'
-             ORDER BY requested_at, task_id, stage_order, step_id, attempt",
-        )
-        .fetch_all(&self.pool)
+        self.read(move |connection, decoder| {
+            fetch_all(
+                connection,
+                "SELECT request, status, error, model, finished_at, duration_ms
+                 FROM attempts WHERE status = 'requested'
+                 ORDER BY requested_at, task_id, stage_order, step_id, attempt",
+                [],
+                |row| decoder.attempt(row),
+            )
+        })
         .await
-        .map_err(database)?
-        .iter()
-        .map(|row| self.attempt_from_row(row))
-        .collect()
     }
 
     async fn consumer_offset(
@@ -550,22 +456,21 @@ impl StateStore for SqliteStateStore {
         topic: &str,
         partition: u32,
     ) -> StoreResult<Option<u64>> {
-        let row = sqlx::query(
-            "SELECT next_offset FROM consumer_offsets
-             WHERE group_name = ? AND topic = ? AND partition_id = ?",
-        )
-        .bind(group)
-        .bind(topic)
-        .bind(i64::from(partition))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(database)?;
-        row.map(|row| {
-            let offset: i64 = self.column(&row, "next_offset")?;
-            u64::try_from(offset)
-                .map_err(|_| self.corrupt(format!("negative consumer offset {offset}")))
+        let (group, topic) = (group.to_owned(), topic.to_owned());
+        self.read(move |connection, decoder| {
+            fetch_optional(
+                connection,
+                "SELECT next_offset FROM consumer_offsets
+                 WHERE group_name = ?1 AND topic = ?2 AND partition_id = ?3",
+                params![group, topic, i64::from(partition)],
+                |row| {
+                    let offset: i64 = decoder.column(row, "next_offset")?;
+                    u64::try_from(offset)
+                        .map_err(|_| decoder.corrupt(format!("negative consumer offset {offset}")))
+                },
+            )
         })
-        .transpose()
+        .await
     }
 
     async fn commit_consumer_offset(
@@ -579,22 +484,122 @@ impl StateStore for SqliteStateStore {
             .map_err(|_| StoreError::Database(format!("offset {next_offset} is too large")))?;
         let (group, topic, now) = (group.to_owned(), topic.to_owned(), time_text(Utc::now()));
         self.writer
-            .execute(
-                sqlx::query(
+            .write(Box::new(move |connection| {
+                execute(
+                    connection,
                     "INSERT INTO consumer_offsets
                      (group_name, topic, partition_id, next_offset, committed_at)
-                     VALUES (?, ?, ?, ?, ?)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (group_name, topic, partition_id)
                      DO UPDATE SET next_offset = excluded.next_offset,
                                committed_at = excluded.committed_at",
+                    params![group, topic, i64::from(partition), offset, now],
                 )
-                .bind(group)
-                .bind(topic)
-                .bind(i64::from(partition))
-                .bind(offset)
-                .bind(now),
-            )
+            }))
             .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+
+    use tokio::task::JoinSet;
+
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// 200 writes from as many tasks queue behind a transaction held open, then commit
+    /// together; readers running all along are answered meanwhile and see committed rows only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_commit_and_readers_see_only_committed_rows() -> TestResult {
+        const WRITERS: usize = 200;
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStateStore::open(dir.path().join("state.sqlite")).await?;
+        let now = Utc::now();
+
+        // A write that inserts a task and then waits, inside the writer's transaction.
+        let held = TaskId::new();
+        let (entered, inside) = oneshot::channel();
+        let (release, gate) = mpsc::channel::<()>();
+        let holding = {
+            let (store, id, at) = (store.clone(), held.to_string(), time_text(now));
+            tokio::spawn(async move {
+                let write: sqlite_writer::Write = Box::new(move |connection| {
+                    let inserted = execute(
+                        connection,
+                        "INSERT INTO tasks
+                         (task_id, prompt, status, current_step, created_at, updated_at)
+                         VALUES (?1, 'held', 'received', NULL, ?2, ?2)",
+                        params![id, at],
+                    )?;
+                    let _ = entered.send(());
+                    // Until released, or until the test ends and drops `release`.
+                    let _ = gate.recv();
+                    Ok(inserted)
+                });
+                store.writer.write(write).await
+            })
+        };
+        inside.await?;
+        assert!(
+            store.task(held).await?.is_none(),
+            "a row of an open transaction must not be visible"
+        );
+
+        let writing = Arc::new(AtomicBool::new(true));
+        let mut readers = JoinSet::new();
+        for _ in 0..2 {
+            let (store, writing) = (store.clone(), Arc::clone(&writing));
+            readers.spawn(async move {
+                let mut seen = 0;
+                while writing.load(Ordering::Acquire) {
+                    let visible = store.tasks(WRITERS * 2).await?.len();
+                    assert!(visible >= seen, "committed rows cannot disappear");
+                    seen = visible;
+                }
+                Ok::<_, StoreError>(seen)
+            });
+        }
+        let mut writers = JoinSet::new();
+        for n in 0..WRITERS {
+            let store = store.clone();
+            writers.spawn(async move {
+                let id = TaskId::new();
+                let prompt = format!("task {n}");
+                store.insert_task(id, &prompt, now).await?;
+                // Acknowledged means committed: every read from now on sees it.
+                let task = store
+                    .task(id)
+                    .await?
+                    .ok_or("an acknowledged task must be readable")?;
+                assert_eq!(task.prompt, prompt);
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            });
+        }
+        assert!(
+            store.tasks(WRITERS * 2).await?.is_empty(),
+            "nothing is committed while the writer holds its transaction"
+        );
+
+        release.send(())?;
+        assert_eq!(holding.await??, 1);
+        while let Some(written) = writers.join_next().await {
+            written??;
+        }
+        writing.store(false, Ordering::Release);
+        while let Some(read) = readers.join_next().await {
+            read??;
+        }
+        assert_eq!(store.tasks(WRITERS * 2).await?.len(), WRITERS + 1);
+        assert_eq!(
+            store.task(held).await?.map(|t| t.prompt).as_deref(),
+            Some("held")
+        );
         Ok(())
     }
 }
