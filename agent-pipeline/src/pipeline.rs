@@ -16,7 +16,6 @@ use crate::gates::{Gate, default_gates};
 use crate::ids::{StepId, TaskId};
 use crate::llm::{self, Llm, LlmSettings};
 use crate::machine::RetryPolicy;
-use crate::metrics::ConsumerMetrics;
 use crate::publish::{LocalGitPublisher, Publisher};
 use crate::service::{
     CiMonitor, Deps, Execution, Handler, Mirror, OnStop, Orchestrator, Planner, Service, Worker,
@@ -416,7 +415,6 @@ impl Pipeline {
                 let future = run_consumer(
                     deps.clone(),
                     topic.clone(),
-                    ConsumerMetrics::of(&topic),
                     group,
                     concurrency,
                     handler,

@@ -42,78 +42,80 @@ pub(crate) enum OnStop {
 const DRAIN_IDLE: Duration = Duration::from_millis(100);
 
 /// Consumes `topic` as `group` until `shutdown` turns true, running up to `concurrency`
-/// handlers at once (the bus keeps each key's messages in order). `metrics` are the topic's,
-/// registered by the caller so that they exist as soon as the service is started.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run_consumer(
+/// handlers at once (the bus keeps each key's messages in order). The topic's metrics are
+/// registered at the call, so that they exist as soon as the service is started.
+pub(crate) fn run_consumer(
     deps: Deps,
     topic: String,
-    metrics: ConsumerMetrics,
     group: &'static str,
     concurrency: usize,
     handler: Arc<dyn Handler>,
     on_stop: OnStop,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), BusError> {
-    let subscription: Arc<dyn Subscription> = deps.bus.subscribe(&topic, group).await?;
-    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut running = JoinSet::new();
-    tracing::debug!(%topic, group, "consumer started");
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let delivery = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            delivery = subscription.next() => delivery?,
-        };
-        let unacknowledged = metrics.received(&delivery);
-        let span = delivery_span(&delivery, group);
-        let (deps, handler, subscription) = (deps.clone(), handler.clone(), subscription.clone());
-        running.spawn(
-            async move {
-                handle_with_retries(&deps, handler.as_ref(), &delivery).await;
-                if let Err(error) = subscription.ack(delivery.receipt).await {
-                    tracing::error!(%error, topic = %delivery.topic, "acknowledgement failed; the message will come again");
-                }
-                drop(unacknowledged);
-                drop(permit);
-            }
-            .instrument(span),
-        );
-        // Reap finished handlers so the set does not grow.
-        while running.try_join_next().is_some() {}
-    }
-    // Handlers under way get a grace period to finish (an orchestrator between its effects
-    // and its state change, a worker publishing its result). Those still running after it are
-    // dropped with their subscription handle, so the bus delivers their messages again.
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while running.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(%topic, group, "handlers still running after {SHUTDOWN_GRACE:?}; their messages will be delivered again");
-        running.abort_all();
-        while running.join_next().await.is_some() {}
-    }
-    if on_stop == OnStop::Drain {
-        while let Ok(delivery) = tokio::time::timeout(DRAIN_IDLE, subscription.next()).await {
-            let delivery = delivery?;
+) -> impl Future<Output = Result<(), BusError>> + Send {
+    let metrics = ConsumerMetrics::of(&topic);
+    async move {
+        let subscription: Arc<dyn Subscription> = deps.bus.subscribe(&topic, group).await?;
+        let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+        let mut running = JoinSet::new();
+        tracing::debug!(%topic, group, "consumer started");
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let delivery = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                delivery = subscription.next() => delivery?,
+            };
             let unacknowledged = metrics.received(&delivery);
             let span = delivery_span(&delivery, group);
-            handle_with_retries(&deps, handler.as_ref(), &delivery)
-                .instrument(span)
-                .await;
-            subscription.ack(delivery.receipt).await?;
-            drop(unacknowledged);
+            let (deps, handler, subscription) =
+                (deps.clone(), handler.clone(), subscription.clone());
+            running.spawn(
+                async move {
+                    handle_with_retries(&deps, handler.as_ref(), &delivery).await;
+                    if let Err(error) = subscription.ack(delivery.receipt).await {
+                        tracing::error!(%error, topic = %delivery.topic, "acknowledgement failed; the message will come again");
+                    }
+                    drop(unacknowledged);
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+            // Reap finished handlers so the set does not grow.
+            while running.try_join_next().is_some() {}
         }
+        // Handlers under way get a grace period to finish (an orchestrator between its effects
+        // and its state change, a worker publishing its result). Those still running after it are
+        // dropped with their subscription handle, so the bus delivers their messages again.
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(%topic, group, "handlers still running after {SHUTDOWN_GRACE:?}; their messages will be delivered again");
+            running.abort_all();
+            while running.join_next().await.is_some() {}
+        }
+        if on_stop == OnStop::Drain {
+            while let Ok(delivery) = tokio::time::timeout(DRAIN_IDLE, subscription.next()).await {
+                let delivery = delivery?;
+                let unacknowledged = metrics.received(&delivery);
+                let span = delivery_span(&delivery, group);
+                handle_with_retries(&deps, handler.as_ref(), &delivery)
+                    .instrument(span)
+                    .await;
+                subscription.ack(delivery.receipt).await?;
+                drop(unacknowledged);
+            }
+        }
+        tracing::debug!(%topic, group, "consumer stopped");
+        Ok(())
     }
-    tracing::debug!(%topic, group, "consumer stopped");
-    Ok(())
 }
 
 /// The span of one delivery's handling: where it came from, and the task its key names.

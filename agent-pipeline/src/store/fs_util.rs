@@ -24,7 +24,7 @@ pub(crate) fn confined(root: &Path, parts: &[&str]) -> StoreResult<PathBuf> {
 /// Creates `dir` (and parents) and checks that it resolves inside `root`, so that a symlink
 /// planted in the data directory cannot redirect writes elsewhere. Blocking.
 pub(crate) fn ensure_dir_within(root: &Path, dir: &Path) -> StoreResult<()> {
-    std::fs::create_dir_all(dir).map_err(|source| io("create directory", dir, source))?;
+    std::fs::create_dir_all(root).map_err(|source| io("create directory", root, source))?;
     ensure_dir_resolves_within(&resolve(root)?, dir)
 }
 

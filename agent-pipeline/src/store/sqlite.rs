@@ -180,19 +180,21 @@ impl StateStore for SqliteStateStore {
         prompt: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<NewTaskOutcome> {
-        let (id, text, now) = (task_id.to_string(), prompt.to_owned(), time_text(now));
+        let now = time_text(now);
         let inserted = self
             .writer
-            .write(Box::new(move |connection| {
-                execute(
-                    connection,
-                    "INSERT INTO tasks
-                     (task_id, prompt, status, current_step, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, NULL, ?4, ?4)
-                     ON CONFLICT (task_id) DO NOTHING",
-                    params![id, text, TaskStatus::Received.as_str(), now],
-                )
-            }))
+            .execute(
+                "INSERT INTO tasks
+                 (task_id, prompt, status, current_step, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, NULL, ?4, ?4)
+                 ON CONFLICT (task_id) DO NOTHING",
+                vec![
+                    task_id.to_string().into(),
+                    prompt.to_owned().into(),
+                    TaskStatus::Received.as_str().to_owned().into(),
+                    now.into(),
+                ],
+            )
             .await?;
         if inserted == 1 {
             return Ok(NewTaskOutcome::Created);
@@ -252,21 +254,18 @@ impl StateStore for SqliteStateStore {
         step: Option<StepId>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let (step, now, task_id) = (
-            step.map(|s| s.to_string()),
-            time_text(now),
-            task_id.to_string(),
-        );
         self.writer
-            .write(Box::new(move |connection| {
-                execute(
-                    connection,
-                    "UPDATE tasks
-                     SET status = ?1, current_step = COALESCE(?2, current_step), updated_at = ?3
-                     WHERE task_id = ?4",
-                    params![status.as_str(), step, now, task_id],
-                )
-            }))
+            .execute(
+                "UPDATE tasks
+                 SET status = ?1, current_step = COALESCE(?2, current_step), updated_at = ?3
+                 WHERE task_id = ?4",
+                vec![
+                    status.as_str().to_owned().into(),
+                    step.map(|s| s.to_string()).into(),
+                    time_text(now).into(),
+                    task_id.to_string().into(),
+                ],
+            )
             .await?;
         Ok(())
     }
@@ -274,33 +273,23 @@ impl StateStore for SqliteStateStore {
     async fn reserve_attempt(&self, request: &StepRequest) -> StoreResult<bool> {
         let json = serde_json::to_string(request)
             .map_err(|e| StoreError::Database(format!("encoding step request: {e}")))?;
-        let (task_id, step_id, attempt, order, requested_at) = (
-            request.task_id.to_string(),
-            request.step_id.to_string(),
-            i64::from(request.attempt.get()),
-            stage_order(request.step_id),
-            time_text(request.requested_at),
-        );
         let inserted = self
             .writer
-            .write(Box::new(move |connection| {
-                execute(
-                    connection,
-                    "INSERT INTO attempts
-                     (task_id, step_id, attempt, stage_order, status, request, requested_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
-                    params![
-                        task_id,
-                        step_id,
-                        attempt,
-                        order,
-                        AttemptStatus::Requested.as_str(),
-                        json,
-                        requested_at
-                    ],
-                )
-            }))
+            .execute(
+                "INSERT INTO attempts
+                 (task_id, step_id, attempt, stage_order, status, request, requested_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
+                vec![
+                    request.task_id.to_string().into(),
+                    request.step_id.to_string().into(),
+                    i64::from(request.attempt.get()).into(),
+                    stage_order(request.step_id).into(),
+                    AttemptStatus::Requested.as_str().to_owned().into(),
+                    json.into(),
+                    time_text(request.requested_at).into(),
+                ],
+            )
             .await?;
         Ok(inserted == 1)
     }
@@ -482,20 +471,22 @@ impl StateStore for SqliteStateStore {
     ) -> StoreResult<()> {
         let offset = i64::try_from(next_offset)
             .map_err(|_| StoreError::Database(format!("offset {next_offset} is too large")))?;
-        let (group, topic, now) = (group.to_owned(), topic.to_owned(), time_text(Utc::now()));
         self.writer
-            .write(Box::new(move |connection| {
-                execute(
-                    connection,
-                    "INSERT INTO consumer_offsets
-                     (group_name, topic, partition_id, next_offset, committed_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (group_name, topic, partition_id)
-                     DO UPDATE SET next_offset = excluded.next_offset,
-                               committed_at = excluded.committed_at",
-                    params![group, topic, i64::from(partition), offset, now],
-                )
-            }))
+            .execute(
+                "INSERT INTO consumer_offsets
+                 (group_name, topic, partition_id, next_offset, committed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (group_name, topic, partition_id)
+                 DO UPDATE SET next_offset = excluded.next_offset,
+                           committed_at = excluded.committed_at",
+                vec![
+                    group.to_owned().into(),
+                    topic.to_owned().into(),
+                    i64::from(partition).into(),
+                    offset.into(),
+                    time_text(Utc::now()).into(),
+                ],
+            )
             .await?;
         Ok(())
     }

@@ -16,6 +16,7 @@
 
 use std::sync::mpsc;
 
+use rusqlite::types::Value;
 use rusqlite::{Connection, Params};
 use tokio::sync::oneshot;
 
@@ -67,6 +68,15 @@ impl GroupWriter {
             write,
             done,
         })
+        .await
+    }
+
+    /// Runs one statement with `params` in the next transaction; returns the rows it changed
+    /// once that transaction has committed.
+    pub(crate) async fn execute(&self, sql: &'static str, params: Vec<Value>) -> StoreResult<u64> {
+        self.write(Box::new(move |connection| {
+            execute(connection, sql, rusqlite::params_from_iter(params))
+        }))
         .await
     }
 

@@ -11,24 +11,23 @@ use crate::store::fs_util::io;
 
 /// A journal handed over for retirement, and who waits for it.
 pub(super) struct Retired {
-    /// The journal (kept open, so that it stays locked until deleted), its path and the files
-    /// it holds.
-    pub(super) segment: Option<(File, PathBuf, Vec<PathBuf>)>,
+    /// The journal (kept open, so that it stays locked until deleted) and its path.
+    pub(super) segment: Option<(File, PathBuf)>,
     /// Answered once the files are durable in place.
     pub(super) waiting: Vec<oneshot::Sender<StoreResult<()>>>,
 }
 
 /// Retires journals; those retired together share one sync.
 pub(super) fn retire(root: &Path, batch: Vec<Retired>) {
-    let written: Vec<&PathBuf> = batch
+    let journals: Vec<&PathBuf> = batch
         .iter()
         .filter_map(|r| r.segment.as_ref())
-        .flat_map(|(_, _, written)| written)
+        .map(|(_, path)| path)
         .collect();
-    let synced = sync_in_place(root, &written);
+    let synced = sync_in_place(root, &journals);
     match &synced {
         Ok(()) => {
-            for (_, path, _) in batch.iter().filter_map(|r| r.segment.as_ref()) {
+            for path in &journals {
                 if let Err(error) = std::fs::remove_file(path)
                     && error.kind() != std::io::ErrorKind::NotFound
                 {
@@ -47,20 +46,26 @@ pub(super) fn retire(root: &Path, batch: Vec<Retired>) {
     }
 }
 
-/// Makes `written` durable: the whole file system at once where it can be (Linux), otherwise
-/// file by file and then their directories.
-fn sync_in_place(root: &Path, written: &[&PathBuf]) -> StoreResult<()> {
+/// Makes the files that `journals` hold durable in place: the whole file system at once where
+/// it can be (Linux), otherwise file by file, read from the journals, and then their
+/// directories.
+fn sync_in_place(root: &Path, journals: &[&PathBuf]) -> StoreResult<()> {
     #[cfg(target_os = "linux")]
     {
-        let _ = written;
+        let _ = journals;
         let handle = File::open(root).map_err(|source| io("open", root, source))?;
         rustix::fs::syncfs(&handle).map_err(|e| io("sync", root, e.into()))
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = root;
+        let mut files = std::collections::BTreeSet::new();
+        for journal in journals {
+            let bytes = std::fs::read(journal).map_err(|source| io("read", journal, source))?;
+            let (records, _) = super::record::Record::decode_all(&bytes);
+            files.extend(records.into_iter().map(|r| root.join(r.path)));
+        }
         let mut dirs = std::collections::BTreeSet::new();
-        for path in written {
+        for path in &files {
             match File::open(path) {
                 Ok(file) => file.sync_all().map_err(|source| io("sync", path, source))?,
                 // Replaced or deleted since: nothing of it to keep.

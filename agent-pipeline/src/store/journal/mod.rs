@@ -113,7 +113,6 @@ pub(crate) struct Files<'a> {
     real_root: &'a mut Option<PathBuf>,
     prepared: &'a mut HashSet<String>,
     records: &'a mut Vec<Record>,
-    written: &'a mut Vec<PathBuf>,
     now: SystemTime,
 }
 
@@ -164,7 +163,6 @@ impl Files<'_> {
             })?
             .to_owned();
         write_replacing(path, &data, false)?;
-        self.written.push(path.to_path_buf());
         self.records.push(Record {
             path: relative,
             data,
@@ -179,8 +177,6 @@ struct Segment {
     file: File,
     path: PathBuf,
     len: u64,
-    /// The files it holds, for file systems that cannot be synced as a whole.
-    written: Vec<PathBuf>,
 }
 
 struct Writer {
@@ -206,7 +202,6 @@ impl Writer {
 
     fn run_batch(&mut self, batch: Vec<Job>) {
         let mut records = Vec::new();
-        let mut written = Vec::new();
         let mut outcomes = Vec::new();
         let mut checkpoints = Vec::new();
         let mut files = Files {
@@ -214,7 +209,6 @@ impl Writer {
             real_root: &mut self.real_root,
             prepared: &mut self.prepared,
             records: &mut records,
-            written: &mut written,
             now: SystemTime::now(),
         };
         for job in batch {
@@ -223,7 +217,7 @@ impl Writer {
                 Job::Checkpoint { done } => checkpoints.push(done),
             }
         }
-        let appended = self.append(&records, written);
+        let appended = self.append(&records);
         for (done, outcome) in outcomes {
             let _ = done.send(match &appended {
                 Ok(()) => outcome,
@@ -242,7 +236,7 @@ impl Writer {
     }
 
     /// Appends `records` to the journal and syncs it.
-    fn append(&mut self, records: &[Record], written: Vec<PathBuf>) -> StoreResult<()> {
+    fn append(&mut self, records: &[Record]) -> StoreResult<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -265,14 +259,13 @@ impl Writer {
             return Err(io("append to", &path, source));
         }
         segment.len += bytes.len() as u64;
-        segment.written.extend(written);
         Ok(())
     }
 
     /// Hands the journal to the checkpoint thread; the next write starts another.
     fn retire_segment(&mut self, waiting: Option<Vec<oneshot::Sender<StoreResult<()>>>>) {
         let retired = Retired {
-            segment: self.segment.take().map(|s| (s.file, s.path, s.written)),
+            segment: self.segment.take().map(|s| (s.file, s.path)),
             waiting: waiting.unwrap_or_default(),
         };
         if let Err(mpsc::SendError(retired)) = self.retire.send(retired) {
@@ -306,12 +299,7 @@ fn open_segment(root: &Path) -> StoreResult<Segment> {
     if let Ok(handle) = File::open(&dir) {
         let _ = handle.sync_all();
     }
-    Ok(Segment {
-        file,
-        path,
-        len: 0,
-        written: Vec::new(),
-    })
+    Ok(Segment { file, path, len: 0 })
 }
 
 /// The same error for every writer of a batch.
