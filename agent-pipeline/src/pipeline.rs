@@ -434,6 +434,7 @@ impl Pipeline {
             work,
             stop_mirrors,
             mirrors,
+            artifacts: deps.artifacts.clone(),
         })
     }
 
@@ -681,18 +682,25 @@ pub struct RunningPipeline {
     work: JoinSet<()>,
     stop_mirrors: watch::Sender<bool>,
     mirrors: JoinSet<()>,
+    /// Checkpointed once everything has stopped.
+    artifacts: FileArtifactStore,
 }
 
 impl RunningPipeline {
     /// Stops the services gracefully: they take no new messages and finish the ones under
     /// way (for up to 10 s; what is still running then is left unacknowledged, so the bus
     /// delivers it again). The mirrors stop last, once they have written every report and
-    /// dead letter published before, so the files are complete when this returns.
+    /// dead letter published before, so the files are complete when this returns. Last, the
+    /// artifact files are made durable in place and their journal deleted
+    /// ([`FileArtifactStore::checkpoint`]).
     pub async fn shutdown(mut self) {
         let _ = self.stop_work.send(true);
         while self.work.join_next().await.is_some() {}
         let _ = self.stop_mirrors.send(true);
         while self.mirrors.join_next().await.is_some() {}
+        if let Err(error) = self.artifacts.checkpoint().await {
+            tracing::warn!(%error, "the artifact journal is kept for the next start");
+        }
     }
 }
 

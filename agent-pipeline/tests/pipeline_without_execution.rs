@@ -103,6 +103,11 @@ async fn a_task_is_done_after_its_review_with_every_artifact_and_nothing_run() -
         ]
     );
     assert!(!harness.data_dir().join("published.git").exists());
+    // A clean shutdown leaves the files durable in place and no journal behind.
+    let journals = std::fs::read_dir(harness.data_dir().join(".journal"))?
+        .filter_map(|e| e.ok())
+        .count();
+    assert_eq!(journals, 0, "the journal is retired at shutdown");
     let state = harness.pipeline.state().attempts(task_id).await?;
     assert_eq!(state.len(), 4);
     assert!(StepId::v1(Stage::Review) == state[3].step_id());

@@ -154,10 +154,14 @@ impl FileArtifactStore {
     }
 
     /// Makes every file written so far durable in place and deletes the journal that held
-    /// them; a process does it by itself from time to time and when its last handle of the
-    /// store is dropped.
+    /// them; a process does it by itself from time to time, when its last handle of the store
+    /// is dropped, and [`crate::RunningPipeline::shutdown`] does it. Nothing to do for a store
+    /// that has written nothing.
     pub async fn checkpoint(&self) -> StoreResult<()> {
-        self.journal().checkpoint().await
+        match self.journal.get() {
+            Some(journal) => journal.checkpoint().await,
+            None => Ok(()),
+        }
     }
 
     /// Restores, from the journals of processes that have stopped, the files whose latest
