@@ -28,7 +28,7 @@
 //! | `SANDBOX_MEMORY_MB` | `1024`: address-space limit of each process of a run |
 //! | `EXECUTE_CODE` | `true`; `false` records the models' answers only: nothing is written to a workspace, run, gated or published |
 //! | `WORKER_CONCURRENCY` | `4`: steps one worker process runs at once (keep it at or above `LLM_MAX_CONCURRENCY`) |
-//! | `SERVICE_CONCURRENCY` | `64`: messages the planner, orchestrator and mirror each handle at once |
+//! | `SERVICE_CONCURRENCY` | `64` on the in-memory bus, `1024` on Kafka: messages the planner, orchestrator and mirror each handle at once |
 //! | `GATE_ROUNDS` | `3`: rounds of Implement → Test → Review a task gets to pass its gates |
 //! | `PUBLISH_REPO` | `DATA_DIR/published.git`: the git repository branches are pushed to |
 //! | `CI_CHECK_COMMAND` | unset: the ci-monitor runs the command that ran the task's tests |
@@ -46,6 +46,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use agent_pipeline::PipelineBuilder;
 use agent_pipeline::bus::Topics;
 use agent_pipeline::execution::sandbox::SandboxLimits;
 use agent_pipeline::llm::LlmSettings;
@@ -259,8 +260,9 @@ pub(crate) struct ExecutionConfig {
     pub(crate) execute_code: bool,
     /// `WORKER_CONCURRENCY`.
     pub(crate) worker_concurrency: usize,
-    /// `SERVICE_CONCURRENCY`.
-    pub(crate) service_concurrency: usize,
+    /// `SERVICE_CONCURRENCY`, when set; [`ExecutionConfig::service_concurrency`] gives the
+    /// default of each bus.
+    pub(crate) service_concurrency: Option<usize>,
     /// `AGENT_SANDBOX`.
     pub(crate) sandbox: SandboxChoice,
     /// `SANDBOX_TIMEOUT_SECS` and `SANDBOX_MEMORY_MB`.
@@ -274,6 +276,27 @@ pub(crate) struct ExecutionConfig {
     /// The GitHub publisher's settings, when `GITHUB_REPOSITORY` is set (`Debug` hides the
     /// token).
     pub(crate) github: Option<GitHubSettings>,
+}
+
+impl ExecutionConfig {
+    /// Messages each service handles at once on the in-memory bus when `SERVICE_CONCURRENCY`
+    /// is unset: the library's default.
+    pub(crate) const MEMORY_SERVICE_CONCURRENCY: usize =
+        PipelineBuilder::DEFAULT_SERVICE_CONCURRENCY;
+    /// The same on the Kafka bus, where a service holds each message until the broker has
+    /// acknowledged what it produced: with 64 in flight, a broker answering in tens of
+    /// milliseconds would cap each service at a few thousand messages a second
+    /// (docs/performance.md, B3).
+    pub(crate) const KAFKA_SERVICE_CONCURRENCY: usize = 1024;
+
+    /// How many messages the planner, the orchestrator and the mirror each handle at once on
+    /// `bus`: `SERVICE_CONCURRENCY`, else that bus's default.
+    pub(crate) fn service_concurrency(&self, bus: BusKind) -> usize {
+        self.service_concurrency.unwrap_or(match bus {
+            BusKind::Memory => Self::MEMORY_SERVICE_CONCURRENCY,
+            BusKind::Kafka => Self::KAFKA_SERVICE_CONCURRENCY,
+        })
+    }
 }
 
 /// Where the web UI and API are served, and the token that guards them.
@@ -427,7 +450,10 @@ impl Config {
         let execution = ExecutionConfig {
             execute_code,
             worker_concurrency: count(WORKER_CONCURRENCY, 4)?,
-            service_concurrency: count(SERVICE_CONCURRENCY, 64)?,
+            service_concurrency: lookup(SERVICE_CONCURRENCY)
+                .is_some()
+                .then(|| count(SERVICE_CONCURRENCY, 0))
+                .transpose()?,
             sandbox,
             limits,
             gate_rounds: u32::try_from(whole_number(GATE_ROUNDS, 3)?).unwrap_or(u32::MAX),
@@ -861,9 +887,14 @@ mod tests {
         assert_eq!(defaults.limits, SandboxLimits::default());
         assert_eq!(defaults.gate_rounds, 3);
         assert!(defaults.execute_code);
+        let on_each_bus = |execution: &ExecutionConfig| {
+            [BusKind::Memory, BusKind::Kafka].map(|bus| execution.service_concurrency(bus))
+        };
+        assert_eq!(defaults.worker_concurrency, 4);
         assert_eq!(
-            (defaults.worker_concurrency, defaults.service_concurrency),
-            (4, 64)
+            on_each_bus(&defaults),
+            [64, 1024],
+            "unset, each bus has its own default"
         );
         assert!(defaults.github.is_none() && defaults.publish_repo.is_none());
         let set = Config::resolve(
@@ -887,7 +918,8 @@ mod tests {
         assert_eq!(set.gate_rounds, 1);
         assert_eq!(set.ci_check_command.as_deref(), Some("make check"));
         assert!(!set.execute_code);
-        assert_eq!((set.worker_concurrency, set.service_concurrency), (1000, 8));
+        assert_eq!(set.worker_concurrency, 1000);
+        assert_eq!(on_each_bus(&set), [8, 8], "set, it holds on both buses");
         for (key, bad) in [
             ("EXECUTE_CODE", "maybe"),
             ("WORKER_CONCURRENCY", "0"),

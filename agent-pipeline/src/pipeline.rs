@@ -25,9 +25,6 @@ use crate::store::{FileArtifactStore, ReportLog, StateStore};
 use crate::wire::{DeadLetter, NewTask, ReplayStep, ReportEvent, ReportStatus};
 use crate::{Error, Result};
 
-/// How many messages the bookkeeping services handle at once by default.
-const DEFAULT_SERVICE_CONCURRENCY: usize = 64;
-
 /// How many report events a slow reader of [`Pipeline::report_feed`] may fall behind before
 /// it misses some (and is told so).
 const REPORT_FEED_CAPACITY: usize = 1024;
@@ -83,7 +80,7 @@ impl Default for PipelineBuilder {
             policy: RetryPolicy::default(),
             step_timeout: Duration::from_secs(600),
             worker_concurrency: 4,
-            service_concurrency: DEFAULT_SERVICE_CONCURRENCY,
+            service_concurrency: Self::DEFAULT_SERVICE_CONCURRENCY,
             resume_unfinished: false,
             sandbox: None,
             sandbox_limits: SandboxLimits::default(),
@@ -98,6 +95,12 @@ impl Default for PipelineBuilder {
 }
 
 impl PipelineBuilder {
+    /// How many messages the planner, the orchestrator and the mirrors each handle at once
+    /// unless [`PipelineBuilder::service_concurrency`] says otherwise. It suits the in-memory
+    /// bus; over a broker, where a service holds each message until the broker has
+    /// acknowledged what it produced, more keep the broker busy (docs/performance.md, B3).
+    pub const DEFAULT_SERVICE_CONCURRENCY: usize = 64;
+
     /// Where artifacts, `reports.jsonl` and `state.sqlite` live (`DATA_DIR`).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = dir.into();

@@ -11,6 +11,11 @@ use crate::svg::{Chart, Series};
 /// The simulated model's answer time in B2.
 pub(crate) const B2_LATENCY: Duration = Duration::from_millis(500);
 
+/// Messages each service of B3 handles at once: over a broker a service holds a message
+/// until the broker has acknowledged what it produced, so it needs many more in flight than
+/// in memory to keep the broker busy (the B3 sweep shows how many).
+const B3_CONCURRENCY: u64 = 1_024;
+
 /// Every measurement, by name.
 const ALL: [&str; 5] = ["b1", "b2", "b3", "b4", "b5"];
 
@@ -116,41 +121,39 @@ fn default_out(quick: bool) -> PathBuf {
 
 /// The runs of one measurement: the headline, then the points of its plot.
 fn runs_of(bench: &'static str, quick: bool) -> Vec<Run> {
-    let pick = |full: &[u64], fast: &[u64]| if quick { fast.to_vec() } else { full.to_vec() };
+    let size = |full: u64, fast: u64| if quick { fast } else { full };
+    // The headline run, then one run of `tasks` tasks per concurrency of the plot.
+    let swept = |headline: [u64; 2], tasks: u64, full: &[u64], fast: &[u64]| {
+        let concurrencies = if quick { fast } else { full };
+        std::iter::once(Run::new(bench, &headline, true))
+            .chain(
+                concurrencies
+                    .iter()
+                    .map(|concurrency| Run::new(bench, &[tasks, *concurrency], false)),
+            )
+            .collect()
+    };
     match bench {
-        "b1" => {
-            let mut runs = vec![Run::new(
-                "b1",
-                &[if quick { 2_000 } else { 10_000 }, 64],
-                true,
-            )];
-            for concurrency in pick(&[1, 4, 16, 64, 256], &[4, 64]) {
-                runs.push(Run::new(
-                    "b1",
-                    &[if quick { 500 } else { 2_000 }, concurrency],
-                    false,
-                ));
-            }
-            runs
-        }
-        "b2" => {
-            let mut runs = vec![Run::new(
-                "b2",
-                &[if quick { 2_000 } else { 10_000 }, 1_000],
-                true,
-            )];
-            for concurrency in pick(&[100, 250, 500, 1_000], &[250, 500]) {
-                runs.push(Run::new(
-                    "b2",
-                    &[if quick { 1_000 } else { 2_000 }, concurrency],
-                    false,
-                ));
-            }
-            runs
-        }
-        "b3" => vec![Run::new("b3", &[if quick { 500 } else { 5_000 }, 64], true)],
-        "b4" => vec![Run::new("b4", &[if quick { 30 } else { 120 }, 600], true)],
-        _ => vec![Run::new("b5", &[if quick { 2 } else { 5 }], true)],
+        "b1" => swept(
+            [size(10_000, 2_000), 64],
+            size(2_000, 500),
+            &[1, 4, 16, 64, 256],
+            &[4, 64],
+        ),
+        "b2" => swept(
+            [size(10_000, 2_000), 1_000],
+            size(2_000, 1_000),
+            &[100, 250, 500, 1_000],
+            &[250, 500],
+        ),
+        "b3" => swept(
+            [size(5_000, 1_000), B3_CONCURRENCY],
+            size(2_000, 500),
+            &[64, 256, 1_024, 2_048],
+            &[64, 1_024],
+        ),
+        "b4" => vec![Run::new("b4", &[size(120, 30), 600], true)],
+        _ => vec![Run::new("b5", &[size(5, 2)], true)],
     }
 }
 
@@ -191,16 +194,19 @@ pub(crate) fn report(plan: &Plan, results: &[Measured]) -> Result<(), String> {
             .filter(|m| m.run.bench == bench && !m.run.headline)
             .collect()
     };
-    let b1 = sweep("b1");
-    if !b1.is_empty() {
+    let throughput = |bench: &str, title: &str, file: &str| -> Result<(), String> {
+        let runs = sweep(bench);
+        if runs.is_empty() {
+            return Ok(());
+        }
         let chart = Chart {
-            title: "B1: embedded throughput against concurrency".into(),
+            title: title.into(),
             x_label: "messages handled at once per service".into(),
             y_label: "tasks per second".into(),
             log_x: true,
             series: vec![Series {
                 label: "tasks/s".into(),
-                points: b1
+                points: runs
                     .iter()
                     .map(|m| {
                         (
@@ -212,8 +218,18 @@ pub(crate) fn report(plan: &Plan, results: &[Measured]) -> Result<(), String> {
                 dashed: false,
             }],
         };
-        write("b1-concurrency.svg", &chart.to_svg())?;
-    }
+        write(file, &chart.to_svg())
+    };
+    throughput(
+        "b1",
+        "B1: embedded throughput against concurrency",
+        "b1-concurrency.svg",
+    )?;
+    throughput(
+        "b3",
+        "B3: throughput over the broker against concurrency",
+        "b3-concurrency.svg",
+    )?;
     let b2 = sweep("b2");
     if !b2.is_empty() {
         let point = |m: &&Measured, value: f64| (m.run.number(2), value);

@@ -13,7 +13,7 @@ use agent_pipeline_kafka::{KafkaBus, KafkaSettings};
 use anyhow::{Context, Result};
 
 use super::{build, pipeline_builder};
-use crate::config::Config;
+use crate::config::{BusKind, Config};
 
 /// How long `send` and `replay` keep trying to reach the brokers before they fail: a command
 /// line must not wait for ever on a broker that is not there.
@@ -86,6 +86,7 @@ pub(crate) async fn pipeline_on(
     bus: KafkaBus,
 ) -> Result<Pipeline> {
     let builder = pipeline_builder(config)?
+        .service_concurrency(config.execution.service_concurrency(BusKind::Kafka))
         .state_store(state)
         .bus(Arc::new(bus));
     build(config, builder).await

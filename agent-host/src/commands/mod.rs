@@ -113,7 +113,8 @@ impl Target {
 }
 
 /// A pipeline builder with everything `config` sets but the bus and the state store: the
-/// data directory, the LLM, topics, retries, sandbox, gates and publisher.
+/// data directory, the LLM, topics, retries, sandbox, gates and publisher, with the service
+/// concurrency of the in-memory bus.
 pub(crate) fn pipeline_builder(config: &Config) -> Result<PipelineBuilder> {
     let llm = agent_pipeline::llm::from_settings(&config.llm)
         .context("cannot set up the LLM client (check OPENAI_BASE_URL and OPENAI_API_KEY)")?;
@@ -132,7 +133,7 @@ pub(crate) fn pipeline_builder(config: &Config) -> Result<PipelineBuilder> {
         .gate_rounds(execution.gate_rounds)
         .execute_code(execution.execute_code)
         .worker_concurrency(execution.worker_concurrency)
-        .service_concurrency(execution.service_concurrency);
+        .service_concurrency(execution.service_concurrency(BusKind::Memory));
     if let Some(command) = &execution.ci_check_command {
         builder = builder.ci_check_command(command.clone());
     }
