@@ -23,6 +23,7 @@
 //! | `AGENT_INSTANCE`, `AGENT_INSTANCES` | `0`, `1`: this process's share of the partitions (`--instance`, `--instances` win) |
 //! | `TASK_TOPIC` … `DLQ_TOPIC` | see [`Topics::VARIABLES`] |
 //! | `DATA_DIR` | `./data` (a relative path is relative to the current directory) |
+//! | `DATABASE_URL` | unset: `DATA_DIR/state.sqlite`; `sqlite://PATH`, or `postgres://user:password@host/database` for the PostgreSQL store shared by many hosts |
 //! | `AGENT_SANDBOX` | `bubblewrap`; `none` runs generated code without isolation (explicit opt-in) |
 //! | `SANDBOX_TIMEOUT_SECS` | `120`: wall-clock limit of one test or check run |
 //! | `SANDBOX_MEMORY_MB` | `1024`: address-space limit of each process of a run |
@@ -54,6 +55,8 @@ use agent_pipeline::machine::RetryPolicy;
 use agent_pipeline::publish::GitHubSettings;
 use agent_pipeline_kafka::KafkaSettings;
 use anyhow::{Context, Result, bail};
+
+use crate::database::{DATABASE_URL, StateDatabase};
 
 /// The file read when no `--config` is given; a missing one is fine.
 pub(crate) const DEFAULT_CONFIG_FILE: &str = "config.local.json";
@@ -128,7 +131,7 @@ pub(crate) fn known_keys() -> Vec<&'static str> {
     );
     keys.extend(KafkaSettings::VARIABLES.iter().map(|(name, _)| *name));
     keys.extend(Topics::VARIABLES.iter().map(|(name, _)| *name));
-    keys.push(DATA_DIR);
+    keys.extend([DATA_DIR, DATABASE_URL]);
     keys.extend([
         SANDBOX,
         SANDBOX_TIMEOUT,
@@ -350,6 +353,8 @@ pub(crate) struct Config {
     pub(crate) topics: Topics,
     /// Where artifacts, `reports.jsonl` and `state.sqlite` live.
     pub(crate) data_dir: PathBuf,
+    /// `DATABASE_URL`: the state database (unset: `state.sqlite` in `data_dir`).
+    pub(crate) database: StateDatabase,
     /// [`MAX_ATTEMPTS`], when set.
     pub(crate) max_attempts: Option<u32>,
     /// How generated code runs, is gated and is published.
@@ -520,6 +525,7 @@ impl Config {
             bus,
             kafka,
             topics: Topics::from_lookup(lookup),
+            database: StateDatabase::from_url(lookup(DATABASE_URL).as_deref(), &data_dir)?,
             data_dir,
             max_attempts,
             file: file.map(|f| f.path.clone()),

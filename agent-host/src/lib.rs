@@ -14,6 +14,7 @@ mod cli;
 mod client;
 mod commands;
 mod config;
+mod database;
 mod progress;
 mod telemetry;
 pub mod views;

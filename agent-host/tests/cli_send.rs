@@ -155,3 +155,21 @@ fn an_empty_data_dir_has_no_tasks_and_no_dead_letters() {
         "looking creates nothing in DATA_DIR"
     );
 }
+
+/// With code execution off nothing is published, so no CI check follows `done`: `send --wait`
+/// ends at `done` instead of waiting for a `ci` report that never comes (it used to wait the
+/// check's whole time limit, longer than `run`'s timeout here).
+#[test]
+fn send_wait_ends_at_done_when_nothing_was_published() {
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.command(&["send", "--local", "--text", HELLO, "--wait"]);
+    command.env("EXECUTE_CODE", "false");
+    let output = common::run(command);
+    assert!(output.status.success(), "{output}");
+    assert!(output.stdout.contains("] done "), "{output}");
+    assert!(!output.stdout.contains("] pr "), "{output}");
+    assert!(
+        !output.stderr.contains("no ci report"),
+        "nothing to wait for:\n{output}"
+    );
+}

@@ -18,6 +18,8 @@ mod pipeline;
 pub mod publish;
 mod service;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod wire;
 
 pub use error::{Error, Result, error_chain};

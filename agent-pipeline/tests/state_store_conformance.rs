@@ -1,5 +1,7 @@
-//! Every `StateStore` passes the conformance suite; the SQLite store also keeps its data across
-//! reopening and can be shared by several handles (processes) on one file.
+//! Every `StateStore` passes the conformance suite; the SQLite and PostgreSQL stores also keep
+//! their data across reopening, can be shared by several handles (processes) at once, name
+//! their database in errors about damaged rows and refuse a newer schema: the same cases run
+//! against a file and against a real PostgreSQL server (`TEST_DATABASE_URL`).
 
 use agent_pipeline::conformance::state_store;
 use agent_pipeline::store::MemoryStateStore;
@@ -9,18 +11,16 @@ async fn memory_store_conforms() {
     state_store(&MemoryStateStore::new()).await;
 }
 
-/// The SQLite store, in memory and in files.
-#[cfg(feature = "sqlite")]
-mod sqlite {
+/// The cases every SQL store passes, whichever database is behind it.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod cases {
     use std::error::Error;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Duration;
 
-    use agent_pipeline::conformance::state_store;
     use agent_pipeline::store::{
-        AttemptRecord, AttemptStatus, NewTaskOutcome, SqliteStateStore, StateStore, StoreError,
-        TaskRecord, TaskStatus,
+        AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, StoreError, TaskRecord,
+        TaskStatus,
     };
     use agent_pipeline::wire::{StepMode, StepOutcome, StepRequest, StepResult};
     use agent_pipeline::{Attempt, Stage, StepId, TaskId};
@@ -28,46 +28,17 @@ mod sqlite {
     use tokio::sync::Barrier;
     use tokio::task::JoinSet;
 
-    type TestResult = Result<(), Box<dyn Error>>;
+    pub(crate) type TestResult = Result<(), Box<dyn Error>>;
+    pub(crate) type Store = Arc<dyn StateStore>;
 
-    #[tokio::test]
-    async fn sqlite_in_memory_store_conforms() -> TestResult {
-        state_store(&SqliteStateStore::in_memory().await?).await;
-        Ok(())
+    /// Opens a new handle on one database, as another process would.
+    #[async_trait::async_trait]
+    pub(crate) trait Opener: Sync {
+        async fn open(&self) -> Result<Store, StoreError>;
     }
 
-    #[tokio::test]
-    async fn sqlite_file_store_conforms_also_when_run_twice() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let store = SqliteStateStore::open(dir.path().join("state.sqlite")).await?;
-        state_store(&store).await;
-        // A second run finds the first run's data, as a store shared with other tests would.
-        state_store(&store).await;
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn in_memory_stores_are_private() -> TestResult {
-        let first = SqliteStateStore::in_memory().await?;
-        let second = SqliteStateStore::in_memory().await?;
-        let id = TaskId::new();
-        first.insert_task(id, "only in the first", now()).await?;
-        assert!(
-            second.task(id).await?.is_none(),
-            "in-memory stores must not share data"
-        );
-        assert!(
-            first.clone().task(id).await?.is_some(),
-            "a clone must share its store's data"
-        );
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn sqlite_data_survives_closing_and_reopening() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        // The directory does not exist yet: open creates it.
-        let path = dir.path().join("data").join("state.sqlite");
+    /// What one handle wrote, a handle opened after it was closed finds.
+    pub(crate) async fn data_survives_closing_and_reopening(opener: &dyn Opener) -> TestResult {
         let id = TaskId::new();
         let t0 = now();
         let design = StepId::v1(Stage::Design);
@@ -75,7 +46,7 @@ mod sqlite {
         let first = request(id, design, 1, t0);
         let second = request(id, implement, 1, t0);
         {
-            let store = SqliteStateStore::open(&path).await?;
+            let store = opener.open().await?;
             assert_eq!(
                 store.insert_task(id, "persist me", t0).await?,
                 NewTaskOutcome::Created
@@ -89,7 +60,7 @@ mod sqlite {
             assert!(store.reserve_attempt(&second).await?);
         }
 
-        let store = SqliteStateStore::open(&path).await?;
+        let store = opener.open().await?;
         let task = store
             .task(id)
             .await?
@@ -127,12 +98,11 @@ mod sqlite {
         Ok(())
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_handles_on_one_file_can_both_write() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("state.sqlite");
-        // Opened at the same time, as two processes starting together would.
-        let (a, b) = tokio::join!(SqliteStateStore::open(&path), SqliteStateStore::open(&path));
+    /// Two handles on one database, opened at the same time as two processes starting
+    /// together would: each sees the other's writes, and of two concurrent reservations or
+    /// results of one attempt exactly one takes effect.
+    pub(crate) async fn two_handles_can_both_write(opener: &dyn Opener) -> TestResult {
+        let (a, b) = tokio::join!(opener.open(), opener.open());
         let (a, b) = (a?, b?);
 
         let id = TaskId::new();
@@ -193,12 +163,12 @@ mod sqlite {
     /// Many tasks write at once while others read: every write commits, each is readable as
     /// soon as it is acknowledged, and readers running meanwhile never see the two changes of
     /// one `finish_attempt` (the attempt and its task) apart.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_writes_all_commit_and_are_readable_once_acknowledged() -> TestResult {
+    pub(crate) async fn concurrent_writes_all_commit_and_are_readable_once_acknowledged(
+        opener: &dyn Opener,
+    ) -> TestResult {
         const WRITERS: usize = 200;
         const READERS: usize = 4;
-        let dir = tempfile::tempdir()?;
-        let store = SqliteStateStore::open(dir.path().join("state.sqlite")).await?;
+        let store = opener.open().await?;
         let t0 = now();
         let design = StepId::v1(Stage::Design);
         let ids: Arc<Vec<TaskId>> = Arc::new((0..WRITERS).map(|_| TaskId::new()).collect());
@@ -270,7 +240,7 @@ mod sqlite {
     /// Reads one task's attempt and task in both orders: `finish_attempt` changes both at once,
     /// so a reader that sees one change must see the other in any later read.
     async fn check_whole(
-        store: &SqliteStateStore,
+        store: &Store,
         id: TaskId,
         design: StepId,
     ) -> Result<(), Box<dyn Error + Send + Sync>> {
@@ -294,29 +264,28 @@ mod sqlite {
         Ok(())
     }
 
-    #[tokio::test]
-    async fn a_corrupt_row_is_an_error_naming_the_file() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("state.sqlite");
-        let store = SqliteStateStore::open(&path).await?;
+    /// A row damaged by something other than the store reads as `Corrupt`, naming the
+    /// database and the bad value; `damage` sets the status of the task it is given to
+    /// 'exploded'.
+    pub(crate) async fn a_damaged_row_is_corrupt<F, D>(
+        opener: &dyn Opener,
+        damage: D,
+        location: &std::path::Path,
+    ) -> TestResult
+    where
+        D: FnOnce(TaskId) -> F,
+        F: std::future::Future<Output = TestResult>,
+    {
+        let store = opener.open().await?;
         let id = TaskId::new();
         store.insert_task(id, "to be damaged", now()).await?;
-
-        // Something other than the store damages the row.
-        let other = rusqlite::Connection::open(&path)?;
-        other.busy_timeout(Duration::from_secs(5))?;
-        other.execute(
-            "UPDATE tasks SET status = 'exploded' WHERE task_id = ?1",
-            [id.to_string()],
-        )?;
-        drop(other);
-
+        damage(id).await?;
         match store.task(id).await {
             Err(StoreError::Corrupt {
                 path: named,
                 reason,
             }) => {
-                assert_eq!(named, path, "the error must name the database file");
+                assert_eq!(named, location, "the error must name the database");
                 assert!(
                     reason.contains("exploded"),
                     "the reason must show the bad value: {reason}"
@@ -325,6 +294,137 @@ mod sqlite {
             other => panic!("a corrupt row must be a Corrupt error, got {other:?}"),
         }
         Ok(())
+    }
+
+    pub(crate) fn now() -> DateTime<Utc> {
+        Utc::now().trunc_subsecs(3)
+    }
+
+    pub(crate) fn request(
+        task_id: TaskId,
+        step_id: StepId,
+        n: u32,
+        requested_at: DateTime<Utc>,
+    ) -> StepRequest {
+        StepRequest {
+            task_id,
+            step_id,
+            attempt: Attempt::new(n).expect("attempt numbers in these tests start at 1"),
+            try_number: 1,
+            mode: StepMode::Run,
+            round: 1,
+            reason: None,
+            not_before: None,
+            requested_at,
+        }
+    }
+
+    pub(crate) fn succeeded(request: &StepRequest, started_at: DateTime<Utc>) -> StepResult {
+        let outcome = StepOutcome::Succeeded {
+            output: serde_json::json!({ "design_summary": "a summary" }),
+            model: "test-model".to_owned(),
+            usage: Default::default(),
+        };
+        StepResult::of(request, outcome, started_at, 42)
+    }
+}
+
+/// The SQLite store, in memory and in files.
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use agent_pipeline::TaskId;
+    use agent_pipeline::conformance::state_store;
+    use agent_pipeline::store::{SqliteStateStore, StateStore, StoreError};
+
+    use crate::cases::{self, Opener, Store, TestResult, now};
+
+    /// Handles on one database file.
+    struct File(PathBuf);
+
+    #[async_trait::async_trait]
+    impl Opener for File {
+        async fn open(&self) -> Result<Store, StoreError> {
+            Ok(Arc::new(SqliteStateStore::open(&self.0).await?))
+        }
+    }
+
+    /// A file in a directory that does not exist yet (opening creates it).
+    fn new_file(dir: &tempfile::TempDir) -> File {
+        File(dir.path().join("data").join("state.sqlite"))
+    }
+
+    #[tokio::test]
+    async fn sqlite_in_memory_store_conforms() -> TestResult {
+        state_store(&SqliteStateStore::in_memory().await?).await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_store_conforms_also_when_run_twice() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = new_file(&dir).open().await?;
+        state_store(store.as_ref()).await;
+        // A second run finds the first run's data, as a store shared with other tests would.
+        state_store(store.as_ref()).await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn in_memory_stores_are_private() -> TestResult {
+        let first = SqliteStateStore::in_memory().await?;
+        let second = SqliteStateStore::in_memory().await?;
+        let id = TaskId::new();
+        first.insert_task(id, "only in the first", now()).await?;
+        assert!(
+            second.task(id).await?.is_none(),
+            "in-memory stores must not share data"
+        );
+        assert!(
+            first.clone().task(id).await?.is_some(),
+            "a clone must share its store's data"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn sqlite_data_survives_closing_and_reopening() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        cases::data_survives_closing_and_reopening(&new_file(&dir)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_handles_on_one_file_can_both_write() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        cases::two_handles_can_both_write(&new_file(&dir)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_all_commit_and_are_readable_once_acknowledged() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        cases::concurrent_writes_all_commit_and_are_readable_once_acknowledged(&new_file(&dir))
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_row_is_an_error_naming_the_file() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let file = new_file(&dir);
+        let path = file.0.clone();
+        // Something other than the store damages the row.
+        let damage = |id: TaskId| async move {
+            let other = rusqlite::Connection::open(&path)?;
+            other.busy_timeout(Duration::from_secs(5))?;
+            other.execute(
+                "UPDATE tasks SET status = 'exploded' WHERE task_id = ?1",
+                [id.to_string()],
+            )?;
+            Ok(())
+        };
+        cases::a_damaged_row_is_corrupt(&file, damage, &file.0).await
     }
 
     #[tokio::test]
@@ -349,36 +449,180 @@ mod sqlite {
         }
         Ok(())
     }
+}
 
-    fn now() -> DateTime<Utc> {
-        Utc::now().trunc_subsecs(3)
-    }
+/// The PostgreSQL store, on the server of `TEST_DATABASE_URL` (a database of its own per test).
+#[cfg(feature = "postgres")]
+mod postgres {
+    use std::path::PathBuf;
+    use std::sync::Arc;
 
-    fn request(
-        task_id: TaskId,
-        step_id: StepId,
-        n: u32,
-        requested_at: DateTime<Utc>,
-    ) -> StepRequest {
-        StepRequest {
-            task_id,
-            step_id,
-            attempt: Attempt::new(n).expect("attempt numbers in these tests start at 1"),
-            try_number: 1,
-            mode: StepMode::Run,
-            round: 1,
-            reason: None,
-            not_before: None,
-            requested_at,
+    use agent_pipeline::TaskId;
+    use agent_pipeline::conformance::state_store;
+    use agent_pipeline::store::{PostgresStateStore, StoreError};
+    use agent_pipeline::testing::TestDatabase;
+    use sqlx::Connection;
+
+    use crate::cases::{self, Opener, Store, TestResult};
+
+    /// Handles (connection pools) on one database.
+    struct Database<'a>(&'a TestDatabase);
+
+    #[async_trait::async_trait]
+    impl Opener for Database<'_> {
+        async fn open(&self) -> Result<Store, StoreError> {
+            Ok(Arc::new(PostgresStateStore::connect(self.0.url()).await?))
         }
     }
 
-    fn succeeded(request: &StepRequest, started_at: DateTime<Utc>) -> StepResult {
-        let outcome = StepOutcome::Succeeded {
-            output: serde_json::json!({ "design_summary": "a summary" }),
-            model: "test-model".to_owned(),
-            usage: Default::default(),
+    /// Runs `case` on a new database, dropped afterwards when the case passed.
+    async fn on_new_database(case: impl AsyncFnOnce(&TestDatabase) -> TestResult) -> TestResult {
+        let Some(database) = TestDatabase::create().await else {
+            return Ok(());
         };
-        StepResult::of(request, outcome, started_at, 42)
+        case(&database).await?;
+        database.drop_database().await;
+        Ok(())
+    }
+
+    /// Runs `sql` on the database, as another program would.
+    async fn execute(database: &TestDatabase, sql: &'static str, bind: String) -> TestResult {
+        let mut other = sqlx::PgConnection::connect(database.url()).await?;
+        sqlx::query(sql).bind(bind).execute(&mut other).await?;
+        other.close().await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn postgres_store_conforms_also_when_run_twice() -> TestResult {
+        on_new_database(async |database| {
+            let store = Database(database).open().await?;
+            state_store(store.as_ref()).await;
+            state_store(store.as_ref()).await;
+            Ok(())
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn postgres_data_survives_closing_and_reopening() -> TestResult {
+        on_new_database(async |database| {
+            cases::data_survives_closing_and_reopening(&Database(database)).await
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_pools_on_one_database_can_both_write() -> TestResult {
+        on_new_database(async |database| {
+            cases::two_handles_can_both_write(&Database(database)).await
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_concurrent_writes_all_commit_and_are_readable_once_acknowledged() -> TestResult
+    {
+        on_new_database(async |database| {
+            cases::concurrent_writes_all_commit_and_are_readable_once_acknowledged(&Database(
+                database,
+            ))
+            .await
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_row_is_an_error_naming_the_database() -> TestResult {
+        on_new_database(async |database| {
+            let damage = |id: TaskId| {
+                execute(
+                    database,
+                    "UPDATE tasks SET status = 'exploded' WHERE task_id = $1",
+                    id.to_string(),
+                )
+            };
+            let options: sqlx::postgres::PgConnectOptions = database.url().parse()?;
+            let location = PathBuf::from(format!(
+                "postgres://{}:{}/{}",
+                options.get_host(),
+                options.get_port(),
+                options.get_database().unwrap_or_default()
+            ));
+            cases::a_damaged_row_is_corrupt(&Database(database), damage, &location).await
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processes_starting_together_migrate_once() -> TestResult {
+        on_new_database(async |database| {
+            let opener = Database(database);
+            // Four at once on an empty database, as four processes starting together.
+            let opened =
+                futures_join4(opener.open(), opener.open(), opener.open(), opener.open()).await;
+            for store in opened {
+                store?;
+            }
+            let mut other = sqlx::PgConnection::connect(database.url()).await?;
+            let versions: Vec<i64> = sqlx::query_scalar(
+                "SELECT version FROM agent_pipeline_migrations ORDER BY version",
+            )
+            .fetch_all(&mut other)
+            .await?;
+            let expected: Vec<i64> = (1..=PostgresStateStore::schema_version()).collect();
+            assert_eq!(versions, expected, "every migration recorded exactly once");
+            other.close().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_newer_postgres_schema_is_refused() -> TestResult {
+        on_new_database(async |database| {
+            Database(database).open().await?;
+            let newer = PostgresStateStore::schema_version() + 1;
+            execute(
+                database,
+                "INSERT INTO agent_pipeline_migrations (version, name) VALUES ($1::bigint, 'future')",
+                newer.to_string(),
+            )
+            .await?;
+            match Database(database).open().await {
+                Err(StoreError::Database(reason)) => assert!(
+                    reason.contains(&format!("version {newer}")),
+                    "the reason must name the version: {reason}"
+                ),
+                other => panic!("a database of a newer schema must be refused, got {other:?}"),
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_bad_url_is_refused_without_repeating_it() {
+        match PostgresStateStore::connect("postgres://agent:s3cret@db:notaport/x").await {
+            Err(error) => {
+                let text = error.to_string();
+                assert!(text.contains("DATABASE_URL"), "{text}");
+                assert!(
+                    !text.contains("s3cret"),
+                    "the password must not be shown: {text}"
+                );
+            }
+            Ok(store) => panic!("a URL with a bad port must be refused, got {store:?}"),
+        }
+    }
+
+    async fn futures_join4<T>(
+        a: impl std::future::Future<Output = T>,
+        b: impl std::future::Future<Output = T>,
+        c: impl std::future::Future<Output = T>,
+        d: impl std::future::Future<Output = T>,
+    ) -> [T; 4] {
+        let (a, b, c, d) = tokio::join!(a, b, c, d);
+        [a, b, c, d]
     }
 }

@@ -2,13 +2,12 @@
 //! as it takes) or for a command (which gives up after [`COMMAND_GIVES_UP_AFTER`] and says
 //! so), and the pipeline over it and the state store of `DATA_DIR`.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agent_pipeline::Pipeline;
 use agent_pipeline::bus::{BusError, FollowFrom, Subscription};
-use agent_pipeline::store::{SqliteStateStore, StateStore};
+use agent_pipeline::store::StateStore;
 use agent_pipeline_kafka::{KafkaBus, KafkaSettings};
 use anyhow::{Context, Result};
 
@@ -56,21 +55,11 @@ fn unreachable(brokers: &str, error: BusError) -> anyhow::Error {
     }
 }
 
-/// Opens (or creates) the SQLite state store of `data_dir`, which every process of one host
-/// shares.
-pub(crate) async fn open_state(data_dir: &Path) -> Result<Arc<dyn StateStore>> {
-    let database = data_dir.join("state.sqlite");
-    let state = SqliteStateStore::open(&database)
-        .await
-        .with_context(|| format!("cannot open {}", database.display()))?;
-    Ok(Arc::new(state))
-}
-
-/// The pipeline of a serving process on the Kafka bus: the state store of `DATA_DIR`, the
-/// bus connected with that same store (where the groups keep their positions), and every
+/// The pipeline of a serving process on the Kafka bus: the state store of `DATABASE_URL`
+/// (else of `DATA_DIR`), the bus connected with that same store (where the groups keep their positions), and every
 /// topic created, so that a deployment's topics exist before its first message.
 pub(crate) async fn service_pipeline(config: &Config) -> Result<Pipeline> {
-    let state = open_state(&config.data_dir).await?;
+    let state = config.database.open().await?;
     let bus = connect(config, state.clone(), Connecting::Service).await?;
     bus.create_topics(&config.topics)
         .await

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use agent_pipeline::execution::sandbox::{Bubblewrap, Sandbox, Unsandboxed};
 use agent_pipeline::publish::{GitHubPublisher, LocalGitPublisher};
-use agent_pipeline::store::{FileArtifactStore, SqliteStateStore, StateStore};
+use agent_pipeline::store::{FileArtifactStore, StateStore};
 use agent_pipeline::wire::ReportEvent;
 use agent_pipeline::{Pipeline, PipelineBuilder, Service, TaskId};
 use anyhow::{Context, Result};
@@ -147,12 +147,15 @@ pub(crate) fn pipeline_builder(config: &Config) -> Result<PipelineBuilder> {
     Ok(builder)
 }
 
-/// The embedded default of `config` (memory bus, files and SQLite in `DATA_DIR`, the
-/// configured LLM), not started.
+/// The embedded default of `config` (memory bus, files in `DATA_DIR`, the state database of
+/// `DATABASE_URL`, else SQLite in `DATA_DIR`; the configured LLM), not started.
 pub(crate) async fn build_pipeline(config: &Config, resume_unfinished: bool) -> Result<Pipeline> {
+    let state = config.database.open().await?;
     build(
         config,
-        pipeline_builder(config)?.resume_unfinished(resume_unfinished),
+        pipeline_builder(config)?
+            .state_store(state)
+            .resume_unfinished(resume_unfinished),
     )
     .await
 }
@@ -170,26 +173,22 @@ pub(crate) async fn build(config: &Config, builder: PipelineBuilder) -> Result<P
 /// The stores of a data directory, opened without starting any service.
 #[derive(Debug)]
 pub(crate) struct Stores {
-    /// Tasks and attempts (`state.sqlite`).
+    /// Tasks and attempts (`DATABASE_URL`, else `state.sqlite`).
     pub(crate) state: Arc<dyn StateStore>,
     /// Artifacts (`<task_id>/<step>.json`).
     pub(crate) artifacts: FileArtifactStore,
 }
 
 impl Stores {
-    /// Opens the stores of `data_dir`; `None` when it holds no state database yet (so that
-    /// looking creates nothing).
-    pub(crate) async fn open(data_dir: &Path) -> Result<Option<Self>> {
-        let database = data_dir.join("state.sqlite");
-        if !tokio::fs::try_exists(&database).await.unwrap_or(false) {
+    /// Opens the stores of `config`; `None` when its SQLite state database does not exist
+    /// yet (so that looking creates nothing).
+    pub(crate) async fn open(config: &Config) -> Result<Option<Self>> {
+        if !config.database.may_exist().await {
             return Ok(None);
         }
-        let state = SqliteStateStore::open(&database)
-            .await
-            .with_context(|| format!("cannot open {}", database.display()))?;
         Ok(Some(Self {
-            state: Arc::new(state),
-            artifacts: FileArtifactStore::new(data_dir),
+            state: config.database.open().await?,
+            artifacts: FileArtifactStore::new(&config.data_dir),
         }))
     }
 }

@@ -171,7 +171,7 @@ async fn replay_on_bus(
 ) -> Result<ExitCode> {
     let Request { task_id, step, .. } = *request;
     // The check reads the stores the services write; without a database there is no task.
-    let Some(stores) = Stores::open(&config.data_dir).await? else {
+    let Some(stores) = Stores::open(config).await? else {
         return Err(no_such_task(task_id, target, &config.data_dir));
     };
     let bus = connect(config, stores.state.clone(), Connecting::Command).await?;

@@ -199,7 +199,8 @@ fn ci_wait(config: &Config) -> Duration {
 }
 
 /// Follows the task's report events until its `done` or `error` event, and after `done`
-/// until the ci-monitor's `ci` check of the published change (for at most `ci_wait`),
+/// until the ci-monitor's `ci` check of the change when one was published (for at most
+/// `ci_wait`),
 /// printing each one when `print_all`, and showing progress meanwhile. Returns the final
 /// event, or `None` when Ctrl-C came first (after saying `interrupted`).
 async fn follow(
@@ -212,6 +213,8 @@ async fn follow(
     let mut progress = Progress::new();
     let mut ticker = progress.ticker();
     let mut done: Option<ReportEvent> = None;
+    // Whether the task's change was published, so that a `ci` check of it will follow.
+    let mut published = false;
     let ci_deadline = tokio::time::sleep(Duration::MAX);
     tokio::pin!(ci_deadline);
     loop {
@@ -224,7 +227,14 @@ async fn follow(
                 }
                 progress.on_event(&event);
                 match (&event.status, done.take()) {
+                    (ReportStatus::Pr, earlier) => {
+                        published = true;
+                        done = earlier;
+                    }
                     (ReportStatus::Ci, Some(done)) => return Ok(Some(done)),
+                    // Nothing was published (code execution off, or nothing to publish):
+                    // no check will follow.
+                    (ReportStatus::Done, _) if !published => return Ok(Some(event)),
                     (ReportStatus::Done, _) => {
                         ci_deadline.as_mut().reset(tokio::time::Instant::now() + ci_wait);
                         done = Some(event);

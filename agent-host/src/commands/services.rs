@@ -171,8 +171,9 @@ fn banner(
     };
     line(format!("{}: {what}", process.name));
     line(format!(
-        "  data:    {data}  (artifacts in {data}/<task_id>/, reports.jsonl, state.sqlite)"
+        "  data:    {data}  (artifacts in {data}/<task_id>/, reports.jsonl)"
     ));
+    line(format!("  state:   {}", config.database));
     if process.services.contains(&Service::Worker) {
         line(format!("  model:   {}", config.model_description()));
     }

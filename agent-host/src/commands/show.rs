@@ -17,7 +17,7 @@ pub(crate) async fn show(config: &Config, args: &ShowArgs) -> Result<ExitCode> {
     let task_id = parse_task_id(&args.task_id)?;
     let target = Target::to_read(config, &args.host)?;
     let details = match &target {
-        Target::Local | Target::Bus => match Stores::open(&config.data_dir).await? {
+        Target::Local | Target::Bus => match Stores::open(config).await? {
             Some(stores) => views::task_details(stores.state.as_ref(), &stores.artifacts, task_id)
                 .await
                 .with_context(|| format!("cannot read task {task_id}"))?,

@@ -20,7 +20,7 @@ pub(crate) async fn tasks(config: &Config, args: &TasksArgs) -> Result<ExitCode>
         Target::Local | Target::Bus => {
             let place = format!("in {}", config.data_dir.display());
             // Looking creates nothing: without a state database there are no tasks.
-            let tasks = match Stores::open(&config.data_dir).await? {
+            let tasks = match Stores::open(config).await? {
                 Some(stores) => views::task_summaries(stores.state.as_ref())
                     .await
                     .context("cannot list the tasks")?,

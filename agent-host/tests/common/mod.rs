@@ -20,7 +20,7 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_agent-host");
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Every variable the host reads; tests start from none of them set.
-pub(crate) const CONFIG_VARIABLES: [&str; 42] = [
+pub(crate) const CONFIG_VARIABLES: [&str; 43] = [
     "OPENAI_API_KEY",
     "OPENAI_MODEL",
     "OPENAI_BASE_URL",
@@ -45,6 +45,7 @@ pub(crate) const CONFIG_VARIABLES: [&str; 42] = [
     "CI_WATCH_TOPIC",
     "DLQ_TOPIC",
     "DATA_DIR",
+    "DATABASE_URL",
     "AGENT_HOST_MAX_ATTEMPTS",
     "WEB_ADDR",
     "WEB_TOKEN",

@@ -6,15 +6,21 @@ mod batch_thread;
 pub(crate) mod fs_util;
 mod journal;
 mod memory_state;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod reports;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]
 mod sqlite_writer;
 mod state;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod stored;
 
 pub use artifacts::{Artifact, FileArtifactStore, TaskFile};
 pub use memory_state::MemoryStateStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStateStore;
 pub use reports::ReportLog;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStateStore;
@@ -44,10 +50,10 @@ pub enum StoreError {
         /// The data directory.
         root: PathBuf,
     },
-    /// A stored file is not what it should be.
+    /// A stored file or database row is not what it should be.
     #[error("{path} is corrupt: {reason}")]
     Corrupt {
-        /// The file.
+        /// The file, or the database (`postgres://host:port/database`).
         path: PathBuf,
         /// What is wrong.
         reason: String,

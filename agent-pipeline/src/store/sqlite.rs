@@ -32,11 +32,12 @@ use super::sqlite_writer::{self, GroupWriter, Read, execute};
 use super::state::{
     AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
 };
+use super::stored::{self, stage_order};
 use super::{StoreError, StoreResult};
 use crate::ids::{Attempt, StepId, TaskId};
 use crate::wire::{StepRequest, StepResult};
 use readers::ReaderPool;
-use rows::{Decoder, fetch_all, fetch_optional, stage_order, time_text};
+use rows::{Decoder, fetch_all, fetch_optional, time_text};
 
 /// How many reader threads (and connections) a file store keeps.
 const READERS: usize = 2;
@@ -210,14 +211,7 @@ impl StateStore for SqliteStateStore {
                 )
             })
             .await?;
-        match existing {
-            Some(existing) if existing == prompt => Ok(NewTaskOutcome::AlreadyExists),
-            Some(_) => Ok(NewTaskOutcome::Conflict),
-            // Rows are never deleted, so a conflict means the row exists.
-            None => Err(StoreError::Database(format!(
-                "task {task_id} was neither inserted nor found"
-            ))),
-        }
+        stored::outcome_of_taken_id(task_id, prompt, existing)
     }
 
     async fn task(&self, task_id: TaskId) -> StoreResult<Option<TaskRecord>> {
@@ -454,8 +448,7 @@ impl StateStore for SqliteStateStore {
                 params![group, topic, i64::from(partition)],
                 |row| {
                     let offset: i64 = decoder.column(row, "next_offset")?;
-                    u64::try_from(offset)
-                        .map_err(|_| decoder.corrupt(format!("negative consumer offset {offset}")))
+                    stored::consumer_offset(offset).map_err(|reason| decoder.corrupt(reason))
                 },
             )
         })

@@ -10,11 +10,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::types::FromSql;
 use rusqlite::{Connection, Params, Row};
 
-use crate::ids::{Attempt, Stage, StepId};
+use crate::ids::Attempt;
 use crate::store::sqlite_writer::database;
-use crate::store::state::{AttemptRecord, AttemptStatus, TaskRecord, TaskStatus};
+use crate::store::state::{AttemptRecord, TaskRecord};
+use crate::store::stored::{self, StoredAttempt, StoredTask};
 use crate::store::{StoreError, StoreResult};
-use crate::wire::StepRequest;
 
 /// Turns rows of one database into records; cheap to clone into a query.
 #[derive(Debug, Clone)]
@@ -39,65 +39,38 @@ impl Decoder {
 
     /// A task from a row of `task_id, prompt, status, current_step, created_at, updated_at`.
     pub(super) fn task(&self, row: &Row<'_>) -> StoreResult<TaskRecord> {
-        let task_id: String = self.column(row, "task_id")?;
-        let task_id = task_id
-            .parse()
-            .map_err(|e| self.corrupt(format!("tasks.task_id: {e}")))?;
-        let status: String = self.column(row, "status")?;
-        let status = TaskStatus::parse(&status)
-            .ok_or_else(|| self.corrupt(format!("task {task_id}: unknown status {status:?}")))?;
-        let current_step: Option<String> = self.column(row, "current_step")?;
-        let current_step = current_step
-            .map(|s| s.parse::<StepId>())
-            .transpose()
-            .map_err(|e| self.corrupt(format!("task {task_id}: {e}")))?;
-        Ok(TaskRecord {
-            task_id,
+        StoredTask {
+            task_id: self.column(row, "task_id")?,
             prompt: self.column(row, "prompt")?,
-            status,
-            current_step,
+            status: self.column(row, "status")?,
+            current_step: self.column(row, "current_step")?,
             created_at: self.time(row, "created_at")?,
             updated_at: self.time(row, "updated_at")?,
-        })
+        }
+        .decode()
+        .map_err(|reason| self.corrupt(reason))
     }
 
     /// An attempt from a row of `request, status, error, model, finished_at, duration_ms`.
     pub(super) fn attempt(&self, row: &Row<'_>) -> StoreResult<AttemptRecord> {
-        let request: String = self.column(row, "request")?;
-        let request: StepRequest = serde_json::from_str(&request)
-            .map_err(|e| self.corrupt(format!("attempts.request: {e}")))?;
-        let status: String = self.column(row, "status")?;
-        let status = AttemptStatus::parse(&status).ok_or_else(|| {
-            self.corrupt(format!(
-                "attempt {} {} {}: unknown status {status:?}",
-                request.task_id, request.step_id, request.attempt
-            ))
-        })?;
         let finished_at: Option<String> = self.column(row, "finished_at")?;
-        let finished_at = finished_at
-            .map(|text| self.parse_time("attempts.finished_at", &text))
-            .transpose()?;
-        let duration_ms: Option<i64> = self.column(row, "duration_ms")?;
-        let duration_ms = duration_ms
-            .map(u64::try_from)
-            .transpose()
-            .map_err(|e| self.corrupt(format!("attempts.duration_ms: {e}")))?;
-        Ok(AttemptRecord {
-            request,
-            status,
+        StoredAttempt {
+            request: self.column(row, "request")?,
+            status: self.column(row, "status")?,
             error: self.column(row, "error")?,
             model: self.column(row, "model")?,
-            finished_at,
-            duration_ms,
-        })
+            finished_at: finished_at
+                .map(|text| self.parse_time("attempts.finished_at", &text))
+                .transpose()?,
+            duration_ms: self.column(row, "duration_ms")?,
+        }
+        .decode()
+        .map_err(|reason| self.corrupt(reason))
     }
 
     /// An attempt number as stored.
     pub(super) fn attempt_number(&self, stored: i64) -> StoreResult<Attempt> {
-        u32::try_from(stored)
-            .ok()
-            .and_then(|n| Attempt::new(n).ok())
-            .ok_or_else(|| self.corrupt(format!("attempts.attempt: {stored} is not an attempt")))
+        stored::attempt_number(stored).map_err(|reason| self.corrupt(reason))
     }
 
     /// One column by name.
@@ -150,16 +123,6 @@ pub(super) fn fetch_optional<T>(
 /// order.
 pub(super) fn time_text(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-/// The position of a step's stage in the pipeline, stored so that attempts sort in pipeline
-/// order.
-pub(super) fn stage_order(step: StepId) -> i64 {
-    let index = Stage::ALL
-        .iter()
-        .position(|s| *s == step.stage())
-        .unwrap_or(Stage::ALL.len());
-    i64::try_from(index).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -1,0 +1,449 @@
+//! The PostgreSQL state store: one database shared by every process on every host.
+
+mod migrations;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+
+use super::memory_state::finished_record;
+use super::state::{
+    AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
+};
+use super::stored::{self, StoredAttempt, StoredTask, stage_order};
+use super::{StoreError, StoreResult};
+use crate::ids::{Attempt, StepId, TaskId};
+use crate::wire::{StepRequest, StepResult};
+
+/// How many connections a store opens at most, unless told otherwise.
+const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+/// How long a query waits for a free connection before it fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A [`StateStore`] in a PostgreSQL database, for deployments where the services run in many
+/// processes on many hosts.
+///
+/// Connecting applies the schema's migrations that the database lacks (embedded in the
+/// program; processes starting together take turns through an advisory lock). Every write is
+/// one statement or one transaction, committed before it returns; concurrent writers of the
+/// same row are serialized by PostgreSQL's row locks, so a redelivered message handled by two
+/// processes at once is recorded once. Times are kept to the microsecond.
+///
+/// ```no_run
+/// use agent_pipeline::TaskId;
+/// use agent_pipeline::store::{NewTaskOutcome, PostgresStateStore, StateStore};
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = PostgresStateStore::connect("postgres://agent@db.internal/agent").await?;
+/// let id = TaskId::new();
+/// let outcome = store.insert_task(id, "Write a haiku", chrono::Utc::now()).await?;
+/// assert_eq!(outcome, NewTaskOutcome::Created);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresStateStore {
+    pool: PgPool,
+    /// The database as errors name it (host, port and database; never the password).
+    location: PathBuf,
+}
+
+impl PostgresStateStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`,
+    /// with libpq's query parameters such as `sslmode`) and brings its schema up to date.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options: PgConnectOptions = url.parse().map_err(|e| {
+            // The URL may hold a password: say what is wrong without repeating it.
+            StoreError::Database(format!("DATABASE_URL is not a PostgreSQL URL: {e}"))
+        })?;
+        Self::connect_with(options, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// Connects with `options`, keeping at most `max_connections` connections open, and
+    /// brings the schema up to date.
+    pub async fn connect_with(
+        options: PgConnectOptions,
+        max_connections: u32,
+    ) -> StoreResult<Self> {
+        let location = PathBuf::from(format!(
+            "postgres://{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        ));
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::Database(format!("cannot connect to {}: {e}", location.display()))
+            })?;
+        Self::with_pool(pool, location).await
+    }
+
+    async fn with_pool(pool: PgPool, location: PathBuf) -> StoreResult<Self> {
+        migrations::migrate(&pool).await?;
+        Ok(Self { pool, location })
+    }
+
+    /// The version of the newest schema migration this program applies.
+    pub fn schema_version() -> i64 {
+        migrations::latest_version()
+    }
+
+    /// The error for a row that is not what this program wrote.
+    fn corrupt(&self, reason: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.location.clone(),
+            reason,
+        }
+    }
+
+    fn task_of(&self, row: &PgRow) -> StoreResult<TaskRecord> {
+        StoredTask {
+            task_id: self.column(row, "task_id")?,
+            prompt: self.column(row, "prompt")?,
+            status: self.column(row, "status")?,
+            current_step: self.column(row, "current_step")?,
+            created_at: self.column(row, "created_at")?,
+            updated_at: self.column(row, "updated_at")?,
+        }
+        .decode()
+        .map_err(|reason| self.corrupt(reason))
+    }
+
+    fn attempt_of(&self, row: &PgRow) -> StoreResult<AttemptRecord> {
+        StoredAttempt {
+            request: self.column(row, "request")?,
+            status: self.column(row, "status")?,
+            error: self.column(row, "error")?,
+            model: self.column(row, "model")?,
+            finished_at: self.column(row, "finished_at")?,
+            duration_ms: self.column(row, "duration_ms")?,
+        }
+        .decode()
+        .map_err(|reason| self.corrupt(reason))
+    }
+
+    fn column<'r, T>(&self, row: &'r PgRow, name: &str) -> StoreResult<T>
+    where
+        T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        row.try_get(name)
+            .map_err(|e| self.corrupt(format!("column {name}: {e}")))
+    }
+}
+
+/// A failure of the database or of the connection to it.
+pub(super) fn database(error: sqlx::Error) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+/// A count or limit as PostgreSQL's bigint.
+fn bigint(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+/// `SELECT` of the columns of attempts that [`PostgresStateStore::attempt_of`] reads (a macro,
+/// so that the queries built on it stay static strings).
+macro_rules! select_attempts {
+    () => {
+        "SELECT request::text AS request, status, error, model, finished_at, duration_ms
+         FROM attempts "
+    };
+}
+
+/// `SELECT` of the columns of tasks that [`PostgresStateStore::task_of`] reads.
+macro_rules! select_tasks {
+    () => {
+        "SELECT task_id, prompt, status, current_step, created_at, updated_at FROM tasks "
+    };
+}
+
+#[async_trait]
+impl StateStore for PostgresStateStore {
+    async fn insert_task(
+        &self,
+        task_id: TaskId,
+        prompt: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<NewTaskOutcome> {
+        let inserted = sqlx::query(
+            "INSERT INTO tasks (task_id, prompt, status, current_step, created_at, updated_at)
+             VALUES ($1, $2, $3, NULL, $4, $4)
+             ON CONFLICT (task_id) DO NOTHING",
+        )
+        .bind(task_id.to_string())
+        .bind(prompt)
+        .bind(TaskStatus::Received.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(database)?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(NewTaskOutcome::Created);
+        }
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT prompt FROM tasks WHERE task_id = $1")
+                .bind(task_id.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(database)?;
+        stored::outcome_of_taken_id(task_id, prompt, existing)
+    }
+
+    async fn task(&self, task_id: TaskId) -> StoreResult<Option<TaskRecord>> {
+        let row = sqlx::query(concat!(select_tasks!(), "WHERE task_id = $1"))
+            .bind(task_id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(database)?;
+        row.map(|row| self.task_of(&row)).transpose()
+    }
+
+    async fn tasks(&self, limit: usize) -> StoreResult<Vec<TaskRecord>> {
+        let rows = sqlx::query(concat!(
+            select_tasks!(),
+            "ORDER BY created_at DESC, task_id DESC LIMIT $1"
+        ))
+        .bind(bigint(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database)?;
+        rows.iter().map(|row| self.task_of(row)).collect()
+    }
+
+    async fn set_task_status(
+        &self,
+        task_id: TaskId,
+        status: TaskStatus,
+        step: Option<StepId>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE tasks
+             SET status = $1, current_step = COALESCE($2, current_step), updated_at = $3
+             WHERE task_id = $4",
+        )
+        .bind(status.as_str())
+        .bind(step.map(|s| s.to_string()))
+        .bind(now)
+        .bind(task_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(database)?;
+        Ok(())
+    }
+
+    async fn reserve_attempt(&self, request: &StepRequest) -> StoreResult<bool> {
+        let json = serde_json::to_string(request)
+            .map_err(|e| StoreError::Database(format!("encoding step request: {e}")))?;
+        let inserted = sqlx::query(
+            "INSERT INTO attempts
+             (task_id, step_id, attempt, stage_order, status, request, requested_at)
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
+             ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
+        )
+        .bind(request.task_id.to_string())
+        .bind(request.step_id.to_string())
+        .bind(i64::from(request.attempt.get()))
+        .bind(stage_order(request.step_id))
+        .bind(AttemptStatus::Requested.as_str())
+        .bind(json)
+        .bind(request.requested_at)
+        .execute(&self.pool)
+        .await
+        .map_err(database)?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn attempt(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        attempt: Attempt,
+    ) -> StoreResult<Option<AttemptRecord>> {
+        let row = sqlx::query(concat!(
+            select_attempts!(),
+            "WHERE task_id = $1 AND step_id = $2 AND attempt = $3"
+        ))
+        .bind(task_id.to_string())
+        .bind(step.to_string())
+        .bind(i64::from(attempt.get()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(database)?;
+        row.map(|row| self.attempt_of(&row)).transpose()
+    }
+
+    async fn finish_attempt(
+        &self,
+        result: &StepResult,
+        task_status: Option<TaskStatus>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let record = finished_record(result, None, now);
+        let task_id = result.task_id.to_string();
+        let step_id = result.step_id.to_string();
+        let attempt = i64::from(result.attempt.get());
+        let duration_ms = record.duration_ms.map(bigint);
+        let json = serde_json::to_string(&record.request)
+            .map_err(|e| StoreError::Database(format!("encoding step request: {e}")))?;
+        let status = record.status.as_str();
+        let mut transaction = self.pool.begin().await.map_err(database)?;
+        // Under concurrent finishes of one attempt, the row lock makes the second wait and
+        // then find the attempt no longer requested.
+        let updated = sqlx::query(
+            "UPDATE attempts
+             SET status = $1, error = $2, model = $3, finished_at = $4, duration_ms = $5
+             WHERE task_id = $6 AND step_id = $7 AND attempt = $8 AND status = $9",
+        )
+        .bind(status)
+        .bind(&record.error)
+        .bind(&record.model)
+        .bind(now)
+        .bind(duration_ms)
+        .bind(&task_id)
+        .bind(&step_id)
+        .bind(attempt)
+        .bind(AttemptStatus::Requested.as_str())
+        .execute(&mut *transaction)
+        .await
+        .map_err(database)?
+        .rows_affected();
+        // Either the attempt was never reserved (record it from the result) or it is already
+        // finished (the insert does nothing, and nothing changes).
+        let recorded = updated == 1
+            || sqlx::query(
+                "INSERT INTO attempts
+                     (task_id, step_id, attempt, stage_order, status, request,
+                      error, model, requested_at, finished_at, duration_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11)
+                 ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
+            )
+            .bind(&task_id)
+            .bind(&step_id)
+            .bind(attempt)
+            .bind(stage_order(result.step_id))
+            .bind(status)
+            .bind(&json)
+            .bind(&record.error)
+            .bind(&record.model)
+            .bind(record.request.requested_at)
+            .bind(now)
+            .bind(duration_ms)
+            .execute(&mut *transaction)
+            .await
+            .map_err(database)?
+            .rows_affected()
+                == 1;
+        if recorded && let Some(task_status) = task_status {
+            sqlx::query(
+                "UPDATE tasks SET status = $1, current_step = $2, updated_at = $3
+                 WHERE task_id = $4",
+            )
+            .bind(task_status.as_str())
+            .bind(&step_id)
+            .bind(now)
+            .bind(&task_id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(database)?;
+        }
+        transaction.commit().await.map_err(database)?;
+        Ok(recorded)
+    }
+
+    async fn attempts(&self, task_id: TaskId) -> StoreResult<Vec<AttemptRecord>> {
+        let rows = sqlx::query(concat!(
+            select_attempts!(),
+            "WHERE task_id = $1
+             ORDER BY stage_order, step_id, attempt"
+        ))
+        .bind(task_id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database)?;
+        rows.iter().map(|row| self.attempt_of(row)).collect()
+    }
+
+    async fn last_attempt(&self, task_id: TaskId, step: StepId) -> StoreResult<Option<Attempt>> {
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(attempt) FROM attempts WHERE task_id = $1 AND step_id = $2",
+        )
+        .bind(task_id.to_string())
+        .bind(step.to_string())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(database)?;
+        last.map(|n| stored::attempt_number(n).map_err(|reason| self.corrupt(reason)))
+            .transpose()
+    }
+
+    async fn unfinished_attempts(&self) -> StoreResult<Vec<AttemptRecord>> {
+        let rows = sqlx::query(concat!(
+            select_attempts!(),
+            "WHERE status = 'requested'
+             ORDER BY requested_at, task_id, stage_order, step_id, attempt"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database)?;
+        rows.iter().map(|row| self.attempt_of(row)).collect()
+    }
+
+    async fn consumer_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> StoreResult<Option<u64>> {
+        let offset: Option<i64> = sqlx::query_scalar(
+            "SELECT next_offset FROM consumer_offsets
+             WHERE group_name = $1 AND topic = $2 AND partition_id = $3",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(i64::from(partition))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(database)?;
+        offset
+            .map(|n| stored::consumer_offset(n).map_err(|reason| self.corrupt(reason)))
+            .transpose()
+    }
+
+    async fn commit_consumer_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+    ) -> StoreResult<()> {
+        let offset = i64::try_from(next_offset)
+            .map_err(|_| StoreError::Database(format!("offset {next_offset} is too large")))?;
+        sqlx::query(
+            "INSERT INTO consumer_offsets
+             (group_name, topic, partition_id, next_offset, committed_at)
+             VALUES ($1, $2, $3, $4, now())
+             ON CONFLICT (group_name, topic, partition_id)
+             DO UPDATE SET next_offset = EXCLUDED.next_offset,
+                           committed_at = EXCLUDED.committed_at",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(offset)
+        .execute(&self.pool)
+        .await
+        .map_err(database)?;
+        Ok(())
+    }
+}
