@@ -34,6 +34,154 @@ pub async fn state_store(store: &dyn StateStore) {
     attempts_are_listed_in_pipeline_order(store).await;
     unfinished_attempts_are_listed_oldest_first(store).await;
     consumer_offsets_are_kept_per_group_topic_and_partition(store).await;
+    leases_are_exclusive_renewed_taken_over_and_released(store).await;
+    offset_commits_are_fenced_by_leases(store).await;
+}
+
+async fn leases_are_exclusive_renewed_taken_over_and_released(store: &dyn StateStore) {
+    let prefix = format!("conformance/{}/", TaskId::new());
+    let resource = format!("{prefix}p0");
+    let t0 = now();
+    let acquire = |holder: &'static str, at: DateTime<Utc>, until: DateTime<Utc>| {
+        let resource = resource.clone();
+        async move {
+            ok(
+                store.acquire_lease(&resource, holder, at, until).await,
+                "acquire_lease",
+            )
+        }
+    };
+    let first = acquire("a", t0, t0 + secs(10))
+        .await
+        .unwrap_or_else(|| panic!("a free resource must be granted"));
+    assert_eq!(
+        (
+            first.holder.as_str(),
+            first.resource.as_str(),
+            first.expires_at
+        ),
+        ("a", resource.as_str(), t0 + secs(10))
+    );
+    assert_eq!(
+        acquire("b", t0 + secs(5), t0 + secs(15)).await,
+        None,
+        "a running lease keeps other holders out"
+    );
+    let renewed = acquire("a", t0 + secs(5), t0 + secs(20))
+        .await
+        .unwrap_or_else(|| panic!("the holder must be able to renew its lease"));
+    assert_eq!(renewed.epoch, first.epoch, "a renewal keeps the epoch");
+    assert_eq!(
+        renewed.expires_at,
+        t0 + secs(20),
+        "a renewal extends the lease"
+    );
+    assert_eq!(
+        acquire("b", t0 + secs(15), t0 + secs(25)).await,
+        None,
+        "the renewed lease still runs at 15 s"
+    );
+    let listed = ok(store.leases(&prefix, t0 + secs(15)).await, "leases");
+    assert_eq!(listed, vec![renewed.clone()], "the running lease is listed");
+    let taken = acquire("b", t0 + secs(20), t0 + secs(30))
+        .await
+        .unwrap_or_else(|| panic!("an expired lease must be taken over"));
+    assert_eq!(taken.holder, "b");
+    assert_eq!(
+        taken.epoch,
+        first.epoch + 1,
+        "the epoch grows when the holder changes"
+    );
+    // The old holder releasing its lost lease changes nothing.
+    ok(
+        store.release_lease(&renewed, t0 + secs(21)).await,
+        "release_lease",
+    );
+    assert_eq!(
+        acquire("a", t0 + secs(22), t0 + secs(32)).await,
+        None,
+        "a stale release must not free the new holder's lease"
+    );
+    ok(
+        store.release_lease(&taken, t0 + secs(23)).await,
+        "release_lease",
+    );
+    assert!(
+        ok(store.leases(&prefix, t0 + secs(23)).await, "leases").is_empty(),
+        "a released lease no longer runs"
+    );
+    let back = acquire("a", t0 + secs(23), t0 + secs(33))
+        .await
+        .unwrap_or_else(|| panic!("a released resource must be granted at once"));
+    assert_eq!(back.epoch, taken.epoch + 1);
+    assert!(
+        ok(
+            store.leases(&format!("{prefix}other"), t0 + secs(23)).await,
+            "leases"
+        )
+        .is_empty(),
+        "only leases under the prefix are listed"
+    );
+}
+
+async fn offset_commits_are_fenced_by_leases(store: &dyn StateStore) {
+    let group = format!("group-{}", TaskId::new());
+    let resource = format!("partition/{group}/t/0");
+    let t0 = now();
+    let old = ok(
+        store.acquire_lease(&resource, "a", t0, t0 + secs(10)).await,
+        "acquire_lease",
+    )
+    .unwrap_or_else(|| panic!("a free resource must be granted"));
+    let commit = |lease: crate::store::Lease, offset: u64| {
+        let group = group.clone();
+        async move {
+            ok(
+                store
+                    .commit_consumer_offset_fenced(&group, "t", 0, offset, &lease)
+                    .await,
+                "commit_consumer_offset_fenced",
+            )
+        }
+    };
+    assert!(
+        commit(old.clone(), 5).await,
+        "the holder's commit is recorded"
+    );
+    assert_eq!(
+        ok(
+            store.consumer_offset(&group, "t", 0).await,
+            "consumer_offset"
+        ),
+        Some(5)
+    );
+    let new = ok(
+        store
+            .acquire_lease(&resource, "b", t0 + secs(11), t0 + secs(20))
+            .await,
+        "acquire_lease",
+    )
+    .unwrap_or_else(|| panic!("an expired lease must be taken over"));
+    assert!(
+        !commit(old, 9).await,
+        "a holder that lost the lease cannot commit"
+    );
+    assert_eq!(
+        ok(
+            store.consumer_offset(&group, "t", 0).await,
+            "consumer_offset"
+        ),
+        Some(5),
+        "the refused commit changed nothing"
+    );
+    assert!(commit(new, 7).await, "the new holder commits");
+    assert_eq!(
+        ok(
+            store.consumer_offset(&group, "t", 0).await,
+            "consumer_offset"
+        ),
+        Some(7)
+    );
 }
 
 async fn consumer_offsets_are_kept_per_group_topic_and_partition(store: &dyn StateStore) {

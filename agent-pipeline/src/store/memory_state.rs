@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::StoreResult;
 use super::state::{
-    AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
+    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
 };
 use crate::ids::{Attempt, StepId, TaskId};
 use crate::wire::{StepOutcome, StepRequest, StepResult};
@@ -25,6 +25,8 @@ struct State {
     attempts: BTreeMap<(TaskId, StepId, Attempt), AttemptRecord>,
     /// (group, topic, partition) → next offset.
     offsets: BTreeMap<(String, String, u32), u64>,
+    /// Resource → its lease (expired ones are kept: their epoch goes on).
+    leases: BTreeMap<String, Lease>,
 }
 
 impl MemoryStateStore {
@@ -243,5 +245,69 @@ impl StateStore for MemoryStateStore {
         let key = (group.to_owned(), topic.to_owned(), partition);
         self.lock().offsets.insert(key, next_offset);
         Ok(())
+    }
+
+    async fn commit_consumer_offset_fenced(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+        lease: &Lease,
+    ) -> StoreResult<bool> {
+        let mut state = self.lock();
+        let current = state
+            .leases
+            .get(&lease.resource)
+            .is_some_and(|held| held.holder == lease.holder && held.epoch == lease.epoch);
+        if current {
+            let key = (group.to_owned(), topic.to_owned(), partition);
+            state.offsets.insert(key, next_offset);
+        }
+        Ok(current)
+    }
+
+    async fn acquire_lease(
+        &self,
+        resource: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<Option<Lease>> {
+        let mut state = self.lock();
+        let epoch = match state.leases.get(resource) {
+            None => 1,
+            Some(held) if held.holder == holder => held.epoch,
+            Some(held) if held.expires_at <= now => held.epoch + 1,
+            Some(_) => return Ok(None),
+        };
+        let lease = Lease {
+            resource: resource.to_owned(),
+            holder: holder.to_owned(),
+            epoch,
+            expires_at,
+        };
+        state.leases.insert(resource.to_owned(), lease.clone());
+        Ok(Some(lease))
+    }
+
+    async fn release_lease(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<()> {
+        if let Some(held) = self.lock().leases.get_mut(&lease.resource)
+            && held.holder == lease.holder
+            && held.epoch == lease.epoch
+        {
+            held.expires_at = now;
+        }
+        Ok(())
+    }
+
+    async fn leases(&self, prefix: &str, now: DateTime<Utc>) -> StoreResult<Vec<Lease>> {
+        Ok(self
+            .lock()
+            .leases
+            .values()
+            .filter(|lease| lease.resource.starts_with(prefix) && lease.expires_at > now)
+            .cloned()
+            .collect())
     }
 }

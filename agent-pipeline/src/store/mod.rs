@@ -24,7 +24,9 @@ pub use postgres::PostgresStateStore;
 pub use reports::ReportLog;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStateStore;
-pub use state::{AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, TaskRecord, TaskStatus};
+pub use state::{
+    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
+};
 
 use std::path::PathBuf;
 

@@ -12,9 +12,9 @@ use sqlx::{PgPool, Row};
 
 use super::memory_state::finished_record;
 use super::state::{
-    AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
+    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
 };
-use super::stored::{self, StoredAttempt, StoredTask, stage_order};
+use super::stored::{self, StoredAttempt, StoredLease, StoredTask, stage_order};
 use super::{StoreError, StoreResult};
 use crate::ids::{Attempt, StepId, TaskId};
 use crate::wire::{StepRequest, StepResult};
@@ -445,5 +445,111 @@ impl StateStore for PostgresStateStore {
         .await
         .map_err(database)?;
         Ok(())
+    }
+
+    async fn commit_consumer_offset_fenced(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+        lease: &Lease,
+    ) -> StoreResult<bool> {
+        let offset = i64::try_from(next_offset)
+            .map_err(|_| StoreError::Database(format!("offset {next_offset} is too large")))?;
+        // The lease row is locked for the statement, so the lease cannot change hands between
+        // the check and the write.
+        let recorded = sqlx::query(
+            "INSERT INTO consumer_offsets
+             (group_name, topic, partition_id, next_offset, committed_at)
+             SELECT $1, $2, $3, $4, now()
+             FROM leases
+             WHERE resource = $5 AND holder = $6 AND epoch = $7
+             FOR UPDATE
+             ON CONFLICT (group_name, topic, partition_id)
+             DO UPDATE SET next_offset = EXCLUDED.next_offset,
+                           committed_at = EXCLUDED.committed_at",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(offset)
+        .bind(&lease.resource)
+        .bind(&lease.holder)
+        .bind(stored::epoch_value(lease.epoch))
+        .execute(&self.pool)
+        .await
+        .map_err(database)?
+        .rows_affected();
+        Ok(recorded == 1)
+    }
+
+    async fn acquire_lease(
+        &self,
+        resource: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<Option<Lease>> {
+        let epoch: Option<i64> = sqlx::query_scalar(stored::ACQUIRE_LEASE)
+            .bind(resource)
+            .bind(holder)
+            .bind(expires_at)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(database)?;
+        epoch
+            .map(|epoch| {
+                StoredLease {
+                    resource: resource.to_owned(),
+                    holder: holder.to_owned(),
+                    epoch,
+                    expires_at,
+                }
+                .decode()
+                .map_err(|reason| self.corrupt(reason))
+            })
+            .transpose()
+    }
+
+    async fn release_lease(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE leases SET expires_at = $1
+             WHERE resource = $2 AND holder = $3 AND epoch = $4",
+        )
+        .bind(now)
+        .bind(&lease.resource)
+        .bind(&lease.holder)
+        .bind(stored::epoch_value(lease.epoch))
+        .execute(&self.pool)
+        .await
+        .map_err(database)?;
+        Ok(())
+    }
+
+    async fn leases(&self, prefix: &str, now: DateTime<Utc>) -> StoreResult<Vec<Lease>> {
+        let rows = sqlx::query(
+            "SELECT resource, holder, epoch, expires_at FROM leases
+             WHERE left(resource, length($1)) = $1 AND expires_at > $2
+             ORDER BY resource",
+        )
+        .bind(prefix)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database)?;
+        rows.iter()
+            .map(|row| {
+                StoredLease {
+                    resource: self.column(row, "resource")?,
+                    holder: self.column(row, "holder")?,
+                    epoch: self.column(row, "epoch")?,
+                    expires_at: self.column(row, "expires_at")?,
+                }
+                .decode()
+                .map_err(|reason| self.corrupt(reason))
+            })
+            .collect()
     }
 }

@@ -24,13 +24,13 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::memory_state::finished_record;
 use super::sqlite_writer::{self, GroupWriter, Read, execute};
 use super::state::{
-    AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
+    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
 };
 use super::stored::{self, stage_order};
 use super::{StoreError, StoreResult};
@@ -482,6 +482,107 @@ impl StateStore for SqliteStateStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn commit_consumer_offset_fenced(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+        lease: &Lease,
+    ) -> StoreResult<bool> {
+        let offset = i64::try_from(next_offset)
+            .map_err(|_| StoreError::Database(format!("offset {next_offset} is too large")))?;
+        let recorded = self
+            .writer
+            .execute(
+                "INSERT INTO consumer_offsets
+                 (group_name, topic, partition_id, next_offset, committed_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5
+                 WHERE EXISTS (SELECT 1 FROM leases
+                               WHERE resource = ?6 AND holder = ?7 AND epoch = ?8)
+                 ON CONFLICT (group_name, topic, partition_id)
+                 DO UPDATE SET next_offset = excluded.next_offset,
+                           committed_at = excluded.committed_at",
+                vec![
+                    group.to_owned().into(),
+                    topic.to_owned().into(),
+                    i64::from(partition).into(),
+                    offset.into(),
+                    time_text(Utc::now()).into(),
+                    lease.resource.clone().into(),
+                    lease.holder.clone().into(),
+                    stored::epoch_value(lease.epoch).into(),
+                ],
+            )
+            .await?;
+        Ok(recorded == 1)
+    }
+
+    async fn acquire_lease(
+        &self,
+        resource: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<Option<Lease>> {
+        let (resource_key, holder_key) = (resource.to_owned(), holder.to_owned());
+        let (now_text, expires_text) = (time_text(now), time_text(expires_at));
+        let epoch = self
+            .writer
+            .write(Box::new(move |connection| {
+                let mut statement = connection
+                    .prepare_cached(stored::ACQUIRE_LEASE)
+                    .map_err(sqlite_writer::database)?;
+                let epoch: Option<i64> = statement
+                    .query_row(
+                        params![resource_key, holder_key, expires_text, now_text],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(sqlite_writer::database)?;
+                // Epochs start at 1: 0 says "not granted".
+                Ok(epoch.and_then(|e| u64::try_from(e).ok()).unwrap_or(0))
+            }))
+            .await?;
+        Ok((epoch > 0).then(|| Lease {
+            resource: resource.to_owned(),
+            holder: holder.to_owned(),
+            epoch,
+            expires_at,
+        }))
+    }
+
+    async fn release_lease(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<()> {
+        self.writer
+            .execute(
+                "UPDATE leases SET expires_at = ?1
+                 WHERE resource = ?2 AND holder = ?3 AND epoch = ?4",
+                vec![
+                    time_text(now).into(),
+                    lease.resource.clone().into(),
+                    lease.holder.clone().into(),
+                    stored::epoch_value(lease.epoch).into(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn leases(&self, prefix: &str, now: DateTime<Utc>) -> StoreResult<Vec<Lease>> {
+        let (prefix, now) = (prefix.to_owned(), time_text(now));
+        self.read(move |connection, decoder| {
+            fetch_all(
+                connection,
+                "SELECT resource, holder, epoch, expires_at FROM leases
+                 WHERE substr(resource, 1, length(?1)) = ?1 AND expires_at > ?2
+                 ORDER BY resource",
+                params![prefix, now],
+                |row| decoder.lease(row),
+            )
+        })
+        .await
     }
 }
 

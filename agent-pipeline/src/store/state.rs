@@ -148,6 +148,22 @@ impl AttemptRecord {
     }
 }
 
+/// A claim on a named resource (a bus partition, say) by one holder until a time: while it
+/// runs nobody else gets the resource; once it expires without renewal, another holder may
+/// take it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// What is claimed, e.g. `partition/<group>/<topic>/<n>`.
+    pub resource: String,
+    /// Who claims it (a process's id).
+    pub holder: String,
+    /// A fencing token: it grows each time the resource changes holder, so that writes made
+    /// under an older lease can be refused ([`StateStore::commit_consumer_offset_fenced`]).
+    pub epoch: u64,
+    /// Until when the claim holds, unless renewed.
+    pub expires_at: DateTime<Utc>,
+}
+
 /// What [`StateStore::insert_task`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NewTaskOutcome {
@@ -241,6 +257,37 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         partition: u32,
         next_offset: u64,
     ) -> StoreResult<()>;
+
+    /// As [`StateStore::commit_consumer_offset`], but only while `lease` is still the current
+    /// lease of its resource (same holder, same epoch): a holder that lost the partition to
+    /// another cannot move its position any more. Returns whether the offset was recorded.
+    async fn commit_consumer_offset_fenced(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+        lease: &Lease,
+    ) -> StoreResult<bool>;
+
+    /// Claims `resource` for `holder` until `expires_at`. Granted when nobody holds it, when
+    /// the current lease expired (at or before `now`), or when `holder` holds it already (a
+    /// renewal: the epoch stays); the epoch grows by one when the holder changes. `None`
+    /// while another holder's lease runs.
+    async fn acquire_lease(
+        &self,
+        resource: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<Option<Lease>>;
+
+    /// Gives `lease` up at `now`, so that another holder can take the resource at once; does
+    /// nothing when the lease is no longer its holder's.
+    async fn release_lease(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// The leases running at `now` whose resource starts with `prefix`, by resource.
+    async fn leases(&self, prefix: &str, now: DateTime<Utc>) -> StoreResult<Vec<Lease>>;
 }
 
 #[cfg(test)]

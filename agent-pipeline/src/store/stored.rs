@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 
 use crate::ids::{Attempt, Stage, StepId, TaskId};
-use crate::store::state::{AttemptRecord, AttemptStatus, NewTaskOutcome, TaskRecord, TaskStatus};
+use crate::store::state::{
+    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, TaskRecord, TaskStatus,
+};
 use crate::store::{StoreError, StoreResult};
 use crate::wire::StepRequest;
 
@@ -81,6 +83,48 @@ impl StoredAttempt {
         })
     }
 }
+
+/// The columns of a lease row: `resource, holder, epoch, expires_at`.
+pub(crate) struct StoredLease {
+    pub(crate) resource: String,
+    pub(crate) holder: String,
+    pub(crate) epoch: i64,
+    pub(crate) expires_at: DateTime<Utc>,
+}
+
+impl StoredLease {
+    /// The lease, or why the row is not one this program wrote.
+    pub(crate) fn decode(self) -> Result<Lease, String> {
+        let epoch = u64::try_from(self.epoch)
+            .map_err(|_| format!("lease {}: negative epoch {}", self.resource, self.epoch))?;
+        Ok(Lease {
+            resource: self.resource,
+            holder: self.holder,
+            epoch,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+/// An epoch as the databases store it.
+pub(crate) fn epoch_value(epoch: u64) -> i64 {
+    i64::try_from(epoch).unwrap_or(i64::MAX)
+}
+
+/// Takes or renews a lease in one statement: granted when the resource has no row, when its
+/// lease expired (`expires_at` at or before `$4`), or when the holder is the same; the epoch
+/// grows when the holder changes. Returns the epoch, or no row when another holder's lease
+/// runs. Both databases run this text: SQLite numbers `$N` parameters in the order they first
+/// appear, which here is 1 to 4.
+pub(crate) const ACQUIRE_LEASE: &str =
+    "INSERT INTO leases (resource, holder, epoch, expires_at) VALUES ($1, $2, 1, $3)
+     ON CONFLICT (resource) DO UPDATE SET
+         epoch = CASE WHEN leases.holder = excluded.holder THEN leases.epoch
+                      ELSE leases.epoch + 1 END,
+         holder = excluded.holder,
+         expires_at = excluded.expires_at
+     WHERE leases.holder = excluded.holder OR leases.expires_at <= $4
+     RETURNING epoch";
 
 /// What inserting a task found when its id was taken: the same task again (a redelivered
 /// message) or another one; `existing` is the stored prompt of that id.

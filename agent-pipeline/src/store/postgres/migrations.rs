@@ -18,11 +18,18 @@ struct Migration {
 }
 
 /// Every migration, oldest first.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "state",
-    sql: include_str!("migrations/0001_state.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "state",
+        sql: include_str!("migrations/0001_state.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "leases",
+        sql: include_str!("migrations/0002_leases.sql"),
+    },
+];
 
 /// The advisory lock the migrating process holds (any constant unlikely to be used by
 /// another program on the same database: "agentpip" in ASCII).

@@ -64,6 +64,12 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
     committed_at TEXT NOT NULL,
     PRIMARY KEY (group_name, topic, partition_id)
 );
+CREATE TABLE IF NOT EXISTS leases (
+    resource TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    expires_at TEXT NOT NULL
+);
 ";
 
 /// The writing connection to the file at `path` (created if missing), in WAL mode with

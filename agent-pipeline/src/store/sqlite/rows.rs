@@ -12,8 +12,8 @@ use rusqlite::{Connection, Params, Row};
 
 use crate::ids::Attempt;
 use crate::store::sqlite_writer::database;
-use crate::store::state::{AttemptRecord, TaskRecord};
-use crate::store::stored::{self, StoredAttempt, StoredTask};
+use crate::store::state::{AttemptRecord, Lease, TaskRecord};
+use crate::store::stored::{self, StoredAttempt, StoredLease, StoredTask};
 use crate::store::{StoreError, StoreResult};
 
 /// Turns rows of one database into records; cheap to clone into a query.
@@ -63,6 +63,18 @@ impl Decoder {
                 .map(|text| self.parse_time("attempts.finished_at", &text))
                 .transpose()?,
             duration_ms: self.column(row, "duration_ms")?,
+        }
+        .decode()
+        .map_err(|reason| self.corrupt(reason))
+    }
+
+    /// A lease from a row of `resource, holder, epoch, expires_at`.
+    pub(super) fn lease(&self, row: &Row<'_>) -> StoreResult<Lease> {
+        StoredLease {
+            resource: self.column(row, "resource")?,
+            holder: self.column(row, "holder")?,
+            epoch: self.column(row, "epoch")?,
+            expires_at: self.time(row, "expires_at")?,
         }
         .decode()
         .map_err(|reason| self.corrupt(reason))
