@@ -20,7 +20,8 @@
 //! | `KAFKA_TLS`, `KAFKA_TLS_CA_FILE` | `false`; `true` speaks TLS, trusting the system's authorities or those of the PEM file |
 //! | `KAFKA_PARTITIONS`, `KAFKA_REPLICATION_FACTOR` | `6`, `1`: of the topics the host creates |
 //! | `KAFKA_FETCH_WAIT_MS`, `KAFKA_LINGER_MS` | `500`, `5`: how long a fetch may wait for data, a produce for company |
-//! | `AGENT_INSTANCE`, `AGENT_INSTANCES` | `0`, `1`: this process's share of the partitions (`--instance`, `--instances` win) |
+//! | `AGENT_INSTANCE`, `AGENT_INSTANCES` | unset: partitions are shared by leases; set, this process owns the partitions `p % instances == instance` (`--instance`, `--instances` win) |
+//! | `KAFKA_LEASE_TTL_MS`, `AGENT_MEMBER_ID` | `10000`, made per process: how long a partition lease holds without renewal (a dead member's partitions move on after it), and this process's name in the lease table |
 //! | `TASK_TOPIC` … `DLQ_TOPIC` | see [`Topics::VARIABLES`] |
 //! | `DATA_DIR` | `./data` (a relative path is relative to the current directory) |
 //! | `DATABASE_URL` | unset: `DATA_DIR/state.sqlite`; `sqlite://PATH`, or `postgres://user:password@host/database` for the PostgreSQL store shared by many hosts |

@@ -150,7 +150,9 @@ fn web_on_the_bus_takes_work_for_the_service_processes_and_mirrors_their_reports
         assert!(
             process.banner.contains(&format!("agent-host {service}:"))
                 && process.banner.contains(kafka.broker.brokers())
-                && process.banner.contains("instance: 0 of 1"),
+                && process
+                    .banner
+                    .contains("partitions: shared with the group's other members by leases"),
             "{}",
             process.banner
         );

@@ -15,7 +15,7 @@ use crate::connect;
 use crate::consumer::{KafkaSubscription, Membership};
 use crate::partitioner::partition_for;
 use crate::producer::Producers;
-use crate::settings::KafkaSettings;
+use crate::settings::{KafkaSettings, PartitionLeases};
 
 /// How long the broker may take to create a topic.
 const CREATE_TOPIC_TIMEOUT_MS: i32 = 10_000;
@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     partitions: Mutex<HashMap<String, u32>>,
     /// (topic, group) of the live subscriptions of this process.
     pub(crate) members: Mutex<HashSet<(String, String)>>,
+    /// This bus in the lease table, with leased partition ownership.
+    pub(crate) member_id: Option<String>,
 }
 
 impl fmt::Debug for KafkaBus {
@@ -99,12 +101,13 @@ impl KafkaBus {
         Ok(Self {
             inner: Arc::new(Inner {
                 producers: Producers::new(settings.linger, settings.max_message_bytes),
-                settings,
                 producing,
                 consuming,
                 offsets,
                 partitions: Mutex::new(HashMap::new()),
                 members: Mutex::new(HashSet::new()),
+                member_id: settings.leases.as_ref().map(PartitionLeases::member_id),
+                settings,
             }),
         })
     }
@@ -112,6 +115,12 @@ impl KafkaBus {
     /// The settings this bus runs with.
     pub fn settings(&self) -> &KafkaSettings {
         &self.inner.settings
+    }
+
+    /// This bus's member id in the lease table when partitions are shared by leases
+    /// ([`KafkaSettings::leases`]).
+    pub fn member_id(&self) -> Option<&str> {
+        self.inner.member_id.as_deref()
     }
 
     /// Creates every topic of `topics` that does not exist yet, so that a deployment's topics

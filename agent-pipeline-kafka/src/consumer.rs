@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use agent_pipeline::bus::{BusError, Delivery, FollowFrom, Receipt, Subscription};
+use agent_pipeline::store::Lease;
 use async_trait::async_trait;
+use chrono::Utc;
 use futures_util::StreamExt;
 use rskafka::client::consumer::{StartOffset, StreamConsumerBuilder};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
@@ -18,6 +20,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::bus::{Inner, transport};
+use crate::settings::PartitionLeases;
 
 /// How many fetched messages of one partition may wait to be handed out before its fetch
 /// stream pauses.
@@ -37,23 +40,36 @@ pub(crate) enum Membership {
 
 /// A subscription to one topic on a [`crate::KafkaBus`].
 pub(crate) struct KafkaSubscription {
-    topic: String,
-    membership: Membership,
-    bus: Arc<Inner>,
-    shared: Arc<Shared>,
-    fetchers: Vec<JoinHandle<()>>,
+    member: Arc<Member>,
     /// The position last written to the state store, per partition (writes are serialized
     /// so that an older position never overwrites a newer one).
     written: tokio::sync::Mutex<HashMap<u32, u64>>,
+    /// Renews this member's partition leases and balances the shares (leased ownership).
+    balancer: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for KafkaSubscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KafkaSubscription")
-            .field("topic", &self.topic)
-            .field("membership", &self.membership)
+            .field("topic", &self.member.topic)
+            .field("membership", &self.member.membership)
             .finish_non_exhaustive()
     }
+}
+
+/// One member of a group (or a follower) on one topic: the partitions it consumes, their
+/// fetch streams and, with leased ownership, its leases.
+struct Member {
+    topic: String,
+    membership: Membership,
+    bus: Arc<Inner>,
+    shared: Arc<Shared>,
+    /// How many partitions the topic has.
+    partition_count: u32,
+    /// Partition → its fetch stream.
+    fetchers: Mutex<HashMap<u32, JoinHandle<()>>>,
+    /// Partition → the lease held on it (leased ownership only).
+    leases: Mutex<HashMap<u32, Lease>>,
 }
 
 /// What the fetchers and the consumer share.
@@ -154,57 +170,65 @@ impl KafkaSubscription {
         membership: Membership,
     ) -> Result<Self, BusError> {
         let count = bus.partition_count(topic).await?;
-        let owned: Vec<u32> = match &membership {
-            Membership::Group(_) => (0..count)
-                .filter(|p| bus.settings.ownership.owns(*p))
-                .collect(),
-            Membership::Follower(_) => (0..count).collect(),
+        let leases = match &membership {
+            Membership::Group(_) => bus.settings.leases.clone(),
+            Membership::Follower(_) => None,
         };
-        if owned.is_empty() {
-            tracing::warn!(
-                topic,
-                partitions = count,
-                ownership = ?bus.settings.ownership,
-                "this instance owns no partition of the topic: it will receive nothing \
-                 (a group never has more useful members than the topic has partitions)"
-            );
-        }
-        let shared = Arc::new(Shared::default());
-        let mut fetchers = Vec::new();
-        for partition in owned {
-            let client = Arc::new(
-                bus.consuming
-                    .partition_client(topic, partition as i32, UnknownTopicHandling::Retry)
-                    .await
-                    .map_err(|e| {
-                        transport(&format!("reach the leader of {topic}/{partition}"), &e)
-                    })?,
-            );
-            let start = start_offset(&bus, &client, topic, partition, &membership).await?;
-            lock(&shared.dispatch)
-                .partitions
-                .insert(partition, PartitionQueue::starting_at(start));
-            tracing::debug!(topic, partition, start, ?membership, "consuming");
-            fetchers.push(tokio::spawn(fetch(
-                shared.clone(),
-                client,
-                partition,
-                bus.settings.fetch_wait,
-            )));
-        }
-        Ok(Self {
+        let member = Arc::new(Member {
             topic: topic.to_owned(),
             membership,
             bus,
-            shared,
-            fetchers,
+            shared: Arc::new(Shared::default()),
+            partition_count: count,
+            fetchers: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+        });
+        let balancer = match leases {
+            Some(leases) => {
+                // The first round before returning, so that a lone member consumes at once.
+                member.balance(&leases).await?;
+                let balancing = member.clone();
+                Some(tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(leases.renew_every()).await;
+                        if let Err(error) = balancing.balance(&leases).await {
+                            tracing::warn!(topic = %balancing.topic, %error, "cannot renew or balance the partition leases; retrying");
+                        }
+                    }
+                }))
+            }
+            None => {
+                let owned: Vec<u32> = match &member.membership {
+                    Membership::Group(_) => (0..count)
+                        .filter(|p| member.bus.settings.ownership.owns(*p))
+                        .collect(),
+                    Membership::Follower(_) => (0..count).collect(),
+                };
+                if owned.is_empty() {
+                    tracing::warn!(
+                        topic,
+                        partitions = count,
+                        ownership = ?member.bus.settings.ownership,
+                        "this instance owns no partition of the topic: it will receive nothing \
+                         (a group never has more useful members than the topic has partitions)"
+                    );
+                }
+                for partition in owned {
+                    member.take_partition(partition, None).await?;
+                }
+                None
+            }
+        };
+        Ok(Self {
+            member,
             written: tokio::sync::Mutex::new(HashMap::new()),
+            balancer,
         })
     }
 
     /// Hands out the oldest waiting message whose key is free, if any.
     fn take(&self) -> Option<Delivery> {
-        let mut dispatch = lock(&self.shared.dispatch);
+        let mut dispatch = lock(&self.member.shared.dispatch);
         let Dispatch {
             partitions,
             busy_keys,
@@ -235,9 +259,9 @@ impl KafkaSubscription {
             *turn = (*turn + step + 1) % count.max(1);
             busy_keys.insert(message.key.clone());
             in_flight.insert((partition, message.offset), message.key.clone());
-            self.shared.room.notify_waiters();
+            self.member.shared.room.notify_waiters();
             return Some(Delivery {
-                topic: self.topic.clone(),
+                topic: self.member.topic.clone(),
                 key: message.key,
                 payload: message.payload,
                 receipt: Receipt {
@@ -250,10 +274,13 @@ impl KafkaSubscription {
         None
     }
 
-    /// Writes the partition's position to the state store if it moved.
+    /// Writes the partition's position to the state store if it moved; with leased ownership
+    /// only while this member still holds the partition's lease (else it gives the partition
+    /// up: another member has it now).
     async fn commit(&self, group: &str, partition: u32) -> Result<(), BusError> {
+        let member = &self.member;
         let mut written = self.written.lock().await;
-        let position = lock(&self.shared.dispatch)
+        let position = lock(&member.shared.dispatch)
             .partitions
             .get(&partition)
             .map(|queue| queue.position);
@@ -263,18 +290,244 @@ impl KafkaSubscription {
         if written.get(&partition) == Some(&position) {
             return Ok(());
         }
-        self.bus
-            .offsets
-            .commit_consumer_offset(group, &self.topic, partition, position)
-            .await
-            .map_err(|error| {
-                BusError::Transport(format!(
-                    "cannot commit the position {position} of group {group} in {}/{partition}: \
-                     {error}",
-                    self.topic
-                ))
-            })?;
+        let topic = &member.topic;
+        let failed = |error| {
+            BusError::Transport(format!(
+                "cannot commit the position {position} of group {group} in {topic}/{partition}: \
+                 {error}"
+            ))
+        };
+        let lease = lock(&member.leases).get(&partition).cloned();
+        let offsets = &member.bus.offsets;
+        match lease {
+            Some(lease) => {
+                let recorded = offsets
+                    .commit_consumer_offset_fenced(group, topic, partition, position, &lease)
+                    .await
+                    .map_err(failed)?;
+                if !recorded {
+                    tracing::warn!(topic = %topic, partition, "the partition's lease went to another member; giving the partition up");
+                    member.give_up(partition);
+                    written.remove(&partition);
+                    return Ok(());
+                }
+            }
+            None => offsets
+                .commit_consumer_offset(group, topic, partition, position)
+                .await
+                .map_err(failed)?,
+        }
         written.insert(partition, position);
+        Ok(())
+    }
+}
+
+impl Member {
+    /// The group this member belongs to, if it is not a follower.
+    fn group(&self) -> Option<&str> {
+        match &self.membership {
+            Membership::Group(group) => Some(group),
+            Membership::Follower(_) => None,
+        }
+    }
+
+    /// The group and this bus's member id, when this member shares partitions by leases.
+    fn leased_member(&self) -> Option<(&str, &str)> {
+        Some((self.group()?, self.bus.member_id.as_deref()?))
+    }
+
+    /// The error of a lease operation of the state store.
+    fn lease_error(&self, error: agent_pipeline::store::StoreError) -> BusError {
+        BusError::Transport(format!("partition leases of {}: {error}", self.topic))
+    }
+
+    /// The lease resource of `partition` for `group`.
+    fn partition_resource(&self, group: &str, partition: u32) -> String {
+        format!("partition/{group}/{}/{partition}", self.topic)
+    }
+
+    /// Where the member leases of `group` live.
+    fn members_prefix(&self, group: &str) -> String {
+        format!("member/{group}/{}/", self.topic)
+    }
+
+    /// Starts consuming `partition` where the group (or the follower) starts in it.
+    async fn take_partition(&self, partition: u32, lease: Option<Lease>) -> Result<(), BusError> {
+        let topic = &self.topic;
+        let client = Arc::new(
+            self.bus
+                .consuming
+                .partition_client(
+                    topic.as_str(),
+                    partition as i32,
+                    UnknownTopicHandling::Retry,
+                )
+                .await
+                .map_err(|e| transport(&format!("reach the leader of {topic}/{partition}"), &e))?,
+        );
+        let start = start_offset(&self.bus, &client, topic, partition, &self.membership).await?;
+        lock(&self.shared.dispatch)
+            .partitions
+            .insert(partition, PartitionQueue::starting_at(start));
+        if let Some(lease) = lease {
+            lock(&self.leases).insert(partition, lease);
+        }
+        tracing::debug!(topic = %topic, partition, start, membership = ?self.membership, "consuming");
+        let fetcher = tokio::spawn(fetch(
+            self.shared.clone(),
+            client,
+            partition,
+            self.bus.settings.fetch_wait,
+        ));
+        if let Some(earlier) = lock(&self.fetchers).insert(partition, fetcher) {
+            earlier.abort();
+        }
+        Ok(())
+    }
+
+    /// Stops consuming `partition`: its fetch stream ends, its waiting messages are dropped
+    /// and the acknowledgements of those in flight no longer count (the partition's next
+    /// owner delivers them again from the last committed position). Returns its lease.
+    fn give_up(&self, partition: u32) -> Option<Lease> {
+        if let Some(fetcher) = lock(&self.fetchers).remove(&partition) {
+            fetcher.abort();
+        }
+        {
+            let mut dispatch = lock(&self.shared.dispatch);
+            dispatch.partitions.remove(&partition);
+            let Dispatch {
+                busy_keys,
+                in_flight,
+                ..
+            } = &mut *dispatch;
+            in_flight.retain(|(p, _), key| {
+                if *p == partition {
+                    busy_keys.remove(key.as_str());
+                }
+                *p != partition
+            });
+        }
+        self.shared.arrived.notify_waiters();
+        self.shared.room.notify_waiters();
+        lock(&self.leases).remove(&partition)
+    }
+
+    /// One round of leased ownership: renews this member's heartbeat and partition leases
+    /// (giving up those it lost), takes free partitions up to its share (the partitions
+    /// divided by the live members, rounded up), and releases those above its share, so that
+    /// a member that joined finds them free.
+    async fn balance(&self, leases: &PartitionLeases) -> Result<(), BusError> {
+        let Some((group, member_id)) = self.leased_member() else {
+            return Ok(());
+        };
+        let store = &self.bus.offsets;
+        let failed = |error| self.lease_error(error);
+        let now = Utc::now();
+        let until =
+            now + chrono::TimeDelta::from_std(leases.ttl).unwrap_or(chrono::TimeDelta::seconds(10));
+        let me = format!("{}{}", self.members_prefix(group), member_id);
+        store
+            .acquire_lease(&me, member_id, now, until)
+            .await
+            .map_err(failed)?;
+        let members = store
+            .leases(&self.members_prefix(group), now)
+            .await
+            .map_err(failed)?
+            .len()
+            .max(1);
+        let share = (self.partition_count as usize).div_ceil(members);
+
+        let held: Vec<u32> = lock(&self.leases).keys().copied().collect();
+        for partition in held {
+            let resource = self.partition_resource(group, partition);
+            match store
+                .acquire_lease(&resource, member_id, now, until)
+                .await
+                .map_err(failed)?
+            {
+                Some(renewed) => {
+                    lock(&self.leases).insert(partition, renewed);
+                }
+                None => {
+                    tracing::warn!(topic = %self.topic, partition, "lost the partition's lease to another member");
+                    self.give_up(partition);
+                }
+            }
+        }
+
+        // Start the search at a place of this member's own, so that members starting together
+        // do not all try the same partitions first.
+        let count = self.partition_count;
+        let first = member_id
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            % count.max(1);
+        for step in 0..count {
+            if lock(&self.leases).len() >= share {
+                break;
+            }
+            let partition = (first + step) % count;
+            if lock(&self.leases).contains_key(&partition) {
+                continue;
+            }
+            let resource = self.partition_resource(group, partition);
+            if let Some(lease) = store
+                .acquire_lease(&resource, member_id, now, until)
+                .await
+                .map_err(failed)?
+            {
+                tracing::info!(topic = %self.topic, partition, member = %member_id, epoch = lease.epoch, "took the partition");
+                if let Err(error) = self.take_partition(partition, Some(lease.clone())).await {
+                    let _ = store.release_lease(&lease, Utc::now()).await;
+                    return Err(error);
+                }
+            }
+        }
+
+        let surplus: Vec<u32> = {
+            let held = lock(&self.leases);
+            let mut partitions: Vec<u32> = held.keys().copied().collect();
+            partitions.sort_unstable();
+            partitions.into_iter().skip(share).collect()
+        };
+        for partition in surplus {
+            tracing::info!(topic = %self.topic, partition, members, "giving the partition up to a member that joined");
+            if let Some(lease) = self.give_up(partition) {
+                store
+                    .release_lease(&lease, Utc::now())
+                    .await
+                    .map_err(failed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives every partition and the member's heartbeat up, so that the others take them at
+    /// once instead of after the leases' time to live.
+    async fn leave(&self) -> Result<(), BusError> {
+        let Some((group, member_id)) = self.leased_member() else {
+            return Ok(());
+        };
+        let store = &self.bus.offsets;
+        let failed = |error| self.lease_error(error);
+        let now = Utc::now();
+        let held: Vec<u32> = lock(&self.leases).keys().copied().collect();
+        for partition in held {
+            if let Some(lease) = self.give_up(partition) {
+                store.release_lease(&lease, now).await.map_err(failed)?;
+            }
+        }
+        let me = format!("{}{}", self.members_prefix(group), member_id);
+        if let Some(heartbeat) = store
+            .leases(&me, now)
+            .await
+            .map_err(failed)?
+            .into_iter()
+            .find(|lease| lease.holder == member_id)
+        {
+            store.release_lease(&heartbeat, now).await.map_err(failed)?;
+        }
         Ok(())
     }
 }
@@ -436,7 +689,7 @@ async fn push(shared: &Shared, partition: u32, record: RecordAndOffset) {
 impl Subscription for KafkaSubscription {
     async fn next(&self) -> Result<Delivery, BusError> {
         loop {
-            let arrived = self.shared.arrived.notified();
+            let arrived = self.member.shared.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
             if let Some(delivery) = self.take() {
@@ -448,7 +701,7 @@ impl Subscription for KafkaSubscription {
 
     async fn ack(&self, receipt: Receipt) -> Result<(), BusError> {
         let moved = {
-            let mut dispatch = lock(&self.shared.dispatch);
+            let mut dispatch = lock(&self.member.shared.dispatch);
             let Some(key) = dispatch
                 .in_flight
                 .remove(&(receipt.partition, receipt.offset))
@@ -469,21 +722,34 @@ impl Subscription for KafkaSubscription {
                 None => false,
             }
         };
-        self.shared.arrived.notify_waiters();
-        match &self.membership {
+        self.member.shared.arrived.notify_waiters();
+        match &self.member.membership {
             Membership::Group(group) if moved => self.commit(group, receipt.partition).await,
             _ => Ok(()),
         }
     }
-}
 
+    async fn close(&self) -> Result<(), BusError> {
+        if let Some(balancer) = &self.balancer {
+            balancer.abort();
+        }
+        if self.balancer.is_some() {
+            self.member.leave().await
+        } else {
+            Ok(())
+        }
+    }
+}
 impl Drop for KafkaSubscription {
     fn drop(&mut self) {
-        for fetcher in &self.fetchers {
+        if let Some(balancer) = &self.balancer {
+            balancer.abort();
+        }
+        for (_, fetcher) in lock(&self.member.fetchers).drain() {
             fetcher.abort();
         }
-        if let Membership::Group(group) = &self.membership {
-            lock(&self.bus.members).remove(&(self.topic.clone(), group.clone()));
+        if let Membership::Group(group) = &self.member.membership {
+            lock(&self.member.bus.members).remove(&(self.member.topic.clone(), group.clone()));
         }
     }
 }

@@ -24,5 +24,6 @@ pub use agent_pipeline::bus::{Bus, BusError, FollowFrom, Topics};
 pub use bus::KafkaBus;
 pub use partitioner::partition_for;
 pub use settings::{
-    DEFAULT_BROKERS, KafkaSettings, Ownership, Sasl, SaslMechanism, SettingsError, Tls,
+    DEFAULT_BROKERS, KafkaSettings, Ownership, PartitionLeases, Sasl, SaslMechanism, SettingsError,
+    Tls,
 };

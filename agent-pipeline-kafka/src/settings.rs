@@ -40,6 +40,10 @@ pub(crate) const LINGER_MS: &str = "KAFKA_LINGER_MS";
 pub(crate) const INSTANCE: &str = "AGENT_INSTANCE";
 /// `AGENT_INSTANCES`.
 pub(crate) const INSTANCES: &str = "AGENT_INSTANCES";
+/// `KAFKA_LEASE_TTL_MS`.
+pub(crate) const LEASE_TTL_MS: &str = "KAFKA_LEASE_TTL_MS";
+/// `AGENT_MEMBER_ID`.
+pub(crate) const MEMBER_ID: &str = "AGENT_MEMBER_ID";
 
 /// The default of `REDPANDA_BROKERS`: a broker on this machine, on Kafka's port.
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
@@ -147,6 +151,55 @@ impl Ownership {
     }
 }
 
+/// How the processes of a group share its partitions when no static [`Ownership`] is given:
+/// through leases in the state store. Each member claims its share (the partitions divided by
+/// the live members, rounded up) for `ttl` and renews the claims every third of it; when a
+/// member stops renewing (it died), its partitions are free once `ttl` has passed and the
+/// others take them over. A member that stops cleanly gives its partitions up at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLeases {
+    /// `KAFKA_LEASE_TTL_MS` (default 10 000): how long a claim holds without renewal, which
+    /// is also how long a dead member's partitions wait before another takes them.
+    pub ttl: Duration,
+    /// `AGENT_MEMBER_ID`: this process in the lease table; it must differ between processes.
+    /// Unset, each [`KafkaBus`](crate::KafkaBus) makes one of its own from the host name,
+    /// the process id and a random suffix.
+    pub member: Option<String>,
+}
+
+impl PartitionLeases {
+    /// The default time to live of a claim.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+    /// Claims for `ttl`, under a member id made when the bus connects.
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, member: None }
+    }
+
+    /// The member id to use: the one given, else a new one of this process's own.
+    pub(crate) fn member_id(&self) -> String {
+        self.member.clone().unwrap_or_else(default_member_id)
+    }
+
+    /// How often claims are renewed and the shares balanced again.
+    pub fn renew_every(&self) -> Duration {
+        self.ttl / 3
+    }
+}
+
+/// `<host>-<pid>-<random>`: unique per process, readable in the lease table.
+fn default_member_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let random = std::collections::hash_map::RandomState::new();
+    let suffix = std::hash::BuildHasher::hash_one(&random, std::time::SystemTime::now()) & 0xffff;
+    format!("{host}-{}-{suffix:04x}", std::process::id())
+}
+
 /// Everything [`KafkaBus`](crate::KafkaBus) needs: the brokers and how to reach them, how
 /// topics are created, and which partitions this process owns.
 ///
@@ -183,8 +236,12 @@ pub struct KafkaSettings {
     pub fetch_wait: Duration,
     /// `KAFKA_LINGER_MS` (default 5): how long a produce waits for others to share its batch.
     pub linger: Duration,
-    /// `AGENT_INSTANCE` and `AGENT_INSTANCES`: the partitions this process consumes.
+    /// `AGENT_INSTANCE` and `AGENT_INSTANCES`: the partitions this process consumes, when
+    /// [`Self::leases`] is `None`.
     pub ownership: Ownership,
+    /// Partitions shared out by leases (the default); `None` when `AGENT_INSTANCE` or
+    /// `AGENT_INSTANCES` is set, and [`Self::ownership`] decides.
+    pub leases: Option<PartitionLeases>,
     /// The largest message published (default 1 MiB, the brokers' default
     /// `message.max.bytes`); larger ones are refused before they reach the broker.
     pub max_message_bytes: usize,
@@ -195,7 +252,7 @@ pub struct KafkaSettings {
 
 impl KafkaSettings {
     /// Every variable these settings read, with its default (empty: unset).
-    pub const VARIABLES: [(&'static str, &'static str); 13] = [
+    pub const VARIABLES: [(&'static str, &'static str); 15] = [
         (BROKERS, DEFAULT_BROKERS),
         (CLIENT_ID, "agent-pipeline"),
         (SASL_MECHANISM, ""),
@@ -209,6 +266,8 @@ impl KafkaSettings {
         (LINGER_MS, "5"),
         (INSTANCE, "0"),
         (INSTANCES, "1"),
+        (LEASE_TTL_MS, "10000"),
+        (MEMBER_ID, ""),
     ];
 
     /// The defaults, with `brokers`.
@@ -223,6 +282,7 @@ impl KafkaSettings {
             fetch_wait: Duration::from_millis(500),
             linger: Duration::from_millis(5),
             ownership: Ownership::default(),
+            leases: Some(PartitionLeases::new(PartitionLeases::DEFAULT_TTL)),
             max_message_bytes: 1024 * 1024,
             give_up_after: None,
         }
@@ -297,6 +357,19 @@ impl KafkaSettings {
         let instances = number(INSTANCES, 1, 1, 10_000)?;
         let instance = number(INSTANCE, 0, 0, 9_999)?;
         let ownership = Ownership::new(instance as u32, instances as u32)?;
+        let static_ownership = get(INSTANCE).is_some() || get(INSTANCES).is_some();
+        let leases = if static_ownership {
+            None
+        } else {
+            let mut leases = PartitionLeases::new(Duration::from_millis(number(
+                LEASE_TTL_MS,
+                10_000,
+                300,
+                600_000,
+            )?));
+            leases.member = get(MEMBER_ID).map(|member| member.trim().to_owned());
+            Some(leases)
+        };
         Ok(Self {
             brokers,
             client_id: get(CLIENT_ID)
@@ -309,6 +382,7 @@ impl KafkaSettings {
             fetch_wait: Duration::from_millis(number(FETCH_WAIT_MS, 500, 1, 60_000)?),
             linger: Duration::from_millis(number(LINGER_MS, 5, 0, 10_000)?),
             ownership,
+            leases,
             ..Self::new(Vec::<String>::new())
         })
     }
@@ -345,12 +419,54 @@ mod tests {
         assert_eq!(settings.partitions, 6);
         assert_eq!(settings.replication_factor, 1);
         assert_eq!(settings.ownership, Ownership::default());
+        assert_eq!(
+            settings.leases.as_ref().map(|l| l.ttl),
+            Some(PartitionLeases::DEFAULT_TTL),
+            "partitions are shared by leases unless instances are given"
+        );
         assert!(settings.sasl.is_none() && settings.tls.is_none());
         assert_eq!(settings, KafkaSettings::new([DEFAULT_BROKERS]));
         for (name, default) in KafkaSettings::VARIABLES {
             let explicit = KafkaSettings::from_lookup(|n| (n == name).then(|| default.to_owned()))?;
+            if [INSTANCE, INSTANCES].contains(&name) {
+                assert!(
+                    explicit.leases.is_none(),
+                    "{name} chooses static ownership, even at its default"
+                );
+                continue;
+            }
             assert_eq!(explicit, settings, "{name}={default:?} is not the default");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn partition_leases_take_their_time_to_live_and_member_id() -> Result<(), SettingsError> {
+        let settings = KafkaSettings::from_lookup(lookup(&[
+            (LEASE_TTL_MS, "3000"),
+            (MEMBER_ID, " worker-a "),
+        ]))?;
+        let leases = settings.leases.ok_or_else(|| SettingsError {
+            variable: LEASE_TTL_MS,
+            problem: "leases are the default".to_owned(),
+        })?;
+        assert_eq!(leases.ttl, Duration::from_secs(3));
+        assert_eq!(leases.renew_every(), Duration::from_secs(1));
+        assert_eq!(leases.member_id(), "worker-a");
+        let unnamed = PartitionLeases::new(leases.ttl);
+        assert_ne!(
+            unnamed.member_id(),
+            unnamed.member_id(),
+            "each bus needs a member id of its own"
+        );
+        let error = KafkaSettings::from_lookup(lookup(&[(LEASE_TTL_MS, "5")]))
+            .err()
+            .map(|e| e.variable);
+        assert_eq!(
+            error,
+            Some(LEASE_TTL_MS),
+            "a time to live under 300 ms is refused"
+        );
         Ok(())
     }
 

@@ -34,6 +34,9 @@ struct Tansu {
 }
 
 impl TestBroker {
+    /// The time to live of partition leases in [`Self::settings`] and [`Self::env`].
+    pub const LEASE_TTL: Duration = Duration::from_millis(1500);
+
     /// A broker to test against, or `None` (after printing why) when there is none and
     /// `CI` is not `true`.
     ///
@@ -82,12 +85,14 @@ impl TestBroker {
         &self.brokers
     }
 
-    /// Settings for this broker, tuned for tests: 3 partitions per topic and a 50 ms fetch
-    /// wait (tansu answers a waiting fetch only when the wait ends).
+    /// Settings for this broker, tuned for tests: 3 partitions per topic, a 50 ms fetch
+    /// wait (tansu answers a waiting fetch only when the wait ends) and partition leases of
+    /// [`Self::LEASE_TTL`], so that a killed member's partitions move on quickly.
     pub fn settings(&self) -> KafkaSettings {
         let mut settings = KafkaSettings::new(self.brokers.split(','));
         settings.partitions = 3;
         settings.fetch_wait = Duration::from_millis(50);
+        settings.leases = Some(crate::PartitionLeases::new(Self::LEASE_TTL));
         settings.give_up_after = Some(Duration::from_secs(30));
         settings
     }
@@ -99,6 +104,10 @@ impl TestBroker {
             ("REDPANDA_BROKERS", self.brokers.clone()),
             ("KAFKA_PARTITIONS", "3".to_owned()),
             ("KAFKA_FETCH_WAIT_MS", "50".to_owned()),
+            (
+                "KAFKA_LEASE_TTL_MS",
+                Self::LEASE_TTL.as_millis().to_string(),
+            ),
         ]
     }
 

@@ -1,5 +1,5 @@
-//! Consumer groups over a broker without them: positions in the state store, static
-//! partition ownership, foreign messages, and the partition of a key.
+//! Consumer groups over a broker without them: positions in the state store, partitions
+//! shared by leases or by static ownership, foreign messages, and the partition of a key.
 
 mod common;
 
@@ -120,6 +120,7 @@ async fn instances_share_a_topic_by_partition() -> TestResult {
     for instance in 0..2 {
         let mut settings = broker.settings();
         settings.ownership = Ownership::new(instance, 2)?;
+        settings.leases = None;
         let bus = bus_with(settings, offsets.clone()).await?;
         let subscription = bus.subscribe(&topic, "workers").await?;
         members.push((bus, subscription));
@@ -152,6 +153,138 @@ async fn instances_share_a_topic_by_partition() -> TestResult {
     assert!(
         seen.values().all(|count| *count == 1),
         "a message reached two instances"
+    );
+    Ok(())
+}
+
+/// Two processes (two buses on one state store) in one group: the first takes every
+/// partition, shares them when the second joins, and the second takes them all once the
+/// first dies; every message is consumed by one member, and what the dead one held comes
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_share_partitions_by_leases_and_take_over_from_a_dead_one() -> TestResult {
+    let Some(broker) = common::broker() else {
+        return Ok(());
+    };
+    let offsets: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
+    let topic = format!("{}leased", topic_prefix());
+    let mut settings = broker.settings();
+    settings.partitions = 4;
+    let ttl = settings
+        .leases
+        .as_ref()
+        .map(|l| l.ttl)
+        .ok_or("leases are the default")?;
+    let first_bus = bus_with(settings.clone(), offsets.clone()).await?;
+    let first = first_bus.subscribe(&topic, "workers").await?;
+    let held = |now| {
+        let offsets = offsets.clone();
+        let prefix = format!("partition/workers/{topic}/");
+        async move {
+            let leases = offsets.leases(&prefix, now).await?;
+            let mut by_holder: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for lease in leases {
+                by_holder
+                    .entry(lease.holder)
+                    .or_default()
+                    .insert(lease.resource);
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(by_holder)
+        }
+    };
+    let alone = held(chrono::Utc::now()).await?;
+    assert_eq!(
+        alone.values().map(BTreeSet::len).collect::<Vec<_>>(),
+        [4],
+        "a lone member takes every partition at once: {alone:?}"
+    );
+
+    let second_bus = bus_with(settings.clone(), offsets.clone()).await?;
+    let second = second_bus.subscribe(&topic, "workers").await?;
+    // A few renewal rounds: the first gives two partitions up, the second takes them.
+    let deadline = tokio::time::Instant::now() + ttl * 6;
+    loop {
+        let shares: Vec<usize> = held(chrono::Utc::now())
+            .await?
+            .values()
+            .map(BTreeSet::len)
+            .collect();
+        if shares == [2, 2] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the members did not share the partitions: {shares:?}"
+        );
+        tokio::time::sleep(ttl / 10).await;
+    }
+    for n in 0..40 {
+        first_bus
+            .publish(&topic, &format!("task-{n}"), vec![b'x'])
+            .await?;
+    }
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    let mut unacknowledged_by_first = BTreeSet::new();
+    let mut by_member = [0, 0];
+    for (index, subscription) in [&first, &second].into_iter().enumerate() {
+        while let Some(delivery) = maybe_next(subscription.as_ref(), QUIET).await {
+            *seen.entry(delivery.key.clone()).or_default() += 1;
+            by_member[index] += 1;
+            // The first member leaves one message per partition unacknowledged when it dies.
+            if index == 0 && unacknowledged_by_first.len() < 2 {
+                unacknowledged_by_first.insert(delivery.key);
+                continue;
+            }
+            subscription.ack(delivery.receipt).await?;
+        }
+    }
+    assert_eq!(seen.len(), 40, "every message reached a member");
+    assert!(seen.values().all(|n| *n == 1), "a message reached both");
+    assert!(
+        by_member.iter().all(|n| *n > 0),
+        "both members consumed: {by_member:?}"
+    );
+
+    // The first process dies: no goodbye, its leases run out.
+    drop(first);
+    drop(first_bus);
+    let deadline = tokio::time::Instant::now() + ttl * 6;
+    let mut again = BTreeSet::new();
+    while !again.is_superset(&unacknowledged_by_first) {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(delivery) = maybe_next(second.as_ref(), remaining).await else {
+            panic!("the dead member's unacknowledged messages did not come again: {again:?}");
+        };
+        second.ack(delivery.receipt).await?;
+        again.insert(delivery.key);
+    }
+    // Delivery is at least once: what the first acknowledged after a message it never did
+    // comes again too, since its position could not move past that message.
+    let shares: Vec<usize> = held(chrono::Utc::now())
+        .await?
+        .values()
+        .map(BTreeSet::len)
+        .collect();
+    assert_eq!(shares, [4], "the survivor holds every partition");
+    for n in 40..44 {
+        second_bus
+            .publish(&topic, &format!("task-{n}"), vec![b'y'])
+            .await?;
+    }
+    let mut fresh = BTreeSet::new();
+    while fresh.len() < 4 {
+        let delivery = next(second.as_ref()).await?;
+        second.ack(delivery.receipt).await?;
+        if delivery.payload == b"y" {
+            fresh.insert(delivery.key);
+        }
+    }
+
+    // A member that stops cleanly gives its partitions up at once.
+    second.close().await?;
+    assert!(
+        held(chrono::Utc::now()).await?.is_empty(),
+        "a closed member holds nothing"
     );
     Ok(())
 }
@@ -243,6 +376,7 @@ async fn a_follower_reads_every_partition_and_commits_nothing() -> TestResult {
     let mut settings = broker.settings();
     // This process owns partition 1 of 3 only; a follower still reads them all.
     settings.ownership = Ownership::new(1, 3)?;
+    settings.leases = None;
     let bus = bus_with(settings, offsets.clone()).await?;
     let topic = format!("{}follow", topic_prefix());
     for n in 0..12 {

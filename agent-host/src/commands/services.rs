@@ -211,11 +211,17 @@ fn banner(
         }
     }
     let ownership = config.kafka.ownership;
-    if kafka && (ownership.instances > 1 || !process.web) {
-        line(format!(
+    match &config.kafka.leases {
+        Some(leases) if kafka && !process.services.is_empty() => line(format!(
+            "  partitions: shared with the group's other members by leases in the state store \
+             (a dead member's move on after {} s)",
+            leases.ttl.as_secs_f64()
+        )),
+        None if kafka && (ownership.instances > 1 || !process.web) => line(format!(
             "  instance: {} of {} (the partitions p with p % {} == {})",
             ownership.instance, ownership.instances, ownership.instances, ownership.instance
-        ));
+        )),
+        _ => {}
     }
     if unfinished > 0 {
         line(format!(

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // Each test file uses its own part of these helpers.
 
 pub(crate) mod kafka;
+pub(crate) mod processes;
 pub(crate) mod web;
 
 use std::io::{BufRead, BufReader, Read};
@@ -20,7 +21,7 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_agent-host");
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Every variable the host reads; tests start from none of them set.
-pub(crate) const CONFIG_VARIABLES: [&str; 43] = [
+pub(crate) const CONFIG_VARIABLES: [&str; 45] = [
     "OPENAI_API_KEY",
     "OPENAI_MODEL",
     "OPENAI_BASE_URL",
@@ -38,6 +39,8 @@ pub(crate) const CONFIG_VARIABLES: [&str; 43] = [
     "KAFKA_LINGER_MS",
     "AGENT_INSTANCE",
     "AGENT_INSTANCES",
+    "KAFKA_LEASE_TTL_MS",
+    "AGENT_MEMBER_ID",
     "TASK_TOPIC",
     "STEP_REQUESTS_TOPIC",
     "STEP_RESULTS_TOPIC",

@@ -90,6 +90,13 @@ pub trait Subscription: Send + Sync + fmt::Debug {
 
     /// Marks a delivered message as handled.
     async fn ack(&self, receipt: Receipt) -> Result<(), BusError>;
+
+    /// Leaves the group when the consumer stops: a bus that shares partitions out gives this
+    /// member's up at once, so that the others need not wait for them to expire. Messages not
+    /// acknowledged come again to whoever consumes next. Does nothing by default.
+    async fn close(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 /// Where a [`Bus::follow`] reader starts.

@@ -36,6 +36,71 @@ pub async fn state_store(store: &dyn StateStore) {
     consumer_offsets_are_kept_per_group_topic_and_partition(store).await;
     leases_are_exclusive_renewed_taken_over_and_released(store).await;
     offset_commits_are_fenced_by_leases(store).await;
+    outbox_messages_are_kept_with_the_result_until_cleared(store).await;
+}
+
+async fn outbox_messages_are_kept_with_the_result_until_cleared(store: &dyn StateStore) {
+    let id = TaskId::new();
+    let t0 = now();
+    ok(store.insert_task(id, "outbox", t0).await, "insert_task");
+    let design = StepId::v1(Stage::Design);
+    let reserved = request(id, design, 1, t0);
+    ok(store.reserve_attempt(&reserved).await, "reserve_attempt");
+    let message = |n: u8| crate::store::OutboxMessage {
+        topic: "reports".to_owned(),
+        key: id.to_string(),
+        payload: vec![n, 0, 255],
+    };
+    let outbox = |attempt_number: u32| {
+        let step = design;
+        async move {
+            ok(
+                store.outbox(id, step, attempt(attempt_number)).await,
+                "outbox",
+            )
+        }
+    };
+    assert!(
+        outbox(1).await.is_empty(),
+        "nothing is kept before the result"
+    );
+    let result = succeeded(&reserved, t0, 10);
+    assert!(ok(
+        store
+            .finish_attempt_with_outbox(
+                &result,
+                Some(TaskStatus::Running),
+                t0,
+                &[message(1), message(2)]
+            )
+            .await,
+        "finish_attempt_with_outbox"
+    ));
+    assert_eq!(
+        outbox(1).await,
+        vec![message(1), message(2)],
+        "the messages are kept with the result, in order, byte for byte"
+    );
+    assert!(
+        !ok(
+            store
+                .finish_attempt_with_outbox(&result, Some(TaskStatus::Done), t0, &[message(3)])
+                .await,
+            "finish_attempt_with_outbox"
+        ),
+        "a redelivered result is not recorded again"
+    );
+    assert_eq!(
+        outbox(1).await,
+        vec![message(1), message(2)],
+        "a redelivered result keeps nothing more"
+    );
+    assert!(
+        outbox(2).await.is_empty(),
+        "another attempt has nothing kept"
+    );
+    ok(store.clear_outbox(id, design, one()).await, "clear_outbox");
+    assert!(outbox(1).await.is_empty(), "cleared messages are gone");
 }
 
 async fn leases_are_exclusive_renewed_taken_over_and_released(store: &dyn StateStore) {

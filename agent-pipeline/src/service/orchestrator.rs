@@ -14,15 +14,15 @@ use crate::Result;
 use crate::bus::Delivery;
 use crate::execution::CommitId;
 use crate::gates::{GateInput, GateVerdict};
-use crate::ids::{Stage, StepId};
+use crate::ids::{Stage, StepId, TaskId};
 use crate::machine::{
     Command, Context, LastAttempts, on_gates, on_publish_failed, on_step_result, random_jitter,
 };
 use crate::metrics::AppliedResult;
 use crate::output::{Design, Implementation, Review, TestReport};
 use crate::publish::Change;
-use crate::store::{Artifact, AttemptRecord};
-use crate::wire::{CiWatch, ReportEvent, ReportStatus, StepOutcome, StepResult, decode};
+use crate::store::{Artifact, AttemptRecord, OutboxMessage};
+use crate::wire::{CiWatch, ReportEvent, ReportStatus, StepOutcome, StepResult, decode, encode};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Orchestrator {
@@ -52,8 +52,18 @@ impl Handler for Orchestrator {
             .iter()
             .find(|a| a.step_id() == result.step_id && a.attempt() == result.attempt);
         if recorded.is_some_and(|a| a.status.is_finished()) {
-            tracing::debug!(task_id = %result.task_id, step = %result.step_id, attempt = %result.attempt, "duplicate result ignored");
-            crate::metrics::duplicate_result();
+            // The handler that recorded it may have died before sending what it led to.
+            let pending = deps
+                .state
+                .outbox(result.task_id, result.step_id, result.attempt)
+                .await?;
+            if pending.is_empty() {
+                tracing::debug!(task_id = %result.task_id, step = %result.step_id, attempt = %result.attempt, "duplicate result ignored");
+                crate::metrics::duplicate_result();
+            } else {
+                tracing::info!(task_id = %result.task_id, step = %result.step_id, attempt = %result.attempt, messages = pending.len(), "sending what an earlier handling of this result recorded and did not send");
+                self.send_outbox(&result, pending).await?;
+            }
             return Ok(());
         }
         if let StepOutcome::Succeeded { output, .. } = &result.outcome
@@ -64,8 +74,44 @@ impl Handler for Orchestrator {
                 .await;
         }
         let span = tracing::info_span!("apply", task_id = %result.task_id, step = %result.step_id, attempt = %result.attempt);
-        self.apply(&result, &attempts).instrument(span).await
+        let before = attempts_before(&result, attempts);
+        self.apply(&result, &before).instrument(span).await
     }
+}
+
+/// `message` as it goes out on `topic`, keyed by its task.
+fn outgoing<T: serde::Serialize>(topic: &str, task_id: TaskId, message: &T) -> OutboxMessage {
+    OutboxMessage {
+        topic: topic.to_owned(),
+        key: task_id.to_string(),
+        payload: encode(message),
+    }
+}
+
+/// The task's attempts as they were before `result` was first handled. A handler that died
+/// between its effects and its state change (a killed orchestrator) leaves the attempts it
+/// requested behind, still unfinished and requested after the result's own attempt; leaving
+/// them out makes the redelivered result request the same attempt numbers again, which the
+/// state store already holds (so no attempt is created twice) and which go out again (in
+/// case the first publication never did). One task's steps run one at a time, so nothing
+/// else requests a run of its steps meanwhile; replays are kept.
+fn attempts_before(result: &StepResult, attempts: Vec<AttemptRecord>) -> Vec<AttemptRecord> {
+    let Some(own) = attempts
+        .iter()
+        .find(|a| a.step_id() == result.step_id && a.attempt() == result.attempt)
+        .map(|a| a.request.requested_at)
+    else {
+        return attempts;
+    };
+    attempts
+        .into_iter()
+        .filter(|a| {
+            let caused_by_result = !a.status.is_finished()
+                && a.mode() == crate::wire::StepMode::Run
+                && a.request.requested_at > own;
+            !caused_by_result
+        })
+        .collect()
 }
 
 impl Orchestrator {
@@ -108,7 +154,11 @@ impl Orchestrator {
                 Command::SaveArtifact => self.save_artifact(result, now).await?,
                 Command::RequestStep(request) => {
                     applied.requested(&request);
-                    deps.state.reserve_attempt(&request).await?;
+                    // Already reserved when this result was handled before (see
+                    // `attempts_before`): the request goes out again, under the same number.
+                    if !deps.state.reserve_attempt(&request).await? {
+                        tracing::info!(task_id = %request.task_id, step = %request.step_id, attempt = %request.attempt, "attempt already requested by an earlier handling of this result; sending it again");
+                    }
                     deps.publish(&deps.topics.step_requests, request.task_id, &request)
                         .await?;
                 }
@@ -148,15 +198,37 @@ impl Orchestrator {
                 },
             }
         }
-        deps.state.finish_attempt(result, task_status, now).await?;
-        applied.record(result, task_status, &deps.topics.step_results);
-        for event in &reports {
-            deps.report(event).await?;
-        }
+        // The reports and the CI watch are kept with the state change and sent after it: a
+        // crash in between sends them on the result's redelivery.
+        let mut outbox: Vec<OutboxMessage> = reports
+            .iter()
+            .map(|event| outgoing(&deps.topics.reports, event.task_id, event))
+            .collect();
         if let Some(watch) = ci_watch {
-            deps.publish(&deps.topics.ci_watch, watch.task_id, &watch)
+            outbox.push(outgoing(&deps.topics.ci_watch, watch.task_id, &watch));
+        }
+        let recorded = deps
+            .state
+            .finish_attempt_with_outbox(result, task_status, now, &outbox)
+            .await?;
+        applied.record(result, task_status, &deps.topics.step_results);
+        if recorded {
+            self.send_outbox(result, outbox).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the messages kept for `result`'s attempt, then forgets them.
+    async fn send_outbox(&self, result: &StepResult, messages: Vec<OutboxMessage>) -> Result<()> {
+        let deps = &self.deps;
+        for message in messages {
+            deps.bus
+                .publish(&message.topic, &message.key, message.payload)
                 .await?;
         }
+        deps.state
+            .clear_outbox(result.task_id, result.step_id, result.attempt)
+            .await?;
         Ok(())
     }
 

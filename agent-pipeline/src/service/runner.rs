@@ -113,6 +113,9 @@ pub(crate) fn run_consumer(
                 drop(unacknowledged);
             }
         }
+        if let Err(error) = subscription.close().await {
+            tracing::warn!(%error, %topic, group, "could not leave the group cleanly; its partitions move to others once their leases expire");
+        }
         tracing::debug!(%topic, group, "consumer stopped");
         Ok(())
     }

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::StoreResult;
 use super::state::{
-    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
+    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, StateStore, TaskRecord,
+    TaskStatus,
 };
 use crate::ids::{Attempt, StepId, TaskId};
 use crate::wire::{StepOutcome, StepRequest, StepResult};
@@ -27,6 +28,8 @@ struct State {
     offsets: BTreeMap<(String, String, u32), u64>,
     /// Resource → its lease (expired ones are kept: their epoch goes on).
     leases: BTreeMap<String, Lease>,
+    /// Messages kept for an attempt until they went out.
+    outbox: BTreeMap<(TaskId, StepId, Attempt), Vec<OutboxMessage>>,
 }
 
 impl MemoryStateStore {
@@ -169,11 +172,12 @@ impl StateStore for MemoryStateStore {
         Ok(self.lock().attempts.get(&(task_id, step, attempt)).cloned())
     }
 
-    async fn finish_attempt(
+    async fn finish_attempt_with_outbox(
         &self,
         result: &StepResult,
         task_status: Option<TaskStatus>,
         now: DateTime<Utc>,
+        outbox: &[OutboxMessage],
     ) -> StoreResult<bool> {
         let key = (result.task_id, result.step_id, result.attempt);
         let mut state = self.lock();
@@ -190,7 +194,34 @@ impl StateStore for MemoryStateStore {
             task.current_step = Some(result.step_id);
             task.updated_at = now;
         }
+        if !outbox.is_empty() {
+            state.outbox.insert(key, outbox.to_vec());
+        }
         Ok(true)
+    }
+
+    async fn outbox(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        attempt: Attempt,
+    ) -> StoreResult<Vec<OutboxMessage>> {
+        Ok(self
+            .lock()
+            .outbox
+            .get(&(task_id, step, attempt))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn clear_outbox(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        attempt: Attempt,
+    ) -> StoreResult<()> {
+        self.lock().outbox.remove(&(task_id, step, attempt));
+        Ok(())
     }
 
     async fn attempts(&self, task_id: TaskId) -> StoreResult<Vec<AttemptRecord>> {

@@ -25,7 +25,8 @@ pub use reports::ReportLog;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStateStore;
 pub use state::{
-    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
+    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, StateStore, TaskRecord,
+    TaskStatus,
 };
 
 use std::path::PathBuf;

@@ -12,7 +12,8 @@ use sqlx::{PgPool, Row};
 
 use super::memory_state::finished_record;
 use super::state::{
-    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
+    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, StateStore, TaskRecord,
+    TaskStatus,
 };
 use super::stored::{self, StoredAttempt, StoredLease, StoredTask, stage_order};
 use super::{StoreError, StoreResult};
@@ -283,11 +284,12 @@ impl StateStore for PostgresStateStore {
         row.map(|row| self.attempt_of(&row)).transpose()
     }
 
-    async fn finish_attempt(
+    async fn finish_attempt_with_outbox(
         &self,
         result: &StepResult,
         task_status: Option<TaskStatus>,
         now: DateTime<Utc>,
+        outbox: &[OutboxMessage],
     ) -> StoreResult<bool> {
         let record = finished_record(result, None, now);
         let task_id = result.task_id.to_string();
@@ -357,8 +359,70 @@ impl StateStore for PostgresStateStore {
             .await
             .map_err(database)?;
         }
+        if recorded {
+            for (seq, message) in outbox.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO outbox
+                     (task_id, step_id, attempt, seq, topic, message_key, payload)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&task_id)
+                .bind(&step_id)
+                .bind(attempt)
+                .bind(bigint(seq))
+                .bind(&message.topic)
+                .bind(&message.key)
+                .bind(&message.payload)
+                .execute(&mut *transaction)
+                .await
+                .map_err(database)?;
+            }
+        }
         transaction.commit().await.map_err(database)?;
         Ok(recorded)
+    }
+
+    async fn outbox(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        attempt: Attempt,
+    ) -> StoreResult<Vec<OutboxMessage>> {
+        let rows = sqlx::query(
+            "SELECT topic, message_key, payload FROM outbox
+             WHERE task_id = $1 AND step_id = $2 AND attempt = $3 ORDER BY seq",
+        )
+        .bind(task_id.to_string())
+        .bind(step.to_string())
+        .bind(i64::from(attempt.get()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database)?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxMessage {
+                    topic: self.column(row, "topic")?,
+                    key: self.column(row, "message_key")?,
+                    payload: self.column(row, "payload")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn clear_outbox(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        attempt: Attempt,
+    ) -> StoreResult<()> {
+        sqlx::query("DELETE FROM outbox WHERE task_id = $1 AND step_id = $2 AND attempt = $3")
+            .bind(task_id.to_string())
+            .bind(step.to_string())
+            .bind(i64::from(attempt.get()))
+            .execute(&self.pool)
+            .await
+            .map_err(database)?;
+        Ok(())
     }
 
     async fn attempts(&self, task_id: TaskId) -> StoreResult<Vec<AttemptRecord>> {

@@ -30,7 +30,8 @@ use tokio::sync::oneshot;
 use super::memory_state::finished_record;
 use super::sqlite_writer::{self, GroupWriter, Read, execute};
 use super::state::{
-    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, StateStore, TaskRecord, TaskStatus,
+    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, StateStore, TaskRecord,
+    TaskStatus,
 };
 use super::stored::{self, stage_order};
 use super::{StoreError, StoreResult};
@@ -311,12 +312,14 @@ impl StateStore for SqliteStateStore {
         .await
     }
 
-    async fn finish_attempt(
+    async fn finish_attempt_with_outbox(
         &self,
         result: &StepResult,
         task_status: Option<TaskStatus>,
         now: DateTime<Utc>,
+        outbox: &[OutboxMessage],
     ) -> StoreResult<bool> {
+        let outbox = outbox.to_vec();
         let record = finished_record(result, None, now);
         let task_id = result.task_id.to_string();
         let step_id = result.step_id.to_string();
@@ -382,10 +385,77 @@ impl StateStore for SqliteStateStore {
                         params![task_status.as_str(), step_id, finished_at, task_id],
                     )?;
                 }
+                if recorded {
+                    for (seq, message) in outbox.iter().enumerate() {
+                        execute(
+                            connection,
+                            "INSERT INTO outbox
+                             (task_id, step_id, attempt, seq, topic, message_key, payload)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                            params![
+                                task_id,
+                                step_id,
+                                attempt,
+                                integer(seq),
+                                message.topic,
+                                message.key,
+                                message.payload
+                            ],
+                        )?;
+                    }
+                }
                 Ok(u64::from(recorded))
             }))
             .await?;
         Ok(recorded == 1)
+    }
+
+    async fn outbox(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        attempt: Attempt,
+    ) -> StoreResult<Vec<OutboxMessage>> {
+        let (task_id, step_id, attempt) = (
+            task_id.to_string(),
+            step.to_string(),
+            i64::from(attempt.get()),
+        );
+        self.read(move |connection, decoder| {
+            fetch_all(
+                connection,
+                "SELECT topic, message_key, payload FROM outbox
+                 WHERE task_id = ?1 AND step_id = ?2 AND attempt = ?3 ORDER BY seq",
+                params![task_id, step_id, attempt],
+                |row| {
+                    Ok(OutboxMessage {
+                        topic: decoder.column(row, "topic")?,
+                        key: decoder.column(row, "message_key")?,
+                        payload: decoder.column(row, "payload")?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn clear_outbox(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        attempt: Attempt,
+    ) -> StoreResult<()> {
+        self.writer
+            .execute(
+                "DELETE FROM outbox WHERE task_id = ?1 AND step_id = ?2 AND attempt = ?3",
+                vec![
+                    task_id.to_string().into(),
+                    step.to_string().into(),
+                    i64::from(attempt.get()).into(),
+                ],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn attempts(&self, task_id: TaskId) -> StoreResult<Vec<AttemptRecord>> {

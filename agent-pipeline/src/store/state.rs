@@ -164,6 +164,20 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A message that must go out once a state change is committed (a report, a CI watch): kept
+/// in the same transaction as the change, until the handler says it went out, so that a
+/// handler that dies in between sends it on the message's redelivery instead of losing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// The topic.
+    pub topic: String,
+    /// The key.
+    pub key: String,
+    /// The bytes, sent again unchanged (so that a reader can tell a resend from a new
+    /// message).
+    pub payload: Vec<u8>,
+}
+
 /// What [`StateStore::insert_task`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NewTaskOutcome {
@@ -227,7 +241,38 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         result: &StepResult,
         task_status: Option<TaskStatus>,
         now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.finish_attempt_with_outbox(result, task_status, now, &[])
+            .await
+    }
+
+    /// As [`StateStore::finish_attempt`], keeping `outbox` for the attempt in the same
+    /// transaction (nothing is kept when the result was already recorded). The handler sends
+    /// the messages, then forgets them with [`StateStore::clear_outbox`]; a redelivered result
+    /// finds them with [`StateStore::outbox`] when the handler died in between.
+    async fn finish_attempt_with_outbox(
+        &self,
+        result: &StepResult,
+        task_status: Option<TaskStatus>,
+        now: DateTime<Utc>,
+        outbox: &[OutboxMessage],
     ) -> StoreResult<bool>;
+
+    /// The messages kept for one attempt and not cleared yet, in the order given.
+    async fn outbox(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        attempt: Attempt,
+    ) -> StoreResult<Vec<OutboxMessage>>;
+
+    /// Forgets the messages kept for one attempt (they went out).
+    async fn clear_outbox(
+        &self,
+        task_id: TaskId,
+        step: StepId,
+        attempt: Attempt,
+    ) -> StoreResult<()>;
 
     /// Every attempt of a task, by step in pipeline order and then by attempt.
     async fn attempts(&self, task_id: TaskId) -> StoreResult<Vec<AttemptRecord>>;

@@ -29,6 +29,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "leases",
         sql: include_str!("migrations/0002_leases.sql"),
     },
+    Migration {
+        version: 3,
+        name: "outbox",
+        sql: include_str!("migrations/0003_outbox.sql"),
+    },
 ];
 
 /// The advisory lock the migrating process holds (any constant unlikely to be used by

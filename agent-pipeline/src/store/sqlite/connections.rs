@@ -64,6 +64,16 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
     committed_at TEXT NOT NULL,
     PRIMARY KEY (group_name, topic, partition_id)
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    task_id TEXT NOT NULL,
+    step_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    message_key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (task_id, step_id, attempt, seq)
+);
 CREATE TABLE IF NOT EXISTS leases (
     resource TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
