@@ -36,10 +36,10 @@ pub async fn state_store(store: &dyn StateStore) {
     consumer_offsets_are_kept_per_group_topic_and_partition(store).await;
     leases_are_exclusive_renewed_taken_over_and_released(store).await;
     offset_commits_are_fenced_by_leases(store).await;
-    outbox_messages_are_kept_with_the_result_until_cleared(store).await;
+    outbox_messages_are_kept_until_the_tasks_next_result(store).await;
 }
 
-async fn outbox_messages_are_kept_with_the_result_until_cleared(store: &dyn StateStore) {
+async fn outbox_messages_are_kept_until_the_tasks_next_result(store: &dyn StateStore) {
     let id = TaskId::new();
     let t0 = now();
     ok(store.insert_task(id, "outbox", t0).await, "insert_task");
@@ -99,8 +99,23 @@ async fn outbox_messages_are_kept_with_the_result_until_cleared(store: &dyn Stat
         outbox(2).await.is_empty(),
         "another attempt has nothing kept"
     );
-    ok(store.clear_outbox(id, design, one()).await, "clear_outbox");
-    assert!(outbox(1).await.is_empty(), "cleared messages are gone");
+    let implement = StepId::v1(Stage::Implement);
+    let next = request(id, implement, 1, t0);
+    ok(store.reserve_attempt(&next).await, "reserve_attempt");
+    assert!(ok(
+        store
+            .finish_attempt_with_outbox(&succeeded(&next, t0, 10), None, t0, &[message(4)])
+            .await,
+        "finish_attempt_with_outbox"
+    ));
+    assert!(
+        outbox(1).await.is_empty(),
+        "the task's next result replaces what was kept"
+    );
+    assert_eq!(
+        ok(store.outbox(id, implement, one()).await, "outbox"),
+        vec![message(4)]
+    );
 }
 
 async fn leases_are_exclusive_renewed_taken_over_and_released(store: &dyn StateStore) {

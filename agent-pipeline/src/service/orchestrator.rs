@@ -52,7 +52,8 @@ impl Handler for Orchestrator {
             .iter()
             .find(|a| a.step_id() == result.step_id && a.attempt() == result.attempt);
         if recorded.is_some_and(|a| a.status.is_finished()) {
-            // The handler that recorded it may have died before sending what it led to.
+            // The handler that recorded it may have died before sending what it led to: the
+            // kept messages go out again (a reader skips those it has, by their bytes).
             let pending = deps
                 .state
                 .outbox(result.task_id, result.step_id, result.attempt)
@@ -61,8 +62,8 @@ impl Handler for Orchestrator {
                 tracing::debug!(task_id = %result.task_id, step = %result.step_id, attempt = %result.attempt, "duplicate result ignored");
                 crate::metrics::duplicate_result();
             } else {
-                tracing::info!(task_id = %result.task_id, step = %result.step_id, attempt = %result.attempt, messages = pending.len(), "sending what an earlier handling of this result recorded and did not send");
-                self.send_outbox(&result, pending).await?;
+                tracing::info!(task_id = %result.task_id, step = %result.step_id, attempt = %result.attempt, messages = pending.len(), "sending again what this result led to");
+                self.send_outbox(pending).await?;
             }
             return Ok(());
         }
@@ -213,22 +214,19 @@ impl Orchestrator {
             .await?;
         applied.record(result, task_status, &deps.topics.step_results);
         if recorded {
-            self.send_outbox(result, outbox).await?;
+            self.send_outbox(outbox).await?;
         }
         Ok(())
     }
 
-    /// Sends the messages kept for `result`'s attempt, then forgets them.
-    async fn send_outbox(&self, result: &StepResult, messages: Vec<OutboxMessage>) -> Result<()> {
-        let deps = &self.deps;
+    /// Sends the messages kept with a result.
+    async fn send_outbox(&self, messages: Vec<OutboxMessage>) -> Result<()> {
         for message in messages {
-            deps.bus
+            self.deps
+                .bus
                 .publish(&message.topic, &message.key, message.payload)
                 .await?;
         }
-        deps.state
-            .clear_outbox(result.task_id, result.step_id, result.attempt)
-            .await?;
         Ok(())
     }
 

@@ -28,7 +28,7 @@ struct State {
     offsets: BTreeMap<(String, String, u32), u64>,
     /// Resource → its lease (expired ones are kept: their epoch goes on).
     leases: BTreeMap<String, Lease>,
-    /// Messages kept for an attempt until they went out.
+    /// The messages kept with each task's latest result.
     outbox: BTreeMap<(TaskId, StepId, Attempt), Vec<OutboxMessage>>,
 }
 
@@ -194,6 +194,9 @@ impl StateStore for MemoryStateStore {
             task.current_step = Some(result.step_id);
             task.updated_at = now;
         }
+        state
+            .outbox
+            .retain(|(task_id, _, _), _| *task_id != result.task_id);
         if !outbox.is_empty() {
             state.outbox.insert(key, outbox.to_vec());
         }
@@ -212,16 +215,6 @@ impl StateStore for MemoryStateStore {
             .get(&(task_id, step, attempt))
             .cloned()
             .unwrap_or_default())
-    }
-
-    async fn clear_outbox(
-        &self,
-        task_id: TaskId,
-        step: StepId,
-        attempt: Attempt,
-    ) -> StoreResult<()> {
-        self.lock().outbox.remove(&(task_id, step, attempt));
-        Ok(())
     }
 
     async fn attempts(&self, task_id: TaskId) -> StoreResult<Vec<AttemptRecord>> {

@@ -360,6 +360,11 @@ impl StateStore for PostgresStateStore {
             .map_err(database)?;
         }
         if recorded {
+            sqlx::query("DELETE FROM outbox WHERE task_id = $1")
+                .bind(&task_id)
+                .execute(&mut *transaction)
+                .await
+                .map_err(database)?;
             for (seq, message) in outbox.iter().enumerate() {
                 sqlx::query(
                     "INSERT INTO outbox
@@ -407,22 +412,6 @@ impl StateStore for PostgresStateStore {
                 })
             })
             .collect()
-    }
-
-    async fn clear_outbox(
-        &self,
-        task_id: TaskId,
-        step: StepId,
-        attempt: Attempt,
-    ) -> StoreResult<()> {
-        sqlx::query("DELETE FROM outbox WHERE task_id = $1 AND step_id = $2 AND attempt = $3")
-            .bind(task_id.to_string())
-            .bind(step.to_string())
-            .bind(i64::from(attempt.get()))
-            .execute(&self.pool)
-            .await
-            .map_err(database)?;
-        Ok(())
     }
 
     async fn attempts(&self, task_id: TaskId) -> StoreResult<Vec<AttemptRecord>> {

@@ -386,6 +386,11 @@ impl StateStore for SqliteStateStore {
                     )?;
                 }
                 if recorded {
+                    execute(
+                        connection,
+                        "DELETE FROM outbox WHERE task_id = ?1",
+                        params![task_id],
+                    )?;
                     for (seq, message) in outbox.iter().enumerate() {
                         execute(
                             connection,
@@ -437,25 +442,6 @@ impl StateStore for SqliteStateStore {
             )
         })
         .await
-    }
-
-    async fn clear_outbox(
-        &self,
-        task_id: TaskId,
-        step: StepId,
-        attempt: Attempt,
-    ) -> StoreResult<()> {
-        self.writer
-            .execute(
-                "DELETE FROM outbox WHERE task_id = ?1 AND step_id = ?2 AND attempt = ?3",
-                vec![
-                    task_id.to_string().into(),
-                    step.to_string().into(),
-                    i64::from(attempt.get()).into(),
-                ],
-            )
-            .await?;
-        Ok(())
     }
 
     async fn attempts(&self, task_id: TaskId) -> StoreResult<Vec<AttemptRecord>> {

@@ -165,8 +165,8 @@ pub struct Lease {
 }
 
 /// A message that must go out once a state change is committed (a report, a CI watch): kept
-/// in the same transaction as the change, until the handler says it went out, so that a
-/// handler that dies in between sends it on the message's redelivery instead of losing it.
+/// in the same transaction as the change (until the task's next change), so that a handler
+/// that dies before sending it sends it on the message's redelivery instead of losing it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {
     /// The topic.
@@ -246,10 +246,12 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
             .await
     }
 
-    /// As [`StateStore::finish_attempt`], keeping `outbox` for the attempt in the same
-    /// transaction (nothing is kept when the result was already recorded). The handler sends
-    /// the messages, then forgets them with [`StateStore::clear_outbox`]; a redelivered result
-    /// finds them with [`StateStore::outbox`] when the handler died in between.
+    /// As [`StateStore::finish_attempt`], and in the same transaction keeps `outbox` as the
+    /// task's outbox, replacing what was kept for its earlier results (nothing changes when
+    /// the result was already recorded). The handler sends the messages after the commit; a
+    /// redelivered result finds them with [`StateStore::outbox`] when the handler died before
+    /// sending them, and sends them again (they are sent byte for byte as kept, so that a
+    /// reader can skip a resend).
     async fn finish_attempt_with_outbox(
         &self,
         result: &StepResult,
@@ -258,21 +260,14 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         outbox: &[OutboxMessage],
     ) -> StoreResult<bool>;
 
-    /// The messages kept for one attempt and not cleared yet, in the order given.
+    /// The messages kept with the result of one attempt, in the order given; empty once a
+    /// later result of the task was recorded.
     async fn outbox(
         &self,
         task_id: TaskId,
         step: StepId,
         attempt: Attempt,
     ) -> StoreResult<Vec<OutboxMessage>>;
-
-    /// Forgets the messages kept for one attempt (they went out).
-    async fn clear_outbox(
-        &self,
-        task_id: TaskId,
-        step: StepId,
-        attempt: Attempt,
-    ) -> StoreResult<()>;
 
     /// Every attempt of a task, by step in pipeline order and then by attempt.
     async fn attempts(&self, task_id: TaskId) -> StoreResult<Vec<AttemptRecord>>;
