@@ -10,7 +10,6 @@ use std::time::Duration;
 use agent_pipeline::bus::{BusError, Delivery, FollowFrom, Receipt, Subscription};
 use agent_pipeline::store::Lease;
 use async_trait::async_trait;
-use chrono::Utc;
 use futures_util::StreamExt;
 use rskafka::client::consumer::{StartOffset, StreamConsumerBuilder};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
@@ -20,7 +19,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::bus::{Inner, transport};
-use crate::settings::PartitionLeases;
+
+mod leases;
 
 /// How many fetched messages of one partition may wait to be handed out before its fetch
 /// stream pauses.
@@ -331,26 +331,6 @@ impl Member {
         }
     }
 
-    /// The group and this bus's member id, when this member shares partitions by leases.
-    fn leased_member(&self) -> Option<(&str, &str)> {
-        Some((self.group()?, self.bus.member_id.as_deref()?))
-    }
-
-    /// The error of a lease operation of the state store.
-    fn lease_error(&self, error: agent_pipeline::store::StoreError) -> BusError {
-        BusError::Transport(format!("partition leases of {}: {error}", self.topic))
-    }
-
-    /// The lease resource of `partition` for `group`.
-    fn partition_resource(&self, group: &str, partition: u32) -> String {
-        format!("partition/{group}/{}/{partition}", self.topic)
-    }
-
-    /// Where the member leases of `group` live.
-    fn members_prefix(&self, group: &str) -> String {
-        format!("member/{group}/{}/", self.topic)
-    }
-
     /// Starts consuming `partition` where the group (or the follower) starts in it.
     async fn take_partition(&self, partition: u32, lease: Option<Lease>) -> Result<(), BusError> {
         let topic = &self.topic;
@@ -410,125 +390,6 @@ impl Member {
         self.shared.arrived.notify_waiters();
         self.shared.room.notify_waiters();
         lock(&self.leases).remove(&partition)
-    }
-
-    /// One round of leased ownership: renews this member's heartbeat and partition leases
-    /// (giving up those it lost), takes free partitions up to its share (the partitions
-    /// divided by the live members, rounded up), and releases those above its share, so that
-    /// a member that joined finds them free.
-    async fn balance(&self, leases: &PartitionLeases) -> Result<(), BusError> {
-        let Some((group, member_id)) = self.leased_member() else {
-            return Ok(());
-        };
-        let store = &self.bus.offsets;
-        let failed = |error| self.lease_error(error);
-        let now = Utc::now();
-        let until =
-            now + chrono::TimeDelta::from_std(leases.ttl).unwrap_or(chrono::TimeDelta::seconds(10));
-        let me = format!("{}{}", self.members_prefix(group), member_id);
-        store
-            .acquire_lease(&me, member_id, now, until)
-            .await
-            .map_err(failed)?;
-        let members = store
-            .leases(&self.members_prefix(group), now)
-            .await
-            .map_err(failed)?
-            .len()
-            .max(1);
-        let share = (self.partition_count as usize).div_ceil(members);
-
-        let held: Vec<u32> = lock(&self.leases).keys().copied().collect();
-        for partition in held {
-            let resource = self.partition_resource(group, partition);
-            match store
-                .acquire_lease(&resource, member_id, now, until)
-                .await
-                .map_err(failed)?
-            {
-                Some(renewed) => {
-                    lock(&self.leases).insert(partition, renewed);
-                }
-                None => {
-                    tracing::warn!(topic = %self.topic, partition, "lost the partition's lease to another member");
-                    self.give_up(partition);
-                }
-            }
-        }
-
-        // Start the search at a place of this member's own, so that members starting together
-        // do not all try the same partitions first.
-        let count = self.partition_count;
-        let first = member_id
-            .bytes()
-            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
-            % count.max(1);
-        for step in 0..count {
-            if lock(&self.leases).len() >= share {
-                break;
-            }
-            let partition = (first + step) % count;
-            if lock(&self.leases).contains_key(&partition) {
-                continue;
-            }
-            let resource = self.partition_resource(group, partition);
-            if let Some(lease) = store
-                .acquire_lease(&resource, member_id, now, until)
-                .await
-                .map_err(failed)?
-            {
-                tracing::info!(topic = %self.topic, partition, member = %member_id, epoch = lease.epoch, "took the partition");
-                if let Err(error) = self.take_partition(partition, Some(lease.clone())).await {
-                    let _ = store.release_lease(&lease, Utc::now()).await;
-                    return Err(error);
-                }
-            }
-        }
-
-        let surplus: Vec<u32> = {
-            let held = lock(&self.leases);
-            let mut partitions: Vec<u32> = held.keys().copied().collect();
-            partitions.sort_unstable();
-            partitions.into_iter().skip(share).collect()
-        };
-        for partition in surplus {
-            tracing::info!(topic = %self.topic, partition, members, "giving the partition up to a member that joined");
-            if let Some(lease) = self.give_up(partition) {
-                store
-                    .release_lease(&lease, Utc::now())
-                    .await
-                    .map_err(failed)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Gives every partition and the member's heartbeat up, so that the others take them at
-    /// once instead of after the leases' time to live.
-    async fn leave(&self) -> Result<(), BusError> {
-        let Some((group, member_id)) = self.leased_member() else {
-            return Ok(());
-        };
-        let store = &self.bus.offsets;
-        let failed = |error| self.lease_error(error);
-        let now = Utc::now();
-        let held: Vec<u32> = lock(&self.leases).keys().copied().collect();
-        for partition in held {
-            if let Some(lease) = self.give_up(partition) {
-                store.release_lease(&lease, now).await.map_err(failed)?;
-            }
-        }
-        let me = format!("{}{}", self.members_prefix(group), member_id);
-        if let Some(heartbeat) = store
-            .leases(&me, now)
-            .await
-            .map_err(failed)?
-            .into_iter()
-            .find(|lease| lease.holder == member_id)
-        {
-            store.release_lease(&heartbeat, now).await.map_err(failed)?;
-        }
-        Ok(())
     }
 }
 
