@@ -45,7 +45,7 @@ pub(crate) struct KafkaSubscription {
     /// so that an older position never overwrites a newer one).
     written: tokio::sync::Mutex<HashMap<u32, u64>>,
     /// Renews this member's partition leases and balances the shares (leased ownership).
-    balancer: Option<JoinHandle<()>>,
+    balancer: Option<Balancer>,
 }
 
 impl fmt::Debug for KafkaSubscription {
@@ -55,6 +55,14 @@ impl fmt::Debug for KafkaSubscription {
             .field("membership", &self.member.membership)
             .finish_non_exhaustive()
     }
+}
+
+/// The task that renews a member's leases, and how to stop it between two rounds (never in
+/// the middle of one, whose writes could land after the member left).
+struct Balancer {
+    /// The task, until the member leaves.
+    task: Mutex<Option<JoinHandle<()>>>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// One member of a group (or a follower) on one topic: the partitions it consumes, their
@@ -188,14 +196,22 @@ impl KafkaSubscription {
                 // The first round before returning, so that a lone member consumes at once.
                 member.balance(&leases).await?;
                 let balancing = member.clone();
-                Some(tokio::spawn(async move {
+                let (stop, mut stopped) = tokio::sync::watch::channel(false);
+                let task = tokio::spawn(async move {
                     loop {
-                        tokio::time::sleep(leases.renew_every()).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(leases.renew_every()) => {}
+                            _ = stopped.changed() => return,
+                        }
                         if let Err(error) = balancing.balance(&leases).await {
                             tracing::warn!(topic = %balancing.topic, %error, "cannot renew or balance the partition leases; retrying");
                         }
                     }
-                }))
+                });
+                Some(Balancer {
+                    task: Mutex::new(Some(task)),
+                    stop,
+                })
             }
             None => {
                 let owned: Vec<u32> = match &member.membership {
@@ -591,20 +607,23 @@ impl Subscription for KafkaSubscription {
     }
 
     async fn close(&self) -> Result<(), BusError> {
-        if let Some(balancer) = &self.balancer {
-            balancer.abort();
-        }
-        if self.balancer.is_some() {
-            self.member.leave().await
-        } else {
-            Ok(())
-        }
+        let Some(balancer) = &self.balancer else {
+            return Ok(());
+        };
+        let Some(task) = lock(&balancer.task).take() else {
+            // Left already.
+            return Ok(());
+        };
+        // The round under way finishes first, so that no renewal lands after the release.
+        let _ = balancer.stop.send(true);
+        let _ = task.await;
+        self.member.leave().await
     }
 }
 impl Drop for KafkaSubscription {
     fn drop(&mut self) {
-        if let Some(balancer) = &self.balancer {
-            balancer.abort();
+        if let Some(task) = self.balancer.as_ref().and_then(|b| lock(&b.task).take()) {
+            task.abort();
         }
         for (_, fetcher) in lock(&self.member.fetchers).drain() {
             fetcher.abort();
