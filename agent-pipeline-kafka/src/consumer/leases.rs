@@ -18,9 +18,14 @@ impl Member {
         BusError::Transport(format!("partition leases of {}: {error}", self.topic))
     }
 
+    /// Where the partition leases of `group` live.
+    fn partitions_prefix(&self, group: &str) -> String {
+        format!("partition/{group}/{}/", self.topic)
+    }
+
     /// The lease resource of `partition` for `group`.
     fn partition_resource(&self, group: &str, partition: u32) -> String {
-        format!("partition/{group}/{}/{partition}", self.topic)
+        format!("{}{partition}", self.partitions_prefix(group))
     }
 
     /// Where the member leases of `group` live.
@@ -73,8 +78,20 @@ impl Member {
         }
 
         // Start the search at a place of this member's own, so that members starting together
-        // do not all try the same partitions first.
+        // do not all try the same partitions first; partitions under another member's running
+        // lease are not tried (one read instead of a write each).
         let count = self.partition_count;
+        let taken: std::collections::HashSet<String> = if lock(&self.leases).len() < share {
+            store
+                .leases(&self.partitions_prefix(group), now)
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .map(|lease| lease.resource)
+                .collect()
+        } else {
+            Default::default()
+        };
         let first = member_id
             .bytes()
             .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
@@ -88,6 +105,9 @@ impl Member {
                 continue;
             }
             let resource = self.partition_resource(group, partition);
+            if taken.contains(&resource) {
+                continue;
+            }
             if let Some(lease) = store
                 .acquire_lease(&resource, member_id, now, until)
                 .await

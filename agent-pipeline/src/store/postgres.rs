@@ -480,8 +480,7 @@ impl StateStore for PostgresStateStore {
         partition: u32,
         next_offset: u64,
     ) -> StoreResult<()> {
-        let offset = i64::try_from(next_offset)
-            .map_err(|_| StoreError::Database(format!("offset {next_offset} is too large")))?;
+        let offset = stored::offset_value(next_offset)?;
         sqlx::query(
             "INSERT INTO consumer_offsets
              (group_name, topic, partition_id, next_offset, committed_at)
@@ -508,8 +507,7 @@ impl StateStore for PostgresStateStore {
         next_offset: u64,
         lease: &Lease,
     ) -> StoreResult<bool> {
-        let offset = i64::try_from(next_offset)
-            .map_err(|_| StoreError::Database(format!("offset {next_offset} is too large")))?;
+        let offset = stored::offset_value(next_offset)?;
         // The lease row is locked for the statement, so the lease cannot change hands between
         // the check and the write.
         let recorded = sqlx::query(

@@ -518,8 +518,7 @@ impl StateStore for SqliteStateStore {
         partition: u32,
         next_offset: u64,
     ) -> StoreResult<()> {
-        let offset = i64::try_from(next_offset)
-            .map_err(|_| StoreError::Database(format!("offset {next_offset} is too large")))?;
+        let offset = stored::offset_value(next_offset)?;
         self.writer
             .execute(
                 "INSERT INTO consumer_offsets
@@ -548,8 +547,7 @@ impl StateStore for SqliteStateStore {
         next_offset: u64,
         lease: &Lease,
     ) -> StoreResult<bool> {
-        let offset = i64::try_from(next_offset)
-            .map_err(|_| StoreError::Database(format!("offset {next_offset} is too large")))?;
+        let offset = stored::offset_value(next_offset)?;
         let recorded = self
             .writer
             .execute(

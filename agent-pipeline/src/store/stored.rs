@@ -106,6 +106,12 @@ impl StoredLease {
     }
 }
 
+/// A consumer offset as the databases store it, or why it cannot be.
+pub(crate) fn offset_value(next_offset: u64) -> StoreResult<i64> {
+    i64::try_from(next_offset)
+        .map_err(|_| StoreError::Database(format!("offset {next_offset} is too large")))
+}
+
 /// An epoch as the databases store it.
 pub(crate) fn epoch_value(epoch: u64) -> i64 {
     i64::try_from(epoch).unwrap_or(i64::MAX)
