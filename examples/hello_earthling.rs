@@ -15,6 +15,7 @@ use std::io::IsTerminal;
 use std::time::Instant;
 
 use agent_pipeline::output::TestReport;
+use agent_pipeline::store::canonical_document;
 use agent_pipeline::wire::{ReportEvent, ReportStatus};
 use agent_pipeline::{Pipeline, Stage, StepId};
 use anyhow::Context;
@@ -86,12 +87,10 @@ async fn main() -> anyhow::Result<()> {
         let Some(artifact) = pipeline.artifacts().read_artifact(task_id, step).await? else {
             continue;
         };
-        let path = pipeline.artifacts().canonical_path(task_id, step)?;
-        println!(
-            "── {step} ({}, model {}) ──",
-            path.display(),
-            artifact.model
-        );
+        let location = pipeline
+            .artifacts()
+            .location(task_id, &canonical_document(step));
+        println!("── {step} ({location}, model {}) ──", artifact.model);
         println!(
             "{}\n",
             serde_json::to_string_pretty(&artifact.output).unwrap_or_default()
@@ -117,11 +116,14 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or("nothing: no summary")
         );
     }
-    let task_dir = pipeline.artifacts().task_dir(task_id);
     println!(
         "Artifacts: {}\nWorkspace: {}\nReports:   {}",
-        task_dir.display(),
-        task_dir.join("workspace").display(),
+        pipeline.artifacts().task_location(task_id),
+        pipeline
+            .data_dir()
+            .join(task_id.to_string())
+            .join("workspace")
+            .display(),
         pipeline.report_log().path().display()
     );
     if let (Some(branch), Some(repository)) = (branch, pipeline.publisher().local_repository()) {

@@ -117,6 +117,41 @@ pub(crate) enum Command {
     Show(ShowArgs),
     /// List the dead-letter queue (DATA_DIR/dead_letters.jsonl), newest last
     Dlq,
+    /// Prune tasks that ended long ago (RETENTION_DAYS), once, and say what went
+    ///
+    /// Keeps each step's last attempt and canonical artifact and drops the superseded attempts,
+    /// their artifact files and report events older than the cutoff; with --delete-tasks (or
+    /// RETENTION_DELETE_TASKS=true) such tasks are deleted whole. Tasks still running are never
+    /// touched. A process that runs the mirror does this every hour when RETENTION_DAYS is set.
+    Prune(PruneArgs),
+    /// Copy the tasks of DATA_DIR (state.sqlite, the artifact files) to a PostgreSQL database
+    ///
+    /// Run it with the services stopped; it can run again after an interruption. Then start the
+    /// services with DATABASE_URL set to the target (and ARTIFACT_STORE=database when the
+    /// documents were copied too).
+    Migrate(MigrateArgs),
+}
+
+/// Arguments of `prune`.
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Prune tasks that ended more than this many days ago [default: RETENTION_DAYS]
+    #[arg(long, value_name = "DAYS")]
+    pub(crate) older_than_days: Option<f64>,
+    /// Delete such tasks whole instead of pruning their history
+    #[arg(long)]
+    pub(crate) delete_tasks: bool,
+}
+
+/// Arguments of `migrate`.
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    /// The PostgreSQL database to copy to: postgres://user:password@host/database
+    #[arg(long, value_name = "URL")]
+    pub(crate) to: String,
+    /// Copy the artifact files into the database too (for ARTIFACT_STORE=database)
+    #[arg(long)]
+    pub(crate) with_artifacts: bool,
 }
 
 /// Arguments of `run` and `web`.

@@ -25,6 +25,9 @@
 //! | `TASK_TOPIC` … `DLQ_TOPIC` | see [`Topics::VARIABLES`] |
 //! | `DATA_DIR` | `./data` (a relative path is relative to the current directory) |
 //! | `DATABASE_URL` | unset: `DATA_DIR/state.sqlite`; `sqlite://PATH`, or `postgres://user:password@host/database` for the PostgreSQL store shared by many hosts |
+//! | `RETENTION_DAYS` | unset: everything is kept; `N` (may be fractional): tasks that ended more than N days ago lose their superseded attempts, those attempts' artifacts and their report events (hourly, in the process that runs the mirror; `agent-host prune` once) |
+//! | `RETENTION_DELETE_TASKS` | `false`; `true` deletes such tasks whole (state, documents, workspace) |
+//! | `ARTIFACT_STORE` | `files`: documents under `DATA_DIR/<task_id>/`; `database` keeps them in the PostgreSQL database of `DATABASE_URL` (no shared disk needed) |
 //! | `AGENT_SANDBOX` | `bubblewrap`; `none` runs generated code without isolation (explicit opt-in) |
 //! | `SANDBOX_TIMEOUT_SECS` | `120`: wall-clock limit of one test or check run |
 //! | `SANDBOX_MEMORY_MB` | `1024`: address-space limit of each process of a run |
@@ -47,6 +50,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use agent_pipeline::PipelineBuilder;
 use agent_pipeline::bus::Topics;
@@ -54,10 +58,11 @@ use agent_pipeline::execution::sandbox::SandboxLimits;
 use agent_pipeline::llm::LlmSettings;
 use agent_pipeline::machine::RetryPolicy;
 use agent_pipeline::publish::GitHubSettings;
+use agent_pipeline::retention::RetentionPolicy;
 use agent_pipeline_kafka::KafkaSettings;
 use anyhow::{Context, Result, bail};
 
-use crate::database::{DATABASE_URL, StateDatabase};
+use crate::database::{ARTIFACT_STORE, ArtifactPlace, DATABASE_URL, StateDatabase, Stores};
 
 /// The file read when no `--config` is given; a missing one is fine.
 pub(crate) const DEFAULT_CONFIG_FILE: &str = "config.local.json";
@@ -117,6 +122,49 @@ const GITHUB_KEYS: [&str; 4] = [
     "GITHUB_BASE_BRANCH",
 ];
 
+/// `RETENTION_DAYS`.
+const RETENTION_DAYS: &str = "RETENTION_DAYS";
+/// `RETENTION_DELETE_TASKS`.
+const RETENTION_DELETE_TASKS: &str = "RETENTION_DELETE_TASKS";
+
+/// A yes-or-no setting (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`).
+fn boolean(lookup: &dyn Fn(&str) -> Option<String>, key: &str, default: bool) -> Result<bool> {
+    match lookup(key)
+        .map(|text| text.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(other) => bail!("{key} must be true or false, not {other:?}"),
+    }
+}
+
+/// The retention policy of `RETENTION_DAYS` and `RETENTION_DELETE_TASKS`; `None` keeps
+/// everything.
+fn retention_policy(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<RetentionPolicy>> {
+    let Some(text) = lookup(RETENTION_DAYS) else {
+        return Ok(None);
+    };
+    let days = text
+        .trim()
+        .parse::<f64>()
+        .with_context(|| format!("{RETENTION_DAYS} must be a number of days, not {text:?}"))?;
+    let policy = RetentionPolicy::after(days_duration(days).context(RETENTION_DAYS)?);
+    Ok(Some(if boolean(lookup, RETENTION_DELETE_TASKS, false)? {
+        policy.deleting_tasks()
+    } else {
+        policy
+    }))
+}
+
+/// `days` as a duration, refusing a negative or infinite number.
+pub(crate) fn days_duration(days: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(days * 86_400.0)
+        .ok()
+        .with_context(|| format!("a number of days must be zero or more, not {days}"))
+}
+
 /// The default of `DATA_DIR`.
 const DEFAULT_DATA_DIR: &str = "./data";
 
@@ -132,7 +180,13 @@ pub(crate) fn known_keys() -> Vec<&'static str> {
     );
     keys.extend(KafkaSettings::VARIABLES.iter().map(|(name, _)| *name));
     keys.extend(Topics::VARIABLES.iter().map(|(name, _)| *name));
-    keys.extend([DATA_DIR, DATABASE_URL]);
+    keys.extend([
+        DATA_DIR,
+        DATABASE_URL,
+        ARTIFACT_STORE,
+        RETENTION_DAYS,
+        RETENTION_DELETE_TASKS,
+    ]);
     keys.extend([
         SANDBOX,
         SANDBOX_TIMEOUT,
@@ -356,6 +410,10 @@ pub(crate) struct Config {
     pub(crate) data_dir: PathBuf,
     /// `DATABASE_URL`: the state database (unset: `state.sqlite` in `data_dir`).
     pub(crate) database: StateDatabase,
+    /// `ARTIFACT_STORE`: where the tasks' documents live.
+    pub(crate) artifacts: ArtifactPlace,
+    /// `RETENTION_DAYS`, `RETENTION_DELETE_TASKS`: what is pruned of ended tasks.
+    pub(crate) retention: Option<RetentionPolicy>,
     /// [`MAX_ATTEMPTS`], when set.
     pub(crate) max_attempts: Option<u32>,
     /// How generated code runs, is gated and is published.
@@ -369,6 +427,11 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// Opens the state database and the artifact store this configuration names.
+    pub(crate) async fn open_stores(&self) -> Result<Stores> {
+        Stores::connect(&self.database, self.artifacts, &self.data_dir).await
+    }
+
     /// Reads the configuration from the process environment, the configuration file
     /// (`explicit_file`, or [`DEFAULT_CONFIG_FILE`] when it exists) and `flags`.
     pub(crate) fn load(explicit_file: Option<&Path>, flags: &Flags) -> Result<Self> {
@@ -442,14 +505,7 @@ impl Config {
         };
         let github = GitHubSettings::from_lookup(lookup)
             .context("GitHub publishing (GITHUB_REPOSITORY, GITHUB_TOKEN)")?;
-        let execute_code = match lookup(EXECUTE_CODE)
-            .map(|text| text.trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("true" | "1" | "yes" | "on") => true,
-            Some("false" | "0" | "no" | "off") => false,
-            Some(other) => bail!("{EXECUTE_CODE} must be true or false, not {other:?}"),
-        };
+        let execute_code = boolean(&lookup, EXECUTE_CODE, true)?;
         let count = |key: &str, default: u64| -> Result<usize> {
             Ok(usize::try_from(whole_number(key, default)?).unwrap_or(usize::MAX))
         };
@@ -518,6 +574,7 @@ impl Config {
                 anyhow::Error::new(error).context("the Kafka bus")
             }
         })?;
+        let database = StateDatabase::from_url(lookup(DATABASE_URL).as_deref(), &data_dir)?;
         Ok(Self {
             llm,
             execution,
@@ -526,7 +583,9 @@ impl Config {
             bus,
             kafka,
             topics: Topics::from_lookup(lookup),
-            database: StateDatabase::from_url(lookup(DATABASE_URL).as_deref(), &data_dir)?,
+            artifacts: ArtifactPlace::from_setting(lookup(ARTIFACT_STORE).as_deref(), &database)?,
+            retention: retention_policy(&lookup)?,
+            database,
             data_dir,
             max_attempts,
             file: file.map(|f| f.path.clone()),

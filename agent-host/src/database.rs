@@ -1,15 +1,109 @@
 //! Where the state of tasks and attempts lives: `DATABASE_URL` chooses SQLite (the embedded
-//! default, `DATA_DIR/state.sqlite`) or PostgreSQL (one database for many hosts).
+//! default, `DATA_DIR/state.sqlite`) or PostgreSQL (one database for many hosts). Where the
+//! tasks' documents live: `ARTIFACT_STORE` chooses files under `DATA_DIR` (the default) or
+//! that PostgreSQL database (hosts then need no shared disk).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use agent_pipeline::store::{PostgresStateStore, SqliteStateStore, StateStore};
+use agent_pipeline::store::{
+    ArtifactStore, FileArtifactStore, PostgresStateStore, SqliteStateStore, StateStore,
+};
 use anyhow::{Context, Result, bail};
 
 /// The variable that chooses the state database.
 pub(crate) const DATABASE_URL: &str = "DATABASE_URL";
+
+/// The variable that chooses where the tasks' documents live.
+pub(crate) const ARTIFACT_STORE: &str = "ARTIFACT_STORE";
+
+/// Where the tasks' documents (`task.json`, artifacts, records) live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ArtifactPlace {
+    /// Files under `DATA_DIR/<task_id>/`.
+    Files,
+    /// The `documents` table of the PostgreSQL state database.
+    Database,
+}
+
+impl ArtifactPlace {
+    /// `ARTIFACT_STORE`: `files` (the default) or `database`, which needs a PostgreSQL
+    /// `database`.
+    pub(crate) fn from_setting(value: Option<&str>, database: &StateDatabase) -> Result<Self> {
+        match value.map(str::trim) {
+            None | Some("files") => Ok(Self::Files),
+            Some("database") => match database {
+                StateDatabase::Postgres(_) => Ok(Self::Database),
+                StateDatabase::Sqlite(_) => bail!(
+                    "{ARTIFACT_STORE}=database keeps artifacts in PostgreSQL: set \
+                     {DATABASE_URL}=postgres://… too, or {ARTIFACT_STORE}=files"
+                ),
+            },
+            Some(other) => bail!("{ARTIFACT_STORE} must be files or database, not {other:?}"),
+        }
+    }
+}
+
+/// The stores of a process: the state of tasks and attempts, and the tasks' documents.
+#[derive(Debug, Clone)]
+pub(crate) struct Stores {
+    /// `DATABASE_URL`, else `state.sqlite`.
+    pub(crate) state: Arc<dyn StateStore>,
+    /// `ARTIFACT_STORE`: files under `DATA_DIR`, or the PostgreSQL database.
+    pub(crate) artifacts: Arc<dyn ArtifactStore>,
+    /// Where the documents are.
+    pub(crate) place: ArtifactPlace,
+}
+
+impl Stores {
+    /// Opens the state database (creating an SQLite file, or migrating a PostgreSQL schema,
+    /// as needed) and the artifact store `place` says.
+    pub(crate) async fn connect(
+        database: &StateDatabase,
+        place: ArtifactPlace,
+        data_dir: &Path,
+    ) -> Result<Self> {
+        let (state, artifacts): (Arc<dyn StateStore>, Arc<dyn ArtifactStore>) = match database {
+            StateDatabase::Sqlite(path) => (
+                Arc::new(
+                    SqliteStateStore::open(path)
+                        .await
+                        .with_context(|| format!("cannot open {}", path.display()))?,
+                ),
+                Arc::new(FileArtifactStore::new(data_dir)),
+            ),
+            StateDatabase::Postgres(url) => {
+                let store = PostgresStateStore::connect(url)
+                    .await
+                    .with_context(|| format!("cannot open the state database {database}"))?;
+                let artifacts: Arc<dyn ArtifactStore> = match place {
+                    ArtifactPlace::Database => Arc::new(store.artifact_store()),
+                    ArtifactPlace::Files => Arc::new(FileArtifactStore::new(data_dir)),
+                };
+                (Arc::new(store), artifacts)
+            }
+        };
+        Ok(Self {
+            state,
+            artifacts,
+            place,
+        })
+    }
+
+    /// `builder` with these stores (the file store is left to the builder, which recovers
+    /// its journal).
+    pub(crate) fn apply(
+        &self,
+        builder: agent_pipeline::PipelineBuilder,
+    ) -> agent_pipeline::PipelineBuilder {
+        let builder = builder.state_store(self.state.clone());
+        match self.place {
+            ArtifactPlace::Database => builder.artifact_store(self.artifacts.clone()),
+            ArtifactPlace::Files => builder,
+        }
+    }
+}
 
 /// The state database of a process.
 #[derive(Clone, PartialEq, Eq)]
@@ -40,23 +134,6 @@ impl StateDatabase {
             "{DATABASE_URL} must start with sqlite:// or postgres://, not {:?}",
             url.split("://").next().unwrap_or_default()
         )
-    }
-
-    /// Opens the store (creating an SQLite file, or migrating a PostgreSQL schema, as needed).
-    pub(crate) async fn open(&self) -> Result<Arc<dyn StateStore>> {
-        let store: Arc<dyn StateStore> = match self {
-            Self::Sqlite(path) => Arc::new(
-                SqliteStateStore::open(path)
-                    .await
-                    .with_context(|| format!("cannot open {}", path.display()))?,
-            ),
-            Self::Postgres(url) => Arc::new(
-                PostgresStateStore::connect(url)
-                    .await
-                    .with_context(|| format!("cannot open the state database {self}"))?,
-            ),
-        };
-        Ok(store)
     }
 
     /// Whether the database may hold state already: an SQLite file that exists, or any

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod output;
 mod pipeline;
 pub mod publish;
+pub mod retention;
 mod service;
 pub mod store;
 #[cfg(feature = "test-util")]

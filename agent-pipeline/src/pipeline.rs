@@ -17,11 +17,12 @@ use crate::ids::{StepId, TaskId};
 use crate::llm::{self, Llm, LlmSettings};
 use crate::machine::RetryPolicy;
 use crate::publish::{LocalGitPublisher, Publisher};
+use crate::retention::{self, Pruned, RetentionPolicy};
 use crate::service::{
     CiMonitor, Deps, Execution, Handler, Mirror, OnStop, Orchestrator, Planner, Service, Worker,
     check_replay, run_consumer,
 };
-use crate::store::{FileArtifactStore, ReportLog, StateStore};
+use crate::store::{ArtifactStore, FileArtifactStore, ReportLog, StateStore};
 use crate::wire::{DeadLetter, NewTask, ReplayStep, ReportEvent, ReportStatus};
 use crate::{Error, Result};
 
@@ -50,6 +51,8 @@ pub struct PipelineBuilder {
     data_dir: PathBuf,
     bus: Option<Arc<dyn Bus>>,
     state: Option<Arc<dyn StateStore>>,
+    artifacts: Option<Arc<dyn ArtifactStore>>,
+    retention: Option<RetentionPolicy>,
     llm: Option<Arc<dyn Llm>>,
     agents: Vec<Arc<dyn Agent>>,
     topics: Topics,
@@ -74,6 +77,8 @@ impl Default for PipelineBuilder {
             data_dir: PathBuf::from("./data"),
             bus: None,
             state: None,
+            artifacts: None,
+            retention: None,
             llm: None,
             agents: Vec::new(),
             topics: Topics::default(),
@@ -101,7 +106,8 @@ impl PipelineBuilder {
     /// acknowledged what it produced, more keep the broker busy (docs/performance.md, B3).
     pub const DEFAULT_SERVICE_CONCURRENCY: usize = 64;
 
-    /// Where artifacts, `reports.jsonl` and `state.sqlite` live (`DATA_DIR`).
+    /// Where artifacts (with the default artifact store), workspaces, `reports.jsonl` and
+    /// `state.sqlite` live (`DATA_DIR`).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = dir.into();
         self
@@ -116,6 +122,21 @@ impl PipelineBuilder {
     /// The state store (default: SQLite in the data directory).
     pub fn state_store(mut self, state: Arc<dyn StateStore>) -> Self {
         self.state = Some(state);
+        self
+    }
+
+    /// Prunes tasks that ended long ago (default: everything is kept). The process that runs
+    /// [`Service::Mirror`] applies the policy at its start and then every `policy.every`;
+    /// [`Pipeline::prune`] applies it at once.
+    pub fn retention(mut self, policy: RetentionPolicy) -> Self {
+        self.retention = Some(policy);
+        self
+    }
+
+    /// Where tasks' documents (`task.json`, artifacts, records) are kept (default: files under
+    /// the data directory, [`FileArtifactStore`]).
+    pub fn artifact_store(mut self, artifacts: Arc<dyn ArtifactStore>) -> Self {
+        self.artifacts = Some(artifacts);
         self
     }
 
@@ -262,12 +283,19 @@ impl PipelineBuilder {
         for agent in self.agents {
             agents.set(agent);
         }
-        let artifacts = FileArtifactStore::new(&self.data_dir);
-        artifacts.recover().await?;
+        let artifacts: Arc<dyn ArtifactStore> = match self.artifacts {
+            Some(artifacts) => artifacts,
+            None => {
+                let files = FileArtifactStore::new(&self.data_dir);
+                files.recover().await?;
+                Arc::new(files)
+            }
+        };
         let deps = Deps {
             bus: self.bus.unwrap_or_else(|| Arc::new(MemoryBus::new())),
             state,
             artifacts,
+            data_dir: self.data_dir.clone(),
             reports: ReportLog::in_dir(&self.data_dir),
             dead_letters: ReportLog::named(&self.data_dir, "dead_letters.jsonl"),
             report_feed: tokio::sync::broadcast::channel(REPORT_FEED_CAPACITY).0,
@@ -293,6 +321,7 @@ impl PipelineBuilder {
         };
         Ok(Pipeline {
             deps,
+            retention: self.retention,
             resume_unfinished: self.resume_unfinished,
             service_concurrency: self.service_concurrency,
         })
@@ -333,6 +362,7 @@ async fn default_state_store(_data_dir: &Path) -> Result<Arc<dyn StateStore>> {
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     deps: Deps,
+    retention: Option<RetentionPolicy>,
     resume_unfinished: bool,
     service_concurrency: usize,
 }
@@ -433,7 +463,12 @@ impl Pipeline {
                 });
             }
         }
-        tracing::info!(services = ?services, data_dir = %deps.artifacts.root().display(), "pipeline started");
+        if let Some(policy) = self.retention
+            && services.contains(&Service::Mirror)
+        {
+            work.spawn(prune_every(self.clone(), policy, work_stopped.clone()));
+        }
+        tracing::info!(services = ?services, data_dir = %deps.data_dir.display(), "pipeline started");
         Ok(RunningPipeline {
             stop_work,
             work,
@@ -441,6 +476,19 @@ impl Pipeline {
             mirrors,
             artifacts: deps.artifacts.clone(),
         })
+    }
+
+    /// Applies `policy` now to the state, the artifacts and this process's `reports.jsonl`
+    /// (see [`crate::retention`]).
+    pub async fn prune(&self, policy: &RetentionPolicy) -> Result<Pruned> {
+        Ok(retention::prune(
+            self.deps.state.as_ref(),
+            self.deps.artifacts.as_ref(),
+            Some(&self.deps.reports),
+            policy,
+            Utc::now(),
+        )
+        .await?)
     }
 
     /// Sends again every step that was requested and has no result (after a restart on a bus
@@ -485,7 +533,7 @@ impl Pipeline {
     ) -> Result<()> {
         check_replay(
             self.deps.state.as_ref(),
-            &self.deps.artifacts,
+            self.deps.artifacts.as_ref(),
             task_id,
             step,
         )
@@ -622,7 +670,7 @@ impl Pipeline {
     }
 
     /// The artifact store.
-    pub fn artifacts(&self) -> &FileArtifactStore {
+    pub fn artifacts(&self) -> &Arc<dyn ArtifactStore> {
         &self.deps.artifacts
     }
 
@@ -658,7 +706,7 @@ impl Pipeline {
 
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
-        self.deps.artifacts.root()
+        &self.deps.data_dir
     }
 }
 
@@ -680,6 +728,23 @@ pub enum Redriven {
     },
 }
 
+/// Applies `policy` at once and then every `policy.every` until `stopped` says so.
+async fn prune_every(
+    pipeline: Pipeline,
+    policy: RetentionPolicy,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(error) = pipeline.prune(&policy).await {
+            tracing::warn!(%error, "retention failed; it runs again later");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(policy.every) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
 /// Services running in this process; stop them with [`RunningPipeline::shutdown`].
 #[derive(Debug)]
 pub struct RunningPipeline {
@@ -688,7 +753,7 @@ pub struct RunningPipeline {
     stop_mirrors: watch::Sender<bool>,
     mirrors: JoinSet<()>,
     /// Checkpointed once everything has stopped.
-    artifacts: FileArtifactStore,
+    artifacts: Arc<dyn ArtifactStore>,
 }
 
 impl RunningPipeline {
@@ -697,7 +762,7 @@ impl RunningPipeline {
     /// delivers it again). The mirrors stop last, once they have written every report and
     /// dead letter published before, so the files are complete when this returns. Last, the
     /// artifact files are made durable in place and their journal deleted
-    /// ([`FileArtifactStore::checkpoint`]).
+    /// ([`ArtifactStore::checkpoint`]).
     pub async fn shutdown(mut self) {
         let _ = self.stop_work.send(true);
         while self.work.join_next().await.is_some() {}

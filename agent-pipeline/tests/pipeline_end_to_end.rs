@@ -151,10 +151,7 @@ async fn hello_earthling_runs_through_all_four_stages() -> TestResult {
     assert_eq!(task.prompt, HELLO);
     assert_eq!(task.current_step, Some(StepId::v1(Stage::Review)));
     let attempts = state.attempts(task_id).await?;
-    let steps: Vec<String> = attempts
-        .iter()
-        .map(|a| format!("{}#{}", a.step_id(), a.attempt()))
-        .collect();
+    let steps = common::attempt_steps(&attempts);
     assert_eq!(
         steps,
         ["design@v1#1", "implement@v1#1", "test@v1#1", "review@v1#1"]

@@ -113,7 +113,7 @@ async fn a_redelivered_step_result_does_not_create_a_second_attempt() -> TestRes
     let pipeline = harness.pipeline.clone();
     let task_id = pipeline.submit(HELLO).await?;
     assert_eq!(finish(&pipeline, task_id).await?.status, ReportStatus::Done);
-    let files_before = pipeline.artifacts().list_files(task_id).await?;
+    let files_before = pipeline.artifacts().documents(task_id).await?;
     let design_before = std::fs::read(harness.task_dir(task_id).join("design@v1.json"))?;
     let events_before = mirrored_reports(&harness, task_id).await?.len();
 
@@ -136,10 +136,7 @@ async fn a_redelivered_step_result_does_not_create_a_second_attempt() -> TestRes
 
     let attempts = pipeline.state().attempts(task_id).await?;
     assert_eq!(attempts.len(), 4, "still one attempt per step");
-    assert_eq!(
-        pipeline.artifacts().list_files(task_id).await?,
-        files_before
-    );
+    assert_eq!(pipeline.artifacts().documents(task_id).await?, files_before);
     assert_eq!(
         std::fs::read(harness.task_dir(task_id).join("design@v1.json"))?,
         design_before

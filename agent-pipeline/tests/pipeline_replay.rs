@@ -50,10 +50,7 @@ async fn replaying_a_step_writes_a_new_attempt_and_reruns_nothing_else() -> Test
     assert_eq!(std::fs::read(dir.join("test@v1.json"))?, test_before);
     assert_eq!(std::fs::read(dir.join("review@v1.json"))?, review_before);
     let attempts = pipeline.state().attempts(task_id).await?;
-    let steps: Vec<String> = attempts
-        .iter()
-        .map(|a| format!("{}#{}", a.step_id(), a.attempt()))
-        .collect();
+    let steps = common::attempt_steps(&attempts);
     assert_eq!(
         steps,
         [

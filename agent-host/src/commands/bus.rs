@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 
 use super::{build, pipeline_builder};
 use crate::config::{BusKind, Config};
+use crate::database::Stores;
 
 /// How long `send` and `replay` keep trying to reach the brokers before they fail: a command
 /// line must not wait for ever on a broker that is not there.
@@ -59,25 +60,26 @@ fn unreachable(brokers: &str, error: BusError) -> anyhow::Error {
 /// (else of `DATA_DIR`), the bus connected with that same store (where the groups keep their positions), and every
 /// topic created, so that a deployment's topics exist before its first message.
 pub(crate) async fn service_pipeline(config: &Config) -> Result<Pipeline> {
-    let state = config.database.open().await?;
-    let bus = connect(config, state.clone(), Connecting::Service).await?;
+    let stores = config.open_stores().await?;
+    let bus = connect(config, stores.state.clone(), Connecting::Service).await?;
     bus.create_topics(&config.topics)
         .await
         .map_err(|error| unreachable(&config.kafka.brokers.join(","), error))
         .context("cannot create the topics")?;
-    pipeline_on(config, state, bus).await
+    pipeline_on(config, &stores, bus).await
 }
 
-/// The pipeline of `config` over `state` and `bus`, not started.
+/// The pipeline of `config` over `stores` and `bus`, not started.
 pub(crate) async fn pipeline_on(
     config: &Config,
-    state: Arc<dyn StateStore>,
+    stores: &Stores,
     bus: KafkaBus,
 ) -> Result<Pipeline> {
-    let builder = pipeline_builder(config)?
-        .service_concurrency(config.execution.service_concurrency(BusKind::Kafka))
-        .state_store(state)
-        .bus(Arc::new(bus));
+    let builder = stores.apply(
+        pipeline_builder(config)?
+            .service_concurrency(config.execution.service_concurrency(BusKind::Kafka))
+            .bus(Arc::new(bus)),
+    );
     build(config, builder).await
 }
 

@@ -3,6 +3,7 @@
 
 mod bus;
 mod dlq;
+mod maintenance;
 mod replay;
 mod run;
 mod send;
@@ -17,7 +18,6 @@ use std::sync::Arc;
 
 use agent_pipeline::execution::sandbox::{Bubblewrap, Sandbox, Unsandboxed};
 use agent_pipeline::publish::{GitHubPublisher, LocalGitPublisher};
-use agent_pipeline::store::{FileArtifactStore, StateStore};
 use agent_pipeline::wire::ReportEvent;
 use agent_pipeline::{Pipeline, PipelineBuilder, Service, TaskId};
 use anyhow::{Context, Result};
@@ -26,6 +26,7 @@ use chrono::{DateTime, Utc};
 use crate::cli::{Cli, Command, HostArgs, ServeArgs};
 use crate::client::HostClient;
 use crate::config::{BusKind, Config, Flags, SandboxChoice};
+use crate::database::Stores;
 
 /// The exit code of a process stopped by Ctrl-C (128 + SIGINT), as shells report it.
 pub(crate) const INTERRUPTED: u8 = 130;
@@ -75,6 +76,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Tasks(args) => tasks::tasks(&config, &args).await,
         Command::Show(args) => show::show(&config, &args).await,
         Command::Dlq => dlq::dlq(&config).await,
+        Command::Prune(args) => maintenance::prune(&config, &args).await,
+        Command::Migrate(args) => maintenance::migrate(&config, &args).await,
     }
 }
 
@@ -134,6 +137,9 @@ pub(crate) fn pipeline_builder(config: &Config) -> Result<PipelineBuilder> {
         .execute_code(execution.execute_code)
         .worker_concurrency(execution.worker_concurrency)
         .service_concurrency(execution.service_concurrency(BusKind::Memory));
+    if let Some(policy) = config.retention {
+        builder = builder.retention(policy);
+    }
     if let Some(command) = &execution.ci_check_command {
         builder = builder.ci_check_command(command.clone());
     }
@@ -150,12 +156,10 @@ pub(crate) fn pipeline_builder(config: &Config) -> Result<PipelineBuilder> {
 /// The embedded default of `config` (memory bus, files in `DATA_DIR`, the state database of
 /// `DATABASE_URL`, else SQLite in `DATA_DIR`; the configured LLM), not started.
 pub(crate) async fn build_pipeline(config: &Config, resume_unfinished: bool) -> Result<Pipeline> {
-    let state = config.database.open().await?;
+    let stores = config.open_stores().await?;
     build(
         config,
-        pipeline_builder(config)?
-            .state_store(state)
-            .resume_unfinished(resume_unfinished),
+        stores.apply(pipeline_builder(config)?.resume_unfinished(resume_unfinished)),
     )
     .await
 }
@@ -170,27 +174,13 @@ pub(crate) async fn build(config: &Config, builder: PipelineBuilder) -> Result<P
     })
 }
 
-/// The stores of a data directory, opened without starting any service.
-#[derive(Debug)]
-pub(crate) struct Stores {
-    /// Tasks and attempts (`DATABASE_URL`, else `state.sqlite`).
-    pub(crate) state: Arc<dyn StateStore>,
-    /// Artifacts (`<task_id>/<step>.json`).
-    pub(crate) artifacts: FileArtifactStore,
-}
-
-impl Stores {
-    /// Opens the stores of `config`; `None` when its SQLite state database does not exist
-    /// yet (so that looking creates nothing).
-    pub(crate) async fn open(config: &Config) -> Result<Option<Self>> {
-        if !config.database.may_exist().await {
-            return Ok(None);
-        }
-        Ok(Some(Self {
-            state: config.database.open().await?,
-            artifacts: FileArtifactStore::new(&config.data_dir),
-        }))
+/// The stores of `config`, opened without starting any service; `None` when its SQLite
+/// state database does not exist yet (so that looking creates nothing).
+pub(crate) async fn open_existing_stores(config: &Config) -> Result<Option<Stores>> {
+    if !config.database.may_exist().await {
+        return Ok(None);
     }
+    config.open_stores().await.map(Some)
 }
 
 /// The message for a task id that names no task where `target` looked.

@@ -12,7 +12,10 @@ use reqwest::StatusCode;
 
 use super::bus::{Connecting, connect, follow_reports, pipeline_on};
 use super::send::Events;
-use super::{INTERRUPTED, Stores, Target, build_pipeline, event_line, no_such_task, parse_task_id};
+use super::{
+    INTERRUPTED, Target, build_pipeline, event_line, no_such_task, open_existing_stores,
+    parse_task_id,
+};
 use crate::cli::ReplayArgs;
 use crate::client::HostClient;
 use crate::config::Config;
@@ -101,9 +104,13 @@ async fn replay_local(config: &Config, target: &Target, request: &Request<'_>) -
     if let Some(failed) = print_outcome(request, &event, since) {
         return Ok(failed);
     }
-    let details = views::task_details(pipeline.state().as_ref(), pipeline.artifacts(), task_id)
-        .await
-        .context("cannot read the replay's files")?;
+    let details = views::task_details(
+        pipeline.state().as_ref(),
+        pipeline.artifacts().as_ref(),
+        task_id,
+    )
+    .await
+    .context("cannot read the replay's files")?;
     if let Some(details) = details {
         print_files(&details, step, event.attempt);
     }
@@ -171,14 +178,14 @@ async fn replay_on_bus(
 ) -> Result<ExitCode> {
     let Request { task_id, step, .. } = *request;
     // The check reads the stores the services write; without a database there is no task.
-    let Some(stores) = Stores::open(config).await? else {
+    let Some(stores) = open_existing_stores(config).await? else {
         return Err(no_such_task(task_id, target, &config.data_dir));
     };
     let bus = connect(config, stores.state.clone(), Connecting::Command).await?;
     // Following before publishing, so that the outcome cannot come before this command
     // listens; and from now on only, so that no earlier replay's outcome is taken for it.
     let reports = follow_reports(config, &bus).await?;
-    let pipeline = pipeline_on(config, stores.state.clone(), bus).await?;
+    let pipeline = pipeline_on(config, &stores, bus).await?;
     let since = Utc::now();
     match pipeline
         .replay(task_id, step, request.reason.map(str::to_owned))
@@ -214,7 +221,7 @@ async fn replay_on_bus(
     if let Some(failed) = print_outcome(request, &event, since) {
         return Ok(failed);
     }
-    let details = views::task_details(stores.state.as_ref(), &stores.artifacts, task_id)
+    let details = views::task_details(stores.state.as_ref(), stores.artifacts.as_ref(), task_id)
         .await
         .context("cannot read the replay's files")?;
     if let Some(details) = details {
@@ -293,9 +300,9 @@ fn print_files(details: &TaskDetails, step: StepId, attempt: Option<Attempt>) {
         .find(|a| Some(a.attempt) == attempt)
         .and_then(|a| a.file.as_ref());
     if let (Some(attempt), Some(file)) = (attempt, own_file) {
-        println!("attempt {attempt}: {}", file.display());
+        println!("attempt {attempt}: {file}");
     }
     if let Some(file) = &view.file {
-        println!("canonical: {}", file.display());
+        println!("canonical: {file}");
     }
 }

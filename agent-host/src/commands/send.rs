@@ -1,7 +1,6 @@
 //! `send`: submit a task to the running host, or straight to the broker (or, with `--local`,
 //! run it in this process) and follow it to its end.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +19,7 @@ use super::{INTERRUPTED, Target, build_pipeline, event_line};
 use crate::cli::SendArgs;
 use crate::client::{EventStream, HostClient};
 use crate::config::Config;
+use crate::database::ArtifactPlace;
 use crate::progress::Progress;
 
 /// Submits the task where `--local`, `--url` and the bus say, follows it to `done` or `error`
@@ -68,7 +68,7 @@ async fn send_local(config: &Config, args: &SendArgs) -> Result<ExitCode> {
     let Some((task_id, last)) = outcome? else {
         return Ok(ExitCode::from(INTERRUPTED));
     };
-    let task_dir = pipeline.artifacts().task_dir(task_id);
+    let task_dir = pipeline.artifacts().task_location(task_id);
     Ok(finish(task_id, &last, args.wait, start, Some(task_dir)))
 }
 
@@ -155,14 +155,36 @@ async fn send_to_bus(config: &Config, args: &SendArgs) -> Result<ExitCode> {
     let Some(last) = follow(events, args.wait, start, ci_wait(config), &interrupted).await? else {
         return Ok(ExitCode::from(INTERRUPTED));
     };
-    // The services may write to a DATA_DIR on another machine: name the files only when
-    // they are here.
-    let task_dir = FileArtifactStore::new(&config.data_dir).task_dir(task_id);
-    let task_dir = tokio::fs::try_exists(&task_dir)
-        .await
-        .unwrap_or(false)
-        .then_some(task_dir);
-    Ok(finish(task_id, &last, args.wait, start, task_dir))
+    Ok(finish(
+        task_id,
+        &last,
+        args.wait,
+        start,
+        stored_here(config, task_id).await,
+    ))
+}
+
+/// Where the task's documents are, when this machine can see them: the services may write
+/// to a DATA_DIR on another machine, so files are named only when they are here; documents
+/// in the database are everywhere.
+async fn stored_here(config: &Config, task_id: TaskId) -> Option<String> {
+    match config.artifacts {
+        ArtifactPlace::Database => Some(
+            config
+                .open_stores()
+                .await
+                .ok()?
+                .artifacts
+                .task_location(task_id),
+        ),
+        ArtifactPlace::Files => {
+            let dir = FileArtifactStore::new(&config.data_dir).task_dir(task_id);
+            tokio::fs::try_exists(&dir)
+                .await
+                .unwrap_or(false)
+                .then(|| dir.display().to_string())
+        }
+    }
 }
 
 /// Prints the outcome: the last event (unless every event was printed), where the files are,
@@ -172,13 +194,16 @@ fn finish(
     last: &ReportEvent,
     printed_all: bool,
     start: DateTime<Utc>,
-    task_dir: Option<PathBuf>,
+    task_dir: Option<String>,
 ) -> ExitCode {
     if !printed_all {
         println!("{}", event_line(last, start));
     }
     if let Some(task_dir) = task_dir {
-        println!("artifacts: {}/", task_dir.display());
+        // A directory ends with a slash; a database location (`postgres://…#<task_id>`)
+        // stays as it is.
+        let slash = if task_dir.contains('#') { "" } else { "/" };
+        println!("artifacts: {task_dir}{slash}");
     }
     if last.status == ReportStatus::Done {
         ExitCode::SUCCESS

@@ -7,7 +7,7 @@ use agent_pipeline::wire::StepMode;
 use anyhow::{Context, Result};
 use reqwest::StatusCode;
 
-use super::{Stores, Target, human_duration, no_such_task, parse_task_id, timestamp};
+use super::{Target, human_duration, no_such_task, open_existing_stores, parse_task_id, timestamp};
 use crate::cli::ShowArgs;
 use crate::config::Config;
 use crate::views::{self, TaskDetails};
@@ -17,10 +17,12 @@ pub(crate) async fn show(config: &Config, args: &ShowArgs) -> Result<ExitCode> {
     let task_id = parse_task_id(&args.task_id)?;
     let target = Target::to_read(config, &args.host)?;
     let details = match &target {
-        Target::Local | Target::Bus => match Stores::open(config).await? {
-            Some(stores) => views::task_details(stores.state.as_ref(), &stores.artifacts, task_id)
-                .await
-                .with_context(|| format!("cannot read task {task_id}"))?,
+        Target::Local | Target::Bus => match open_existing_stores(config).await? {
+            Some(stores) => {
+                views::task_details(stores.state.as_ref(), stores.artifacts.as_ref(), task_id)
+                    .await
+                    .with_context(|| format!("cannot read task {task_id}"))?
+            }
             None => None,
         },
         Target::Host(client) => match client.task(task_id).await {
@@ -63,7 +65,7 @@ fn render(details: &TaskDetails) -> String {
         timestamp(task.updated_at),
         human_duration(task.updated_at - task.created_at)
     ));
-    line(format!("files    {}/", task.dir.display()));
+    line(format!("files    {}", task.dir));
     line("prompt".to_owned());
     for prompt_line in task.prompt.lines() {
         line(format!("  {prompt_line}"));
@@ -99,16 +101,12 @@ fn render(details: &TaskDetails) -> String {
                 line(format!("    error: {error}"));
             }
             if let Some(path) = &attempt.file {
-                line(format!("    file:  {}", path.display()));
+                line(format!("    file:  {path}"));
             }
         }
         match (&view.artifact, &view.file) {
             (Some(artifact), Some(path)) => {
-                line(format!(
-                    "  artifact (attempt {}): {}",
-                    artifact.attempt,
-                    path.display()
-                ));
+                line(format!("  artifact (attempt {}): {path}", artifact.attempt));
                 let pretty = serde_json::to_string_pretty(artifact)
                     .unwrap_or_else(|e| format!("(cannot print: {e})"));
                 for text in pretty.lines() {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use super::{Stores, Target, human_duration, one_line, timestamp};
+use super::{Target, human_duration, one_line, open_existing_stores, timestamp};
 use crate::cli::TasksArgs;
 use crate::config::Config;
 use crate::views::{self, TaskSummary};
@@ -20,7 +20,7 @@ pub(crate) async fn tasks(config: &Config, args: &TasksArgs) -> Result<ExitCode>
         Target::Local | Target::Bus => {
             let place = format!("in {}", config.data_dir.display());
             // Looking creates nothing: without a state database there are no tasks.
-            let tasks = match Stores::open(config).await? {
+            let tasks = match open_existing_stores(config).await? {
                 Some(stores) => views::task_summaries(stores.state.as_ref())
                     .await
                     .context("cannot list the tasks")?,

@@ -1,6 +1,6 @@
 //! A line diff between two attempts of a step, over a readable text of each artifact.
 
-use agent_pipeline::store::{Artifact, FileArtifactStore};
+use agent_pipeline::store::{Artifact, ArtifactStore};
 use agent_pipeline::{Attempt, StepId, TaskId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -99,7 +99,7 @@ fn push_lines(out: &mut String, text: &str) {
 /// The diff from attempt `from` to attempt `to` of `step`; `None` when either attempt has no
 /// artifact.
 pub async fn diff_attempts(
-    artifacts: &FileArtifactStore,
+    artifacts: &dyn ArtifactStore,
     task_id: TaskId,
     step: StepId,
     from: Attempt,

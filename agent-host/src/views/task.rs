@@ -1,9 +1,10 @@
 //! One task with every step, attempt and artifact: `/task/<id>`, `/api/task/<id>`,
 //! `agent-host show`.
 
-use std::path::PathBuf;
-
-use agent_pipeline::store::{Artifact, AttemptStatus, FileArtifactStore, StateStore, TaskStatus};
+use agent_pipeline::store::{
+    Artifact, ArtifactStore, AttemptStatus, StateStore, TaskStatus, attempt_document,
+    canonical_document,
+};
 use agent_pipeline::wire::StepMode;
 use agent_pipeline::{Attempt, Stage, StepId, TaskId};
 use chrono::{DateTime, Utc};
@@ -35,8 +36,9 @@ pub struct TaskInfo {
     pub created_at: DateTime<Utc>,
     /// When its status last changed.
     pub updated_at: DateTime<Utc>,
-    /// The directory of its files.
-    pub dir: PathBuf,
+    /// Where its documents are: its directory, or (artifacts in PostgreSQL)
+    /// `postgres://host:port/database#<task_id>`.
+    pub dir: String,
 }
 
 /// One step: its attempts and its canonical artifact.
@@ -48,8 +50,8 @@ pub struct StepView {
     pub attempts: Vec<AttemptView>,
     /// The canonical (latest) artifact, when the step produced one.
     pub artifact: Option<Artifact>,
-    /// The canonical artifact's file, when there is one.
-    pub file: Option<PathBuf>,
+    /// Where the canonical artifact is, when there is one.
+    pub file: Option<String>,
 }
 
 impl StepView {
@@ -76,31 +78,33 @@ pub struct AttemptView {
     pub error: Option<String>,
     /// When it finished.
     pub finished_at: Option<DateTime<Utc>>,
-    /// Its own artifact file, when it has one (a step's only attempt lives in the canonical
-    /// file alone).
-    pub file: Option<PathBuf>,
+    /// Where its own artifact is, when it has one (a step's only attempt lives in the
+    /// canonical document alone).
+    pub file: Option<String>,
 }
 
 /// The task `task_id` with every step; `None` when there is no such task.
 pub async fn task_details(
     state: &dyn StateStore,
-    artifacts: &FileArtifactStore,
+    artifacts: &dyn ArtifactStore,
     task_id: TaskId,
 ) -> Result<Option<TaskDetails>, ViewError> {
     let Some(task) = state.task(task_id).await? else {
         return Ok(None);
     };
     let attempts = state.attempts(task_id).await?;
+    let documents = artifacts.documents(task_id).await?;
+    let stored = |name: String| {
+        documents
+            .contains(&name)
+            .then(|| artifacts.location(task_id, &name))
+    };
     let mut steps = Vec::new();
     for stage in Stage::ALL {
         let step = StepId::v1(stage);
         let mut own = Vec::new();
         for record in attempts.iter().filter(|a| a.step_id() == step) {
-            let path = artifacts.attempt_path(task_id, step, record.attempt())?;
-            let file = tokio::fs::try_exists(&path)
-                .await
-                .unwrap_or(false)
-                .then_some(path);
+            let file = stored(attempt_document(step, record.attempt()));
             own.push(AttemptView {
                 attempt: record.attempt(),
                 mode: record.mode(),
@@ -113,10 +117,9 @@ pub async fn task_details(
             });
         }
         let artifact = artifacts.read_artifact(task_id, step).await?;
-        let file = match &artifact {
-            Some(_) => Some(artifacts.canonical_path(task_id, step)?),
-            None => None,
-        };
+        let file = artifact
+            .as_ref()
+            .and_then(|_| stored(canonical_document(step)));
         steps.push(StepView {
             step,
             attempts: own,
@@ -132,7 +135,7 @@ pub async fn task_details(
             current_step: task.current_step,
             created_at: task.created_at,
             updated_at: task.updated_at,
-            dir: artifacts.task_dir(task_id),
+            dir: artifacts.task_location(task_id),
         },
         steps,
     }))

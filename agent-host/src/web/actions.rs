@@ -102,7 +102,13 @@ pub(crate) enum TaskLookup {
 /// Finds a task, or says it is unknown.
 pub(crate) async fn find_task(state: &WebState, task_id: TaskId) -> Result<TaskLookup, WebError> {
     let pipeline = state.pipeline();
-    match views::task_details(pipeline.state().as_ref(), pipeline.artifacts(), task_id).await? {
+    match views::task_details(
+        pipeline.state().as_ref(),
+        pipeline.artifacts().as_ref(),
+        task_id,
+    )
+    .await?
+    {
         Some(details) => Ok(TaskLookup::Found(Box::new(details))),
         None => match state.enqueued_at(task_id) {
             Some(at) => Ok(TaskLookup::Queued(at)),

@@ -180,13 +180,19 @@ pub(crate) async fn find_diff(
         Attempt::new(n).map_err(|e| WebError::BadRequest(format!("invalid attempt {n}: {e}")))
     };
     let (from, to) = (attempt(from)?, attempt(to)?);
-    views::diff_attempts(state.pipeline().artifacts(), task_id, step, from, to)
-        .await?
-        .ok_or_else(|| {
-            WebError::NotFound(format!(
-                "{step} of task {task_id} has no artifact for attempt {from} or {to}"
-            ))
-        })
+    views::diff_attempts(
+        state.pipeline().artifacts().as_ref(),
+        task_id,
+        step,
+        from,
+        to,
+    )
+    .await?
+    .ok_or_else(|| {
+        WebError::NotFound(format!(
+            "{step} of task {task_id} has no artifact for attempt {from} or {to}"
+        ))
+    })
 }
 
 /// `POST /api/task/{id}/replay` with `{"step": "implement@v1", "reason": "…"}`: 202, or 409

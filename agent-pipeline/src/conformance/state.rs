@@ -37,6 +37,163 @@ pub async fn state_store(store: &dyn StateStore) {
     leases_are_exclusive_renewed_taken_over_and_released(store).await;
     offset_commits_are_fenced_by_leases(store).await;
     outbox_messages_are_kept_until_the_tasks_next_result(store).await;
+    retention_prunes_only_tasks_that_ended_before_the_cutoff(store).await;
+}
+
+/// A task that ended long ago, with design run twice and a kept outbox; `ended` is when.
+async fn ended_task(store: &dyn StateStore, ended: DateTime<Utc>, status: TaskStatus) -> TaskId {
+    let id = TaskId::new();
+    ok(store.insert_task(id, "old", ended).await, "insert_task");
+    let design = StepId::v1(Stage::Design);
+    for n in 1..=2 {
+        let reserved = request(id, design, n, ended);
+        ok(store.reserve_attempt(&reserved).await, "reserve_attempt");
+        let message = crate::store::OutboxMessage {
+            topic: "reports".to_owned(),
+            key: id.to_string(),
+            payload: vec![n as u8],
+        };
+        ok(
+            store
+                .finish_attempt_with_outbox(
+                    &succeeded(&reserved, ended, 5),
+                    Some(status),
+                    ended,
+                    &[message],
+                )
+                .await,
+            "finish_attempt_with_outbox",
+        );
+    }
+    id
+}
+
+async fn retention_prunes_only_tasks_that_ended_before_the_cutoff(store: &dyn StateStore) {
+    use crate::store::Pruning;
+    // Long before anything else the suite writes, so that other cases' tasks stay out.
+    let t0 = DateTime::<Utc>::from_timestamp(978_307_200, 0).unwrap_or_default();
+    let cutoff = t0 + secs(3600);
+    let design = StepId::v1(Stage::Design);
+
+    let old = ended_task(store, t0, TaskStatus::Done).await;
+    let failed_old = ended_task(store, t0, TaskStatus::Error).await;
+    let running = ended_task(store, t0, TaskStatus::Running).await;
+    let recent = ended_task(store, cutoff + secs(1), TaskStatus::Done).await;
+    let replaying = ended_task(store, t0, TaskStatus::Done).await;
+    ok(
+        store
+            .reserve_attempt(&request(replaying, design, 3, t0))
+            .await,
+        "reserve_attempt",
+    );
+    let replayed = ended_task(store, t0, TaskStatus::Done).await;
+    let late = request(replayed, design, 3, cutoff + secs(60));
+    ok(store.reserve_attempt(&late).await, "reserve_attempt");
+    ok(
+        store
+            .finish_attempt(
+                &succeeded(&late, cutoff + secs(60), 5),
+                None,
+                cutoff + secs(61),
+            )
+            .await,
+        "finish_attempt",
+    );
+
+    let listed = |pruning| async move {
+        ok(
+            store.prunable_tasks(cutoff, pruning, usize::MAX).await,
+            "prunable_tasks",
+        )
+    };
+    let history = listed(Pruning::History).await;
+    for (id, what) in [(old, "a done task"), (failed_old, "a failed task")] {
+        assert!(
+            history.contains(&id),
+            "{what} that ended before the cutoff must be prunable"
+        );
+    }
+    for (id, what) in [
+        (running, "a running task"),
+        (recent, "a task that ended after the cutoff"),
+        (replaying, "a task with a replay requested"),
+        (replayed, "a task replayed after the cutoff"),
+    ] {
+        assert!(!history.contains(&id), "{what} must never be prunable");
+        assert!(
+            !ok(
+                store.prune_task(id, cutoff, Pruning::WholeTask).await,
+                "prune_task"
+            ),
+            "{what} must not be pruned"
+        );
+        assert!(
+            ok(store.task(id).await, "task").is_some(),
+            "{what} must be kept"
+        );
+    }
+    assert_eq!(
+        ok(
+            store.prunable_tasks(cutoff, Pruning::History, 1).await,
+            "prunable_tasks"
+        )
+        .len(),
+        1,
+        "the limit holds"
+    );
+
+    assert!(ok(
+        store.prune_task(old, cutoff, Pruning::History).await,
+        "prune_task"
+    ));
+    let kept: Vec<Attempt> = ok(store.attempts(old).await, "attempts")
+        .iter()
+        .map(AttemptRecord::attempt)
+        .collect();
+    assert_eq!(kept, [attempt(2)], "only the step's last attempt is kept");
+    assert!(
+        ok(store.outbox(old, design, attempt(2)).await, "outbox").is_empty(),
+        "the outbox of a pruned task is dropped"
+    );
+    assert_eq!(expect_task(store, old).await.status, TaskStatus::Done);
+    assert!(
+        !listed(Pruning::History).await.contains(&old),
+        "a pruned task has no history left to prune"
+    );
+    assert!(
+        !ok(
+            store.prune_task(old, cutoff, Pruning::History).await,
+            "prune_task"
+        ),
+        "pruning twice does nothing"
+    );
+    assert_eq!(
+        ok(store.last_attempt(old, design).await, "last_attempt"),
+        Some(attempt(2)),
+        "attempt numbers go on from the kept one"
+    );
+
+    assert!(listed(Pruning::WholeTask).await.contains(&old));
+    assert!(ok(
+        store.prune_task(old, cutoff, Pruning::WholeTask).await,
+        "prune_task"
+    ));
+    assert_eq!(
+        ok(store.task(old).await, "task"),
+        None,
+        "a deleted task is gone"
+    );
+    assert!(ok(store.attempts(old).await, "attempts").is_empty());
+    assert!(!listed(Pruning::WholeTask).await.contains(&old));
+    assert!(
+        ok(
+            store
+                .prune_task(failed_old, cutoff, Pruning::WholeTask)
+                .await,
+            "prune_task"
+        ),
+        "a failed task is deleted too"
+    );
 }
 
 async fn outbox_messages_are_kept_until_the_tasks_next_result(store: &dyn StateStore) {
@@ -304,9 +461,23 @@ async fn consumer_offsets_are_kept_per_group_topic_and_partition(store: &dyn Sta
     );
     commit(group.clone(), "t", 0, 2).await;
     assert_eq!(
-        read(group, "t", 0).await,
+        read(group.clone(), "t", 0).await,
         Some(2),
         "a commit may move the offset back (a reset after retention removed messages)"
+    );
+    let listed: Vec<(String, String, u32, u64)> =
+        ok(store.consumer_offsets().await, "consumer_offsets")
+            .into_iter()
+            .filter(|(listed, _, _, _)| *listed == group)
+            .collect();
+    assert_eq!(
+        listed,
+        [
+            (group.clone(), "t".to_owned(), 0, 2),
+            (group.clone(), "t".to_owned(), 1, 3),
+            (group.clone(), "u".to_owned(), 0, 11)
+        ],
+        "consumer_offsets lists every position, sorted"
     );
 }
 

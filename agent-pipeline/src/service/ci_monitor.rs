@@ -121,7 +121,7 @@ impl CiMonitor {
             ));
         };
         let task = watch.task_id.to_string();
-        let checkout = confined(deps.artifacts.root(), &[&task, "ci-checkout"])?;
+        let checkout = confined(&deps.data_dir, &[&task, "ci-checkout"])?;
         if tokio::fs::symlink_metadata(&checkout).await.is_ok() {
             remove(&checkout).await;
         }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::agent::Agents;
 use crate::bus::{Bus, Delivery, Topics};
 use crate::machine::RetryPolicy;
-use crate::store::{FileArtifactStore, ReportLog, StateStore};
+use crate::store::{ArtifactStore, ReportLog, StateStore};
 use crate::wire::{DeadLetter, ReportEvent, ReportStatus, encode};
 use crate::{Result, TaskId};
 
@@ -97,7 +97,9 @@ impl fmt::Display for Service {
 pub(crate) struct Deps {
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) state: Arc<dyn StateStore>,
-    pub(crate) artifacts: FileArtifactStore,
+    pub(crate) artifacts: Arc<dyn ArtifactStore>,
+    /// `DATA_DIR`: workspaces, the mirrors' files and the published repository.
+    pub(crate) data_dir: std::path::PathBuf,
     pub(crate) reports: ReportLog,
     pub(crate) dead_letters: ReportLog,
     /// Report events as the mirror writes them to `reports.jsonl`, for live views.

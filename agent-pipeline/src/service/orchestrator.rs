@@ -126,11 +126,7 @@ impl Orchestrator {
     async fn apply(&self, result: &StepResult, attempts: &[AttemptRecord]) -> Result<()> {
         let deps = &self.deps;
         let now = Utc::now();
-        let task_dir = deps
-            .artifacts
-            .task_dir(result.task_id)
-            .display()
-            .to_string();
+        let task_dir = deps.artifacts.task_location(result.task_id);
         let context = Context {
             task_dir: &task_dir,
             results_topic: &deps.topics.step_results,
@@ -254,7 +250,7 @@ impl Orchestrator {
             feedback: result.reason.clone().filter(|_| !replay),
         };
         let path = self.deps.artifacts.write_artifact(&artifact).await?;
-        tracing::info!(task_id = %result.task_id, step = %result.step_id, attempt = %result.attempt, path = %path.display(), "artifact stored");
+        tracing::info!(task_id = %result.task_id, step = %result.step_id, attempt = %result.attempt, %path, "artifact stored");
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use super::{Deps, Handler};
 use crate::bus::Delivery;
 use crate::ids::{Attempt, Stage, StepId, TaskId};
 use crate::machine::{first_request, replay_request};
-use crate::store::{FileArtifactStore, NewTaskOutcome, StateStore, TaskFile};
+use crate::store::{ArtifactStore, NewTaskOutcome, StateStore, TaskFile};
 use crate::wire::{NewTask, ReplayStep, ReportEvent, ReportStatus, StepRequest, TaskCommand};
 use crate::{Error, Result};
 
@@ -92,7 +92,7 @@ impl Planner {
         let now = Utc::now();
         if let Err(refusal) = check_replay(
             deps.state.as_ref(),
-            &deps.artifacts,
+            deps.artifacts.as_ref(),
             replay.task_id,
             replay.step_id,
         )
@@ -141,7 +141,7 @@ impl Planner {
 /// runs, and every earlier stage has its artifact.
 pub(crate) async fn check_replay(
     state: &dyn StateStore,
-    artifacts: &FileArtifactStore,
+    artifacts: &dyn ArtifactStore,
     task_id: TaskId,
     step: StepId,
 ) -> Result<()> {

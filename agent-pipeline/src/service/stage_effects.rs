@@ -100,7 +100,7 @@ impl Deps {
         &self,
         task_id: crate::TaskId,
     ) -> std::result::Result<TaskWorkspace, WorkspaceError> {
-        TaskWorkspace::open(self.artifacts.root(), task_id).await
+        TaskWorkspace::open(&self.data_dir, task_id).await
     }
 
     /// The diff the reviewer sees: from the empty root to the tested commit.

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::StoreResult;
 use super::state::{
-    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, StateStore, TaskRecord,
-    TaskStatus,
+    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, Pruning, StateStore,
+    TaskRecord, TaskStatus,
 };
 use crate::ids::{Attempt, StepId, TaskId};
 use crate::wire::{StepOutcome, StepRequest, StepResult};
@@ -259,6 +259,17 @@ impl StateStore for MemoryStateStore {
         Ok(self.lock().offsets.get(&key).copied())
     }
 
+    async fn consumer_offsets(&self) -> StoreResult<Vec<(String, String, u32, u64)>> {
+        Ok(self
+            .lock()
+            .offsets
+            .iter()
+            .map(|((group, topic, partition), offset)| {
+                (group.clone(), topic.clone(), *partition, *offset)
+            })
+            .collect())
+    }
+
     async fn commit_consumer_offset(
         &self,
         group: &str,
@@ -333,5 +344,84 @@ impl StateStore for MemoryStateStore {
             .filter(|lease| lease.resource.starts_with(prefix) && lease.expires_at > now)
             .cloned()
             .collect())
+    }
+
+    async fn prunable_tasks(
+        &self,
+        cutoff: DateTime<Utc>,
+        pruning: Pruning,
+        limit: usize,
+    ) -> StoreResult<Vec<TaskId>> {
+        let state = self.lock();
+        let mut tasks: Vec<&TaskRecord> = state
+            .tasks
+            .values()
+            .filter(|task| state.prunable(task.task_id, cutoff, pruning))
+            .collect();
+        tasks.sort_by_key(|task| (task.updated_at, task.task_id.to_string()));
+        Ok(tasks.iter().take(limit).map(|task| task.task_id).collect())
+    }
+
+    async fn prune_task(
+        &self,
+        task_id: TaskId,
+        cutoff: DateTime<Utc>,
+        pruning: Pruning,
+    ) -> StoreResult<bool> {
+        let mut state = self.lock();
+        if !state.prunable(task_id, cutoff, pruning) {
+            return Ok(false);
+        }
+        let last = state.last_attempts(task_id);
+        state.attempts.retain(|(task, step, attempt), _| {
+            *task != task_id || (pruning == Pruning::History && last.get(step) == Some(attempt))
+        });
+        state.outbox.retain(|(task, _, _), _| *task != task_id);
+        if pruning == Pruning::WholeTask {
+            state.tasks.remove(&task_id);
+        }
+        Ok(true)
+    }
+}
+
+impl State {
+    /// The last attempt of each step of a task.
+    fn last_attempts(&self, task_id: TaskId) -> BTreeMap<StepId, Attempt> {
+        let mut last = BTreeMap::new();
+        for (_, step, attempt) in self.attempts.keys().filter(|(task, _, _)| *task == task_id) {
+            let entry = last.entry(*step).or_insert(*attempt);
+            *entry = (*entry).max(*attempt);
+        }
+        last
+    }
+
+    /// Whether retention may touch the task now (see [`StateStore::prunable_tasks`]).
+    fn prunable(&self, task_id: TaskId, cutoff: DateTime<Utc>, pruning: Pruning) -> bool {
+        let Some(task) = self.tasks.get(&task_id) else {
+            return false;
+        };
+        let attempts = || {
+            self.attempts
+                .iter()
+                .filter(move |((task, _, _), _)| *task == task_id)
+        };
+        let ended = matches!(task.status, TaskStatus::Done | TaskStatus::Error)
+            && task.updated_at < cutoff
+            && !attempts().any(|(_, record)| {
+                record.status == AttemptStatus::Requested
+                    || record.request.requested_at >= cutoff
+                    || record.finished_at.is_some_and(|at| at >= cutoff)
+            });
+        if !ended {
+            return false;
+        }
+        match pruning {
+            Pruning::WholeTask => true,
+            Pruning::History => {
+                let last = self.last_attempts(task_id);
+                attempts().any(|((_, step, attempt), _)| last.get(step) != Some(attempt))
+                    || self.outbox.keys().any(|(task, _, _)| *task == task_id)
+            }
+        }
     }
 }

@@ -1,8 +1,10 @@
-//! Where the pipeline keeps things: artifacts and the report mirror as files under
-//! `DATA_DIR`, and the state of tasks and attempts behind the [`StateStore`] trait.
+//! Where the pipeline keeps things: a task's documents behind the [`ArtifactStore`] trait
+//! (files under `DATA_DIR` by default), the report mirror as files under `DATA_DIR`, and the
+//! state of tasks and attempts behind the [`StateStore`] trait.
 
 mod artifacts;
 mod batch_thread;
+mod copy;
 pub(crate) mod fs_util;
 mod journal;
 mod memory_state;
@@ -17,7 +19,13 @@ mod state;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod stored;
 
-pub use artifacts::{Artifact, FileArtifactStore, TaskFile};
+#[cfg(feature = "postgres")]
+pub use artifacts::PostgresArtifactStore;
+pub use artifacts::{
+    Artifact, ArtifactStore, FileArtifactStore, TASK_DOCUMENT, TaskFile, attempt_document,
+    canonical_document,
+};
+pub use copy::{Copied, copy_stores};
 pub use memory_state::MemoryStateStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStateStore;
@@ -25,8 +33,8 @@ pub use reports::ReportLog;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStateStore;
 pub use state::{
-    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, StateStore, TaskRecord,
-    TaskStatus,
+    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, Pruning, StateStore,
+    TaskRecord, TaskStatus,
 };
 
 use std::path::PathBuf;
@@ -64,6 +72,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("state database: {0}")]
     Database(String),
+    /// A document name that is not a plain `*.json` file name.
+    #[error("{0:?} is not a document name: a plain file name ending in .json is expected")]
+    InvalidName(String),
 }
 
 /// The result of store operations.

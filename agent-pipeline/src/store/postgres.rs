@@ -12,8 +12,8 @@ use sqlx::{PgPool, Row};
 
 use super::memory_state::finished_record;
 use super::state::{
-    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, StateStore, TaskRecord,
-    TaskStatus,
+    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, Pruning, StateStore,
+    TaskRecord, TaskStatus,
 };
 use super::stored::{self, StoredAttempt, StoredLease, StoredTask, stage_order};
 use super::{StoreError, StoreResult};
@@ -48,9 +48,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// ```
 #[derive(Debug, Clone)]
 pub struct PostgresStateStore {
-    pool: PgPool,
+    pub(in crate::store) pool: PgPool,
     /// The database as errors name it (host, port and database; never the password).
-    location: PathBuf,
+    pub(in crate::store) location: PathBuf,
 }
 
 impl PostgresStateStore {
@@ -90,6 +90,11 @@ impl PostgresStateStore {
     async fn with_pool(pool: PgPool, location: PathBuf) -> StoreResult<Self> {
         migrations::migrate(&pool).await?;
         Ok(Self { pool, location })
+    }
+
+    /// The artifact store in the same database, sharing this store's connections.
+    pub fn artifact_store(&self) -> super::PostgresArtifactStore {
+        super::PostgresArtifactStore::new(self.pool.clone(), self.location.clone())
     }
 
     /// The version of the newest schema migration this program applies.
@@ -473,6 +478,19 @@ impl StateStore for PostgresStateStore {
             .transpose()
     }
 
+    async fn consumer_offsets(&self) -> StoreResult<Vec<(String, String, u32, u64)>> {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(stored::CONSUMER_OFFSETS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database)?;
+        rows.into_iter()
+            .map(|(group, topic, partition, offset)| {
+                stored::consumer_position(group, topic, partition, offset)
+                    .map_err(|reason| self.corrupt(reason))
+            })
+            .collect()
+    }
+
     async fn commit_consumer_offset(
         &self,
         group: &str,
@@ -602,5 +620,60 @@ impl StateStore for PostgresStateStore {
                 .map_err(|reason| self.corrupt(reason))
             })
             .collect()
+    }
+
+    async fn prunable_tasks(
+        &self,
+        cutoff: DateTime<Utc>,
+        pruning: Pruning,
+        limit: usize,
+    ) -> StoreResult<Vec<TaskId>> {
+        let ids: Vec<String> = sqlx::query_scalar(stored::pruning_sql(pruning).prunable)
+            .bind(cutoff)
+            .bind(bigint(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database)?;
+        ids.iter()
+            .map(|id| {
+                id.parse()
+                    .map_err(|e| self.corrupt(format!("tasks.task_id: {e}")))
+            })
+            .collect()
+    }
+
+    async fn prune_task(
+        &self,
+        task_id: TaskId,
+        cutoff: DateTime<Utc>,
+        pruning: Pruning,
+    ) -> StoreResult<bool> {
+        let id = task_id.to_string();
+        let mut transaction = self.pool.begin().await.map_err(database)?;
+        // The task's row stays locked until the end: two pruners take turns.
+        sqlx::query("SELECT 1 FROM tasks WHERE task_id = $1 FOR UPDATE")
+            .bind(&id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(database)?;
+        let sql = stored::pruning_sql(pruning);
+        let prunable: i64 = sqlx::query_scalar(sql.still_prunable)
+            .bind(cutoff)
+            .bind(&id)
+            .fetch_one(&mut *transaction)
+            .await
+            .map_err(database)?;
+        if prunable == 0 {
+            return Ok(false);
+        }
+        for statement in sql.deletes {
+            sqlx::query(*statement)
+                .bind(&id)
+                .execute(&mut *transaction)
+                .await
+                .map_err(database)?;
+        }
+        transaction.commit().await.map_err(database)?;
+        Ok(true)
     }
 }

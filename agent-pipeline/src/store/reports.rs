@@ -1,5 +1,6 @@
 //! `DATA_DIR/reports.jsonl`: every report event, one JSON object per line, append-only.
 
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, mpsc};
@@ -20,6 +21,11 @@ const MAX_BATCH: usize = 4096;
 /// One thread per log appends: the lines waiting at that moment go in a single `write` on the
 /// file opened in append mode, so lines from several writers (threads or processes) never
 /// interleave, followed by one sync. An append returns once its line is on disk.
+///
+/// [`ReportLog::retain`] rewrites the file without the lines retention drops. It holds an
+/// exclusive lock on the file (`flock`) while it copies and renames; an append holds a shared
+/// one and, once it has it, checks that the file it opened is still the one at the path, so
+/// that no line goes to a file that was just replaced.
 #[derive(Debug, Clone)]
 pub struct ReportLog {
     path: PathBuf,
@@ -71,6 +77,19 @@ impl ReportLog {
         self.append_raw(&crate::wire::encode(event)).await
     }
 
+    /// Rewrites the file keeping only the lines `keep` accepts (lines that are not JSON
+    /// objects are kept); returns how many lines were dropped. Appends, from this process or
+    /// another, wait while it runs and then go to the new file.
+    pub async fn retain(
+        &self,
+        keep: impl Fn(&serde_json::Value) -> bool + Send + 'static,
+    ) -> StoreResult<usize> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || rewrite(&path, keep))
+            .await
+            .map_err(|e| super::StoreError::Database(format!("a file task panicked: {e}")))?
+    }
+
     /// Every event in the file, oldest first; lines that are not events are skipped.
     pub async fn read_all(&self) -> StoreResult<Vec<ReportEvent>> {
         self.read_all_as().await
@@ -111,23 +130,76 @@ fn append(path: &Path, lines: Vec<Line>) {
 }
 
 fn append_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = open_current(path)?;
+    file.write_all(bytes)?;
+    file.sync_data()
+}
+
+/// The file at `path` opened for appending, with a shared lock, and still the file at `path`
+/// once locked (a [`rewrite`] may have replaced it meanwhile).
+fn open_current(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::MetadataExt;
     let open = || {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
     };
-    let mut file = match open() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
+    loop {
+        let file = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                open()?
             }
-            open()?
+            opened => opened?,
+        };
+        file.lock_shared()?;
+        let opened = file.metadata()?;
+        match std::fs::metadata(path) {
+            Ok(current) if current.ino() == opened.ino() && current.dev() == opened.dev() => {
+                return Ok(file);
+            }
+            // Replaced (or removed) between the open and the lock: open the new one.
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
-        opened => opened?,
+    }
+}
+
+/// [`ReportLog::retain`], in a blocking thread.
+fn rewrite(path: &Path, keep: impl Fn(&serde_json::Value) -> bool) -> StoreResult<usize> {
+    use std::io::Read;
+    let mut file = match std::fs::OpenOptions::new().read(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => return Err(io("open", path, source)),
     };
-    file.write_all(bytes)?;
-    file.sync_data()
+    file.lock().map_err(|source| io("lock", path, source))?;
+    let mut text = Vec::new();
+    file.read_to_end(&mut text)
+        .map_err(|source| io("read", path, source))?;
+    let mut kept = Vec::with_capacity(text.len());
+    let mut dropped = 0;
+    for line in text.split_inclusive(|b| *b == b'\n') {
+        let keep_line = match serde_json::from_slice::<serde_json::Value>(line) {
+            Ok(value) if value.is_object() => keep(&value),
+            _ => !line.iter().all(u8::is_ascii_whitespace),
+        };
+        if keep_line {
+            kept.extend_from_slice(line);
+        } else {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        super::fs_util::write_replacing(path, &kept, true)?;
+    }
+    // The lock goes with the old file: appends waiting on it find the new one.
+    drop(file);
+    Ok(dropped)
 }
 
 #[cfg(test)]
@@ -169,6 +241,48 @@ mod tests {
                 .lines()
                 .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
         );
+        Ok(())
+    }
+
+    /// Appends from two handles (two processes) while the file is rewritten again and again:
+    /// every kept line survives, every dropped one is gone, and no line is lost or torn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rewriting_loses_no_concurrent_append() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let logs = [ReportLog::in_dir(dir.path()), ReportLog::in_dir(dir.path())];
+        let mut writers = Vec::new();
+        for (index, log) in logs.into_iter().enumerate() {
+            writers.push(tokio::spawn(async move {
+                for n in 0..300 {
+                    let status = if n % 3 == 0 {
+                        ReportStatus::Done
+                    } else {
+                        ReportStatus::Received
+                    };
+                    let event = ReportEvent::new(
+                        TaskId::new(),
+                        status,
+                        format!("writer {index} event {n}"),
+                        chrono::Utc::now(),
+                    );
+                    log.append(&event).await?;
+                }
+                Ok::<_, StoreError>(())
+            }));
+        }
+        let rewriter = ReportLog::in_dir(dir.path());
+        let mut dropped = 0;
+        while writers.iter().any(|w| !w.is_finished()) {
+            dropped += rewriter.retain(|line| line["status"] != "done").await?;
+        }
+        for writer in writers {
+            writer.await??;
+        }
+        dropped += rewriter.retain(|line| line["status"] != "done").await?;
+        let events = rewriter.read_all().await?;
+        assert_eq!(dropped, 200, "every done event is dropped once");
+        assert_eq!(events.len(), 400, "every other event is kept");
+        assert!(events.iter().all(|e| e.status == ReportStatus::Received));
         Ok(())
     }
 }

@@ -30,8 +30,8 @@ use tokio::sync::oneshot;
 use super::memory_state::finished_record;
 use super::sqlite_writer::{self, GroupWriter, Read, execute};
 use super::state::{
-    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, StateStore, TaskRecord,
-    TaskStatus,
+    AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, Pruning, StateStore,
+    TaskRecord, TaskStatus,
 };
 use super::stored::{self, stage_order};
 use super::{StoreError, StoreResult};
@@ -511,6 +511,21 @@ impl StateStore for SqliteStateStore {
         .await
     }
 
+    async fn consumer_offsets(&self) -> StoreResult<Vec<(String, String, u32, u64)>> {
+        self.read(move |connection, decoder| {
+            fetch_all(connection, stored::CONSUMER_OFFSETS, [], |row| {
+                stored::consumer_position(
+                    decoder.column(row, "group_name")?,
+                    decoder.column(row, "topic")?,
+                    decoder.column(row, "partition_id")?,
+                    decoder.column(row, "next_offset")?,
+                )
+                .map_err(StoreError::Database)
+            })
+        })
+        .await
+    }
+
     async fn commit_consumer_offset(
         &self,
         group: &str,
@@ -637,6 +652,60 @@ impl StateStore for SqliteStateStore {
             )
         })
         .await
+    }
+
+    async fn prunable_tasks(
+        &self,
+        cutoff: DateTime<Utc>,
+        pruning: Pruning,
+        limit: usize,
+    ) -> StoreResult<Vec<TaskId>> {
+        let sql = stored::pruning_sql(pruning).prunable;
+        let cutoff = time_text(cutoff);
+        let ids = self
+            .read(move |connection, decoder| {
+                fetch_all(connection, sql, params![cutoff, integer(limit)], |row| {
+                    decoder.column::<String>(row, "task_id")
+                })
+            })
+            .await?;
+        ids.iter()
+            .map(|id| {
+                id.parse()
+                    .map_err(|e| StoreError::Database(format!("tasks.task_id {id:?}: {e}")))
+            })
+            .collect()
+    }
+
+    async fn prune_task(
+        &self,
+        task_id: TaskId,
+        cutoff: DateTime<Utc>,
+        pruning: Pruning,
+    ) -> StoreResult<bool> {
+        let (id, cutoff) = (task_id.to_string(), time_text(cutoff));
+        let sql = stored::pruning_sql(pruning);
+        let pruned = self
+            .writer
+            .write(Box::new(move |connection| {
+                // The writer's thread is the only one that writes: nothing changes between
+                // the check and the deletes.
+                let prunable: i64 = connection
+                    .prepare_cached(sql.still_prunable)
+                    .and_then(|mut statement| {
+                        statement.query_row(params![cutoff, id], |row| row.get(0))
+                    })
+                    .map_err(sqlite_writer::database)?;
+                if prunable == 0 {
+                    return Ok(0);
+                }
+                for statement in sql.deletes {
+                    execute(connection, statement, params![id])?;
+                }
+                Ok(1)
+            }))
+            .await?;
+        Ok(pruned == 1)
     }
 }
 

@@ -178,6 +178,17 @@ pub struct OutboxMessage {
     pub payload: Vec<u8>,
 }
 
+/// What retention does to a task that ended before the cutoff
+/// ([`StateStore::prunable_tasks`], [`StateStore::prune_task`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pruning {
+    /// Keeps the task and the last attempt of each step; drops the attempts they superseded
+    /// and the messages kept with its last result (the outbox).
+    History,
+    /// Deletes the task with every attempt and message.
+    WholeTask,
+}
+
 /// What [`StateStore::insert_task`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NewTaskOutcome {
@@ -289,6 +300,10 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         partition: u32,
     ) -> StoreResult<Option<u64>>;
 
+    /// Every recorded position: `(group, topic, partition, next_offset)`, sorted (what a move
+    /// to another store copies).
+    async fn consumer_offsets(&self) -> StoreResult<Vec<(String, String, u32, u64)>>;
+
     /// Records `next_offset` as the next offset `group` reads in `partition` of `topic`.
     async fn commit_consumer_offset(
         &self,
@@ -328,6 +343,27 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// The leases running at `now` whose resource starts with `prefix`, by resource.
     async fn leases(&self, prefix: &str, now: DateTime<Utc>) -> StoreResult<Vec<Lease>>;
+
+    /// Tasks that `pruning` may touch, oldest first, at most `limit`: ended (`done` or
+    /// `error`) before `cutoff`, with no attempt requested, running or finished since, and
+    /// (for [`Pruning::History`]) something left to prune. A task still running is never
+    /// among them.
+    async fn prunable_tasks(
+        &self,
+        cutoff: DateTime<Utc>,
+        pruning: Pruning,
+        limit: usize,
+    ) -> StoreResult<Vec<TaskId>>;
+
+    /// Prunes the task as `pruning` says if, checked again in the same transaction, it is
+    /// still one [`StateStore::prunable_tasks`] may list (a replay since makes it
+    /// untouchable); returns whether it did.
+    async fn prune_task(
+        &self,
+        task_id: TaskId,
+        cutoff: DateTime<Utc>,
+        pruning: Pruning,
+    ) -> StoreResult<bool>;
 }
 
 #[cfg(test)]

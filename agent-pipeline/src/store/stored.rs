@@ -112,6 +112,26 @@ pub(crate) fn offset_value(next_offset: u64) -> StoreResult<i64> {
         .map_err(|_| StoreError::Database(format!("offset {next_offset} is too large")))
 }
 
+/// Lists every consumer position, sorted.
+pub(crate) const CONSUMER_OFFSETS: &str =
+    "SELECT group_name, topic, partition_id, next_offset FROM consumer_offsets
+     ORDER BY group_name, topic, partition_id";
+
+/// A consumer position row as stored, or why it is not one.
+pub(crate) fn consumer_position(
+    group: String,
+    topic: String,
+    partition: i64,
+    next_offset: i64,
+) -> Result<(String, String, u32, u64), String> {
+    match (u32::try_from(partition), u64::try_from(next_offset)) {
+        (Ok(partition), Ok(offset)) => Ok((group, topic, partition, offset)),
+        _ => Err(format!(
+            "consumer_offsets: {group}/{topic}: partition {partition}, offset {next_offset}"
+        )),
+    }
+}
+
 /// An epoch as the databases store it.
 pub(crate) fn epoch_value(epoch: u64) -> i64 {
     i64::try_from(epoch).unwrap_or(i64::MAX)
@@ -132,6 +152,94 @@ pub(crate) const ACQUIRE_LEASE: &str =
      WHERE leases.holder = excluded.holder OR leases.expires_at <= $4
      RETURNING epoch";
 
+/// The condition of a task (`t`) that retention may touch: ended before the cutoff `$1`,
+/// and no attempt requested, running or finished since.
+macro_rules! ended_before_cutoff {
+    () => {
+        "t.status IN ('done', 'error') AND t.updated_at < $1
+         AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.task_id = t.task_id
+             AND (a.status = 'requested' OR a.requested_at >= $1 OR a.finished_at >= $1)) "
+    };
+}
+
+/// The condition of a task (`t`) with history to prune: an attempt superseded by a later
+/// one of its step, or an outbox.
+macro_rules! has_history {
+    () => {
+        "AND (EXISTS (SELECT 1 FROM attempts a WHERE a.task_id = t.task_id AND a.attempt <
+                  (SELECT max(b.attempt) FROM attempts b
+                   WHERE b.task_id = a.task_id AND b.step_id = a.step_id))
+              OR EXISTS (SELECT 1 FROM outbox o WHERE o.task_id = t.task_id)) "
+    };
+}
+
+/// The tasks with history to prune: `$1` the cutoff, `$2` the limit.
+pub(crate) const PRUNABLE_HISTORY: &str = concat!(
+    "SELECT t.task_id FROM tasks t WHERE ",
+    ended_before_cutoff!(),
+    has_history!(),
+    "ORDER BY t.updated_at, t.task_id LIMIT $2"
+);
+
+/// The tasks that may be deleted: `$1` the cutoff, `$2` the limit.
+pub(crate) const PRUNABLE_TASKS: &str = concat!(
+    "SELECT t.task_id FROM tasks t WHERE ",
+    ended_before_cutoff!(),
+    "ORDER BY t.updated_at, t.task_id LIMIT $2"
+);
+
+/// 1 when the task `$2` still has history to prune with the cutoff `$1`, else 0 (the cutoff
+/// comes first in the text: SQLite numbers named parameters by first appearance).
+pub(crate) const STILL_PRUNABLE_HISTORY: &str = concat!(
+    "SELECT count(*) FROM tasks t WHERE ",
+    ended_before_cutoff!(),
+    has_history!(),
+    "AND t.task_id = $2"
+);
+
+/// 1 when the task `$2` may still be deleted with the cutoff `$1`, else 0.
+pub(crate) const STILL_PRUNABLE_TASK: &str = concat!(
+    "SELECT count(*) FROM tasks t WHERE ",
+    ended_before_cutoff!(),
+    "AND t.task_id = $2"
+);
+
+/// The queries of one kind of pruning: which tasks, whether one still is, and the deletes.
+pub(crate) struct PruningSql {
+    pub(crate) prunable: &'static str,
+    pub(crate) still_prunable: &'static str,
+    /// Each takes the task id as `$1`.
+    pub(crate) deletes: &'static [&'static str],
+}
+
+/// The queries of `pruning`, the same for both SQL databases.
+pub(crate) fn pruning_sql(pruning: crate::store::Pruning) -> PruningSql {
+    match pruning {
+        crate::store::Pruning::History => PruningSql {
+            prunable: PRUNABLE_HISTORY,
+            still_prunable: STILL_PRUNABLE_HISTORY,
+            deletes: &[
+                DELETE_SUPERSEDED_ATTEMPTS,
+                "DELETE FROM outbox WHERE task_id = $1",
+            ],
+        },
+        crate::store::Pruning::WholeTask => PruningSql {
+            prunable: PRUNABLE_TASKS,
+            still_prunable: STILL_PRUNABLE_TASK,
+            deletes: &[
+                "DELETE FROM attempts WHERE task_id = $1",
+                "DELETE FROM outbox WHERE task_id = $1",
+                "DELETE FROM tasks WHERE task_id = $1",
+            ],
+        },
+    }
+}
+
+/// Deletes the attempts of task `$1` that a later attempt of their step superseded.
+pub(crate) const DELETE_SUPERSEDED_ATTEMPTS: &str = "DELETE FROM attempts WHERE task_id = $1
+     AND attempt < (SELECT max(b.attempt) FROM attempts b
+                    WHERE b.task_id = attempts.task_id AND b.step_id = attempts.step_id)";
+
 /// What inserting a task found when its id was taken: the same task again (a redelivered
 /// message) or another one; `existing` is the stored prompt of that id.
 pub(crate) fn outcome_of_taken_id(
@@ -142,7 +250,7 @@ pub(crate) fn outcome_of_taken_id(
     match existing {
         Some(existing) if existing == prompt => Ok(NewTaskOutcome::AlreadyExists),
         Some(_) => Ok(NewTaskOutcome::Conflict),
-        // Rows are never deleted, so a conflict means the row exists.
+        // Only a task deleted by retention between the insert and this read lacks its row.
         None => Err(StoreError::Database(format!(
             "task {task_id} was neither inserted nor found"
         ))),

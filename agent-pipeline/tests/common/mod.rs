@@ -127,6 +127,14 @@ pub fn story(events: &[ReportEvent]) -> Vec<String> {
         .collect()
 }
 
+/// Each attempt as `design@v1#1`, in the order given.
+pub fn attempt_steps(attempts: &[agent_pipeline::store::AttemptRecord]) -> Vec<String> {
+    attempts
+        .iter()
+        .map(|a| format!("{}#{}", a.step_id(), a.attempt()))
+        .collect()
+}
+
 /// Waits for the task's final event.
 pub async fn finish(
     pipeline: &Pipeline,

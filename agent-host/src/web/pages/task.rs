@@ -230,8 +230,11 @@ async fn read_test_sources(
         return sources;
     }
     // Opening creates a missing workspace: a page must not, so only an existing one is read.
-    let data_dir = state.pipeline().artifacts().root();
-    let git_dir = details.task.dir.join("workspace").join(".git");
+    let data_dir = state.pipeline().data_dir();
+    let git_dir = data_dir
+        .join(task_id.to_string())
+        .join("workspace")
+        .join(".git");
     if !tokio::fs::metadata(&git_dir)
         .await
         .is_ok_and(|m| m.is_dir())
@@ -349,7 +352,7 @@ fn header(task_id: TaskId, details: &TaskDetails) -> Markup {
             dt { "Created" } dd { (layout::time(task.created_at)) }
             dt { "Updated" } dd { (layout::time(task.updated_at)) }
             dt { "Duration" } dd { (layout::millis(elapsed.unsigned_abs())) }
-            dt { "Data directory" } dd { code.path { (task.dir.display()) } }
+            dt { "Stored in" } dd { code.path { (task.dir) } }
             dt { "Raw" } dd { a href={ "/api/task/" (task_id) } { "JSON of this task" } }
         }
     }
@@ -444,7 +447,7 @@ fn attempt_item(
                 pre.attempt-error { (error) }
             }
             @if let Some(file) = file {
-                p.attempt-file { code.path { (file.display()) } }
+                p.attempt-file { code.path { (file) } }
             }
             @if let Some(artifact) = artifact.filter(|_| !is_canonical) {
                 details.attempt-artifact {
@@ -520,12 +523,12 @@ fn replay_form(state: &WebState, task_id: TaskId, step: StepId) -> Markup {
 }
 
 /// Who made an artifact, when, and why (replay reason, round, gate feedback), with its file.
-fn artifact_meta(task_id: TaskId, artifact: &Artifact, file: Option<&std::path::Path>) -> Markup {
+fn artifact_meta(task_id: TaskId, artifact: &Artifact, file: Option<&str>) -> Markup {
     html! {
         dl.meta.artifact-meta {
             (meta_entries(artifact))
             @if let Some(file) = file {
-                dt { "File" } dd { code.path { (file.display()) } }
+                dt { "Stored as" } dd { code.path { (file) } }
             }
             dt { "Raw" } dd { a href={ "/api/task/" (task_id) } { "JSON" } }
         }

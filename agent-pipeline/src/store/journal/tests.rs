@@ -4,8 +4,8 @@ use std::time::{Duration, SystemTime};
 use super::record::Record;
 use super::{JOURNAL_DIR, Journal, recover};
 use crate::ids::TaskId;
-use crate::store::FileArtifactStore;
 use crate::store::TaskFile;
+use crate::store::{ArtifactStore, FileArtifactStore};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -34,6 +34,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "outbox",
         sql: include_str!("migrations/0003_outbox.sql"),
     },
+    Migration {
+        version: 4,
+        name: "documents",
+        sql: include_str!("migrations/0004_documents.sql"),
+    },
 ];
 
 /// The advisory lock the migrating process holds (any constant unlikely to be used by

@@ -3,73 +3,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use chrono::{DateTime, Utc};
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::fs_util::{confined, io};
-use super::journal::{self, Journal};
-use super::{StoreError, StoreResult};
+use super::{
+    Artifact, ArtifactStore, TASK_DOCUMENT, TaskFile, Written, artifact_writes, attempt_document,
+    canonical_document, check_document_name,
+};
 use crate::ids::{Attempt, StepId, TaskId};
-use crate::llm::Usage;
-
-/// The task as first received, kept beside its artifacts as `task.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskFile {
-    /// The task.
-    pub task_id: TaskId,
-    /// What was asked.
-    pub prompt: String,
-    /// When it was received.
-    pub created_at: DateTime<Utc>,
-}
-
-/// One step's artifact: the stage output's fields at the top level (the contract), with
-/// what produced them beside them.
-///
-/// The names `task_id`, `step`, `attempt`, `model`, `usage`, `created_at`, `duration_ms`,
-/// `replay_reason`, `round` and `feedback` are reserved for this record; a stage output must not use them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Artifact {
-    /// The stage output, e.g. `design_summary` and `files_touched`.
-    #[serde(flatten)]
-    pub output: Map<String, Value>,
-    /// The task.
-    pub task_id: TaskId,
-    /// The step.
-    pub step: StepId,
-    /// Which execution of the step produced it.
-    pub attempt: Attempt,
-    /// The model that produced it (`offline` for the offline model).
-    pub model: String,
-    /// Tokens spent.
-    pub usage: Usage,
-    /// When it was stored.
-    pub created_at: DateTime<Utc>,
-    /// How long the step took.
-    pub duration_ms: u64,
-    /// Why the step was replayed, when it was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replay_reason: Option<String>,
-    /// The round of the task (1, then one more for each time failed gates sent the change
-    /// back to Implement).
-    #[serde(default = "first_round")]
-    pub round: u32,
-    /// What the gates of the last round found, when this step ran to fix it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub feedback: Option<String>,
-}
-
-fn first_round() -> u32 {
-    1
-}
-
-impl Artifact {
-    /// The stage output as its type.
-    pub fn output_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_value(Value::Object(self.output.clone()))
-    }
-}
+use crate::store::fs_util::{confined, io};
+use crate::store::journal::{self, Journal};
+use crate::store::{StoreError, StoreResult};
 
 /// Artifacts and task files under a data directory, in the layout of contracts.md:
 ///
@@ -110,9 +55,15 @@ impl FileArtifactStore {
         self.root.join(task_id.to_string())
     }
 
+    /// The file of the document `name` of a task.
+    pub fn path(&self, task_id: TaskId, name: &str) -> StoreResult<PathBuf> {
+        check_document_name(name)?;
+        confined(&self.root, &[&task_id.to_string(), name])
+    }
+
     /// The canonical file of a step.
     pub fn canonical_path(&self, task_id: TaskId, step: StepId) -> StoreResult<PathBuf> {
-        confined(&self.root, &[&task_id.to_string(), &format!("{step}.json")])
+        self.path(task_id, &canonical_document(step))
     }
 
     /// The file of one attempt of a step.
@@ -122,13 +73,7 @@ impl FileArtifactStore {
         step: StepId,
         attempt: Attempt,
     ) -> StoreResult<PathBuf> {
-        confined(
-            &self.root,
-            &[
-                &task_id.to_string(),
-                &format!("{step}.attempt{attempt}.json"),
-            ],
-        )
+        self.path(task_id, &attempt_document(step, attempt))
     }
 
     fn journal(&self) -> &Journal {
@@ -136,32 +81,18 @@ impl FileArtifactStore {
             .get_or_init(|| Journal::start(self.root.clone()))
     }
 
-    /// Writes whole files of one task through the journal.
-    async fn write_files(
-        &self,
-        task_id: TaskId,
-        files: Vec<(PathBuf, Vec<u8>)>,
-    ) -> StoreResult<()> {
+    /// Writes one whole file of a task through the journal; returns its path.
+    async fn write_file(&self, task_id: TaskId, name: &str, bytes: Vec<u8>) -> StoreResult<String> {
+        let path = self.path(task_id, name)?;
         let dir = task_id.to_string();
+        let written = path.clone();
         self.journal()
             .run(Box::new(move |journal| {
                 journal.prepare_dir(&dir)?;
-                files
-                    .into_iter()
-                    .try_for_each(|(path, bytes)| journal.write(&path, bytes))
+                journal.write(&written, bytes)
             }))
-            .await
-    }
-
-    /// Makes every file written so far durable in place and deletes the journal that held
-    /// them; a process does it by itself from time to time, when its last handle of the store
-    /// is dropped, and [`crate::RunningPipeline::shutdown`] does it. Nothing to do for a store
-    /// that has written nothing.
-    pub async fn checkpoint(&self) -> StoreResult<()> {
-        match self.journal.get() {
-            Some(journal) => journal.checkpoint().await,
-            None => Ok(()),
-        }
+            .await?;
+        Ok(path.display().to_string())
     }
 
     /// Restores, from the journals of processes that have stopped, the files whose latest
@@ -172,31 +103,34 @@ impl FileArtifactStore {
         let root = self.root.clone();
         blocking(move || journal::recover(&root)).await
     }
+}
 
-    /// Writes `task.json`.
-    pub async fn write_task(&self, task: &TaskFile) -> StoreResult<PathBuf> {
-        let path = confined(&self.root, &[&task.task_id.to_string(), "task.json"])?;
-        self.write_files(task.task_id, vec![(path.clone(), pretty(task))])
-            .await?;
-        Ok(path)
+#[async_trait]
+impl ArtifactStore for FileArtifactStore {
+    fn task_location(&self, task_id: TaskId) -> String {
+        self.task_dir(task_id).display().to_string()
     }
 
-    /// Reads `task.json`, if the task has one.
-    pub async fn read_task(&self, task_id: TaskId) -> StoreResult<Option<TaskFile>> {
-        let path = confined(&self.root, &[&task_id.to_string(), "task.json"])?;
-        read_json(&path).await
+    fn location(&self, task_id: TaskId, name: &str) -> String {
+        self.task_dir(task_id).join(name).display().to_string()
     }
 
-    /// Stores an artifact: the canonical file always, and the attempt's own file when the
-    /// step already had an artifact from another attempt (whose content is first kept in its
-    /// own attempt file, so that no attempt is lost). Returns the canonical path.
-    pub async fn write_artifact(&self, artifact: &Artifact) -> StoreResult<PathBuf> {
+    async fn write_task(&self, task: &TaskFile) -> StoreResult<String> {
+        self.write_file(task.task_id, TASK_DOCUMENT, pretty(task))
+            .await
+    }
+
+    async fn read_task(&self, task_id: TaskId) -> StoreResult<Option<TaskFile>> {
+        read_json(&self.path(task_id, TASK_DOCUMENT)?).await
+    }
+
+    /// Writes through the journal: the files of one artifact are durable together.
+    async fn write_artifact(&self, artifact: &Artifact) -> StoreResult<String> {
         let (task_id, step, attempt) = (artifact.task_id, artifact.step, artifact.attempt);
         let canonical = self.canonical_path(task_id, step)?;
-        let own = self.attempt_path(task_id, step, attempt)?;
         let bytes = pretty(artifact);
         let this = self.clone();
-        let path = canonical.clone();
+        let path = canonical.display().to_string();
         self.journal()
             .run(Box::new(move |journal| {
                 journal.prepare_dir(&task_id.to_string())?;
@@ -204,39 +138,36 @@ impl FileArtifactStore {
                     Some(bytes) => Some((attempt_of(&canonical, &bytes)?, bytes)),
                     None => None,
                 };
-                match previous {
-                    Some((previous, previous_bytes)) if previous != attempt => {
-                        let previous_path = this.attempt_path(task_id, step, previous)?;
-                        if journal.read(&previous_path)?.is_none() {
-                            journal.write(&previous_path, previous_bytes)?;
+                let previous_attempt = previous.as_ref().map(|(attempt, _)| *attempt);
+                for (name, written) in artifact_writes(step, attempt, previous_attempt) {
+                    let file = this.path(task_id, &name)?;
+                    match (written, &previous) {
+                        (Written::New, _) => journal.write(&file, bytes.clone())?,
+                        (Written::PreviousIfMissing, Some((_, previous))) => {
+                            if journal.read(&file)?.is_none() {
+                                journal.write(&file, previous.clone())?;
+                            }
                         }
-                        journal.write(&own, bytes.clone())?;
+                        (Written::PreviousIfMissing, None) => {}
                     }
-                    _ if attempt != Attempt::FIRST => journal.write(&own, bytes.clone())?,
-                    _ => {}
                 }
-                journal.write(&canonical, bytes)
+                Ok(())
             }))
             .await?;
         Ok(path)
     }
 
-    /// The canonical (latest) artifact of a step, if there is one.
-    pub async fn read_artifact(
-        &self,
-        task_id: TaskId,
-        step: StepId,
-    ) -> StoreResult<Option<Artifact>> {
+    async fn read_artifact(&self, task_id: TaskId, step: StepId) -> StoreResult<Option<Artifact>> {
         read_json(&self.canonical_path(task_id, step)?).await
     }
 
-    /// A task's `task.json` and the canonical artifacts of `steps`, read in one go.
-    pub async fn read_task_and_artifacts(
+    /// Reads the files on one thread of the blocking pool.
+    async fn read_task_and_artifacts(
         &self,
         task_id: TaskId,
         steps: &[StepId],
     ) -> StoreResult<(Option<TaskFile>, Vec<Option<Artifact>>)> {
-        let task = confined(&self.root, &[&task_id.to_string(), "task.json"])?;
+        let task = self.path(task_id, TASK_DOCUMENT)?;
         let artifacts = steps
             .iter()
             .map(|step| self.canonical_path(task_id, *step))
@@ -252,67 +183,80 @@ impl FileArtifactStore {
         .await
     }
 
-    /// The artifact of one attempt, from its own file or the canonical one.
-    pub async fn read_attempt(
-        &self,
-        task_id: TaskId,
-        step: StepId,
-        attempt: Attempt,
-    ) -> StoreResult<Option<Artifact>> {
-        if let Some(artifact) = read_json(&self.attempt_path(task_id, step, attempt)?).await? {
-            return Ok(Some(artifact));
-        }
-        Ok(self
-            .read_artifact(task_id, step)
-            .await?
-            .filter(|a: &Artifact| a.attempt == attempt))
-    }
-
-    /// Writes another record of the task beside its artifacts, such as the gate verdicts of a
-    /// round (`gates.round1.json`) or the last check of its published change (`ci.json`).
-    /// `name` is a plain file name. Returns the path.
-    pub async fn write_record<T: Serialize>(
+    async fn write_document(
         &self,
         task_id: TaskId,
         name: &str,
-        record: &T,
-    ) -> StoreResult<PathBuf> {
-        let path = confined(&self.root, &[&task_id.to_string(), name])?;
-        self.write_files(task_id, vec![(path.clone(), pretty(record))])
-            .await?;
-        Ok(path)
+        value: &Value,
+    ) -> StoreResult<String> {
+        self.write_file(task_id, name, pretty(value)).await
     }
 
-    /// Reads a record written by [`FileArtifactStore::write_record`], if there is one.
-    pub async fn read_record<T: serde::de::DeserializeOwned + Send + 'static>(
-        &self,
-        task_id: TaskId,
-        name: &str,
-    ) -> StoreResult<Option<T>> {
-        read_json(&confined(&self.root, &[&task_id.to_string(), name])?).await
+    async fn read_document(&self, task_id: TaskId, name: &str) -> StoreResult<Option<Value>> {
+        read_json(&self.path(task_id, name)?).await
     }
 
-    /// The files of a task's directory, sorted by name.
-    pub async fn list_files(&self, task_id: TaskId) -> StoreResult<Vec<PathBuf>> {
+    async fn documents(&self, task_id: TaskId) -> StoreResult<Vec<String>> {
         let dir = self.task_dir(task_id);
         let mut entries = match tokio::fs::read_dir(&dir).await {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => return Err(io("list", &dir, source)),
         };
-        let mut files = Vec::new();
+        let mut names = Vec::new();
         while let Some(entry) = entries
             .next_entry()
             .await
             .map_err(|source| io("list", &dir, source))?
         {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".json") && !name.starts_with('.') {
-                files.push(entry.path());
+            if check_document_name(&name).is_ok() {
+                names.push(name);
             }
         }
-        files.sort();
-        Ok(files)
+        names.sort();
+        Ok(names)
+    }
+
+    async fn delete_documents(&self, task_id: TaskId, names: &[String]) -> StoreResult<usize> {
+        let paths = names
+            .iter()
+            .map(|name| self.path(task_id, name))
+            .collect::<StoreResult<Vec<_>>>()?;
+        blocking(move || {
+            let mut deleted = 0;
+            for path in paths {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => deleted += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(io("delete", &path, source)),
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
+    /// Deletes the task's directory: its documents and its workspace.
+    async fn delete_task(&self, task_id: TaskId) -> StoreResult<()> {
+        let dir = confined(&self.root, &[&task_id.to_string()])?;
+        blocking(move || match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(io("delete", &dir, source)),
+        })
+        .await
+    }
+
+    /// Makes every file written so far durable in place and deletes the journal that held
+    /// them; a process does it by itself from time to time, when its last handle of the store
+    /// is dropped, and [`crate::RunningPipeline::shutdown`] does it. Nothing to do for a store
+    /// that has written nothing.
+    async fn checkpoint(&self) -> StoreResult<()> {
+        match self.journal.get() {
+            Some(journal) => journal.checkpoint().await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -370,6 +314,8 @@ async fn blocking<T: Send + 'static>(
 mod tests {
     use super::*;
     use crate::ids::Stage;
+    use crate::llm::Usage;
+    use chrono::Utc;
     use serde_json::json;
 
     fn artifact(task_id: TaskId, attempt: u32, summary: &str) -> Artifact {
@@ -400,13 +346,7 @@ mod tests {
         let step = StepId::v1(Stage::Design);
 
         store.write_artifact(&artifact(task_id, 1, "first")).await?;
-        let names = |files: Vec<PathBuf>| -> Vec<String> {
-            files
-                .iter()
-                .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .collect()
-        };
-        assert_eq!(names(store.list_files(task_id).await?), ["design@v1.json"]);
+        assert_eq!(store.documents(task_id).await?, ["design@v1.json"]);
         let text =
             std::fs::read_to_string(dir.path().join(task_id.to_string()).join("design@v1.json"))?;
         let value: Value = serde_json::from_str(&text)?;
@@ -421,7 +361,7 @@ mod tests {
             .write_artifact(&artifact(task_id, 2, "second"))
             .await?;
         assert_eq!(
-            names(store.list_files(task_id).await?),
+            store.documents(task_id).await?,
             [
                 "design@v1.attempt1.json",
                 "design@v1.attempt2.json",
