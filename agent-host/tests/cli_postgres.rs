@@ -116,6 +116,11 @@ async fn artifacts_live_in_the_database_with_artifact_store_database() {
 
     // The host serves the same documents from the database.
     let host = sandbox.start_host(&env);
+    assert!(
+        host.banner.contains("artifacts: postgres://"),
+        "the banner says where the artifacts are:\n{}",
+        host.banner
+    );
     let page = sandbox.run(&["show", &task_id, "--url", &host.url, "--json"]);
     assert!(page.status.success(), "{page}");
     let served: serde_json::Value = serde_json::from_str(&page.stdout).expect("JSON");

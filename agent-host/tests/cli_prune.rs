@@ -71,3 +71,20 @@ fn prune_without_a_policy_says_what_to_set() {
     assert!(!bad.status.success(), "{bad}");
     assert!(bad.stderr.contains("RETENTION_DAYS"), "{bad}");
 }
+
+#[test]
+fn a_host_with_a_policy_says_it_prunes() {
+    let sandbox = Sandbox::new();
+    let host = sandbox.start_host(&[
+        ("RETENTION_DAYS", "0.5"),
+        ("RETENTION_DELETE_TASKS", "true"),
+        ("EXECUTE_CODE", "false"),
+    ]);
+    assert!(
+        host.banner
+            .contains("retention: hourly, tasks that ended over 0.5 day(s) ago are deleted"),
+        "{}",
+        host.banner
+    );
+    host.interrupt();
+}

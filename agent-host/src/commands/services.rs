@@ -12,6 +12,7 @@ use super::build_pipeline;
 use super::bus::service_pipeline;
 use super::web::WebServer;
 use crate::config::{BusKind, Config};
+use crate::database::ArtifactPlace;
 use crate::telemetry::{self, MetricsServer};
 use crate::web::WebSettings;
 
@@ -170,10 +171,30 @@ fn banner(
         }
     };
     line(format!("{}: {what}", process.name));
-    line(format!(
-        "  data:    {data}  (artifacts in {data}/<task_id>/, reports.jsonl)"
-    ));
+    let artifacts = match config.artifacts {
+        ArtifactPlace::Files => format!("artifacts in {data}/<task_id>/, "),
+        ArtifactPlace::Database => String::new(),
+    };
+    line(format!("  data:    {data}  ({artifacts}reports.jsonl)"));
     line(format!("  state:   {}", config.database));
+    if config.artifacts == ArtifactPlace::Database {
+        line(format!(
+            "  artifacts: {} (documents table)",
+            config.database
+        ));
+    }
+    if let Some(policy) = config.retention
+        && process.services.contains(&Service::Mirror)
+    {
+        line(format!(
+            "  retention: hourly, tasks that ended over {} day(s) ago are {}",
+            policy.keep_for.as_secs_f64() / 86_400.0,
+            match policy.pruning {
+                agent_pipeline::store::Pruning::History => "pruned to their last attempts",
+                agent_pipeline::store::Pruning::WholeTask => "deleted",
+            }
+        ));
+    }
     if process.services.contains(&Service::Worker) {
         line(format!("  model:   {}", config.model_description()));
     }

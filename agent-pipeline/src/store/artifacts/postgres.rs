@@ -44,6 +44,12 @@ impl PostgresArtifactStore {
     }
 }
 
+/// Stores document `$2` of task `$1` with the body `$3` (JSON text), replacing it.
+const UPSERT: &str = "INSERT INTO documents (task_id, name, body, written_at)
+     VALUES ($1, $2, $3::jsonb, now())
+     ON CONFLICT (task_id, name) DO UPDATE SET body = EXCLUDED.body,
+         written_at = EXCLUDED.written_at";
+
 /// The document's body as JSON text.
 fn encode<T: serde::Serialize>(location: &str, value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
@@ -55,18 +61,13 @@ fn encode<T: serde::Serialize>(location: &str, value: &T) -> StoreResult<String>
 impl PostgresArtifactStore {
     async fn upsert(&self, task_id: TaskId, name: &str, body: String) -> StoreResult<String> {
         check_document_name(name)?;
-        sqlx::query(
-            "INSERT INTO documents (task_id, name, body, written_at)
-             VALUES ($1, $2, $3::jsonb, now())
-             ON CONFLICT (task_id, name) DO UPDATE SET body = EXCLUDED.body,
-                 written_at = EXCLUDED.written_at",
-        )
-        .bind(task_id.to_string())
-        .bind(name)
-        .bind(body)
-        .execute(&self.pool)
-        .await
-        .map_err(database)?;
+        sqlx::query(UPSERT)
+            .bind(task_id.to_string())
+            .bind(name)
+            .bind(body)
+            .execute(&self.pool)
+            .await
+            .map_err(database)?;
         Ok(self.location(task_id, name))
     }
 }
@@ -126,15 +127,7 @@ impl ArtifactStore for PostgresArtifactStore {
         };
         for (name, written) in artifact_writes(step, attempt, previous) {
             let query = match written {
-                Written::New => sqlx::query(
-                    "INSERT INTO documents (task_id, name, body, written_at)
-                     VALUES ($1, $2, $3::jsonb, now())
-                     ON CONFLICT (task_id, name) DO UPDATE SET body = EXCLUDED.body,
-                         written_at = EXCLUDED.written_at",
-                )
-                .bind(&task)
-                .bind(name)
-                .bind(&body),
+                Written::New => sqlx::query(UPSERT).bind(&task).bind(name).bind(&body),
                 Written::PreviousIfMissing => sqlx::query(
                     "INSERT INTO documents (task_id, name, body, written_at)
                      SELECT task_id, $2, body, written_at FROM documents
