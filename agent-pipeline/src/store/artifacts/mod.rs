@@ -153,17 +153,25 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
     fn location(&self, task_id: TaskId, name: &str) -> String;
 
     /// Stores `task.json`; returns its location.
-    async fn write_task(&self, task: &TaskFile) -> StoreResult<String>;
+    async fn write_task(&self, task: &TaskFile) -> StoreResult<String> {
+        let document = encode(&self.location(task.task_id, TASK_DOCUMENT), task)?;
+        self.write_document(task.task_id, TASK_DOCUMENT, &document)
+            .await
+    }
 
     /// `task.json`, if the task has one.
-    async fn read_task(&self, task_id: TaskId) -> StoreResult<Option<TaskFile>>;
+    async fn read_task(&self, task_id: TaskId) -> StoreResult<Option<TaskFile>> {
+        read_as(self, task_id, TASK_DOCUMENT).await
+    }
 
     /// Stores a step's artifact (see the trait's description); returns the location of the
     /// canonical document.
     async fn write_artifact(&self, artifact: &Artifact) -> StoreResult<String>;
 
     /// The canonical (latest) artifact of a step, if there is one.
-    async fn read_artifact(&self, task_id: TaskId, step: StepId) -> StoreResult<Option<Artifact>>;
+    async fn read_artifact(&self, task_id: TaskId, step: StepId) -> StoreResult<Option<Artifact>> {
+        read_as(self, task_id, &canonical_document(step)).await
+    }
 
     /// The artifact of one attempt, from its own document or the canonical one.
     async fn read_attempt(
@@ -172,15 +180,8 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
         step: StepId,
         attempt: Attempt,
     ) -> StoreResult<Option<Artifact>> {
-        let own = self
-            .read_document(task_id, &attempt_document(step, attempt))
-            .await?;
-        if let Some(own) = own {
-            return decode(
-                &self.location(task_id, &attempt_document(step, attempt)),
-                own,
-            )
-            .map(Some);
+        if let Some(own) = read_as(self, task_id, &attempt_document(step, attempt)).await? {
+            return Ok(Some(own));
         }
         Ok(self
             .read_artifact(task_id, step)
@@ -240,11 +241,8 @@ impl dyn ArtifactStore {
         name: &str,
         record: &T,
     ) -> StoreResult<String> {
-        let value = serde_json::to_value(record).map_err(|e| StoreError::Corrupt {
-            path: self.location(task_id, name).into(),
-            reason: format!("cannot be encoded: {e}"),
-        })?;
-        self.write_document(task_id, name, &value).await
+        let document = encode(&self.location(task_id, name), record)?;
+        self.write_document(task_id, name, &document).await
     }
 
     /// [`ArtifactStore::read_document`] as a `T`.
@@ -253,21 +251,32 @@ impl dyn ArtifactStore {
         task_id: TaskId,
         name: &str,
     ) -> StoreResult<Option<T>> {
-        match self.read_document(task_id, name).await? {
-            Some(value) => decode(&self.location(task_id, name), value).map(Some),
-            None => Ok(None),
-        }
+        read_as(self, task_id, name).await
     }
 }
 
-/// A stored document as a `T`, or the error naming where it is.
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(
-    location: &str,
-    value: Value,
-) -> StoreResult<T> {
-    serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
+/// A document of `store` as a `T`, or the error naming where it is.
+async fn read_as<S, T>(store: &S, task_id: TaskId, name: &str) -> StoreResult<Option<T>>
+where
+    S: ArtifactStore + ?Sized,
+    T: serde::de::DeserializeOwned,
+{
+    match store.read_document(task_id, name).await? {
+        Some(value) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: store.location(task_id, name).into(),
+                reason: e.to_string(),
+            }),
+        None => Ok(None),
+    }
+}
+
+/// `value` as a document, or the error naming where it was to go.
+pub(crate) fn encode<T: Serialize + ?Sized>(location: &str, value: &T) -> StoreResult<Value> {
+    serde_json::to_value(value).map_err(|e| StoreError::Corrupt {
         path: location.into(),
-        reason: e.to_string(),
+        reason: format!("cannot be encoded: {e}"),
     })
 }
 

@@ -7,10 +7,10 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use super::{
-    Artifact, ArtifactStore, TASK_DOCUMENT, TaskFile, Written, artifact_writes, canonical_document,
-    check_document_name, decode,
+    Artifact, ArtifactStore, Written, artifact_writes, canonical_document, check_document_name,
+    encode,
 };
-use crate::ids::{Attempt, StepId, TaskId};
+use crate::ids::{Attempt, TaskId};
 use crate::store::postgres::database;
 use crate::store::{StoreError, StoreResult};
 
@@ -50,14 +50,6 @@ const UPSERT: &str = "INSERT INTO documents (task_id, name, body, written_at)
      ON CONFLICT (task_id, name) DO UPDATE SET body = EXCLUDED.body,
          written_at = EXCLUDED.written_at";
 
-/// The document's body as JSON text.
-fn encode<T: serde::Serialize>(location: &str, value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
-        path: location.into(),
-        reason: format!("cannot be encoded: {e}"),
-    })
-}
-
 impl PostgresArtifactStore {
     async fn upsert(&self, task_id: TaskId, name: &str, body: String) -> StoreResult<String> {
         check_document_name(name)?;
@@ -82,22 +74,10 @@ impl ArtifactStore for PostgresArtifactStore {
         format!("{}#{task_id}/{name}", self.database.display())
     }
 
-    async fn write_task(&self, task: &TaskFile) -> StoreResult<String> {
-        let body = encode(&self.location(task.task_id, TASK_DOCUMENT), task)?;
-        self.upsert(task.task_id, TASK_DOCUMENT, body).await
-    }
-
-    async fn read_task(&self, task_id: TaskId) -> StoreResult<Option<TaskFile>> {
-        match self.read_document(task_id, TASK_DOCUMENT).await? {
-            Some(value) => decode(&self.location(task_id, TASK_DOCUMENT), value).map(Some),
-            None => Ok(None),
-        }
-    }
-
     async fn write_artifact(&self, artifact: &Artifact) -> StoreResult<String> {
         let (task_id, step, attempt) = (artifact.task_id, artifact.step, artifact.attempt);
         let canonical = canonical_document(step);
-        let body = encode(&self.location(task_id, &canonical), artifact)?;
+        let body = encode(&self.location(task_id, &canonical), artifact)?.to_string();
         let task = task_id.to_string();
         let mut transaction = self.pool.begin().await.map_err(database)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
@@ -144,22 +124,13 @@ impl ArtifactStore for PostgresArtifactStore {
         Ok(self.location(task_id, &canonical))
     }
 
-    async fn read_artifact(&self, task_id: TaskId, step: StepId) -> StoreResult<Option<Artifact>> {
-        let name = canonical_document(step);
-        match self.read_document(task_id, &name).await? {
-            Some(value) => decode(&self.location(task_id, &name), value).map(Some),
-            None => Ok(None),
-        }
-    }
-
     async fn write_document(
         &self,
         task_id: TaskId,
         name: &str,
         value: &Value,
     ) -> StoreResult<String> {
-        let body = encode(&self.location(task_id, name), value)?;
-        self.upsert(task_id, name, body).await
+        self.upsert(task_id, name, value.to_string()).await
     }
 
     async fn read_document(&self, task_id: TaskId, name: &str) -> StoreResult<Option<Value>> {
