@@ -90,7 +90,10 @@ async fn main() -> anyhow::Result<()> {
         let location = pipeline
             .artifacts()
             .location(task_id, &canonical_document(step));
-        println!("── {step} ({location}, model {}) ──", artifact.model);
+        println!(
+            "── {step} ({location}, model {}, {} tokens, ${:.6}) ──",
+            artifact.model, artifact.usage.total_tokens, artifact.cost_usd
+        );
         println!(
             "{}\n",
             serde_json::to_string_pretty(&artifact.output).unwrap_or_default()
@@ -126,6 +129,12 @@ async fn main() -> anyhow::Result<()> {
             .display(),
         pipeline.report_log().path().display()
     );
+    if let Some(task) = pipeline.state().task(task_id).await? {
+        println!(
+            "Spent:     {} LLM calls, {} tokens, ${:.6}",
+            task.spend.calls, task.spend.usage.total_tokens, task.spend.cost_usd
+        );
+    }
     if let (Some(branch), Some(repository)) = (branch, pipeline.publisher().local_repository()) {
         println!(
             "Branch:    {branch}\n           git -C {} log {branch}",

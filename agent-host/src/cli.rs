@@ -2,23 +2,29 @@
 
 use std::path::PathBuf;
 
+use agent_pipeline::budget::Budget;
+use agent_pipeline::wire::NewTask;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::BusKind;
+use crate::config::{BusKind, parse_cost, parse_rounds, parse_tokens, parse_wall_time};
 
 /// Runs the agent pipeline (Design → Implement → Test → Review) and inspects what it stored.
 ///
 /// Configuration: defaults < environment < config.local.json (or --config) < flags. Keys:
 /// OPENAI_API_KEY, OPENAI_MODEL, OPENAI_BASE_URL, AGENT_BUS, REDPANDA_BROKERS, the KAFKA_*
 /// keys, AGENT_INSTANCE, AGENT_INSTANCES, TASK_TOPIC, STEP_REQUESTS_TOPIC, STEP_RESULTS_TOPIC,
-/// REPORT_TOPIC, CI_WATCH_TOPIC, DLQ_TOPIC, DATA_DIR, WEB_ADDR, WEB_TOKEN, METRICS_ADDR (and
-/// the LLM limit, concurrency, sandbox, gate and publishing keys of the README). Without OPENAI_API_KEY a clearly labelled offline
-/// model runs, so everything works without network access.
+/// REPORT_TOPIC, CI_WATCH_TOPIC, DLQ_TOPIC, DATA_DIR, WEB_ADDR, WEB_TOKEN, METRICS_ADDR,
+/// TASK_MAX_TOKENS, TASK_MAX_COST_USD, TASK_MAX_WALL_TIME (600, 90s, 10m, 2h),
+/// TASK_MAX_ROUNDS, REQUIRE_APPROVAL, LLM_PRICES, LLM_PROVIDERS (name=https://host/v1,… with
+/// LLM_PROVIDER_<NAME>_API_KEY each), and the LLM limit, concurrency, sandbox, gate and
+/// publishing keys of the README. Without OPENAI_API_KEY a clearly labelled offline model
+/// runs, so everything works without network access.
 ///
 /// On the embedded default (AGENT_BUS=memory) `run` holds the bus and every service in one
 /// process. With a broker (AGENT_BUS=kafka or --bus kafka, brokers in REDPANDA_BROKERS) each
 /// service may run as a process of its own (`planner`, `worker`, `orchestrator`, `ci-monitor`,
-/// `web`), and `send` and `replay` publish to the broker directly.
+/// `web`), and `send`, `replay`, `approve`, `reject` and `cancel` publish to the broker
+/// directly.
 #[derive(Debug, Parser)]
 #[command(name = "agent-host", version)]
 pub(crate) struct Cli {
@@ -43,7 +49,7 @@ pub(crate) struct Cli {
 
 impl Cli {
     /// Whether the command runs services (`run`, `web`, `planner` …) rather than talking to
-    /// a pipeline that runs elsewhere (`send`, `replay`, `tasks`, `show`, `dlq`).
+    /// a pipeline that runs elsewhere (`send`, `replay`, `approve`, `tasks`, `show`, `dlq` …).
     pub(crate) fn runs_services(&self) -> bool {
         matches!(
             self.command,
@@ -100,20 +106,46 @@ pub(crate) enum Command {
     /// Submit a task to the running host (or the broker) and follow it to its end
     ///
     /// Prints the task id, then its progress; the exit code is 0 when the task is done and 1
-    /// when it ends in error. With --local the services run in this process instead; with
-    /// --bus kafka (or AGENT_BUS=kafka) and no --url the task is published to TASK_TOPIC on
-    /// the broker and followed on REPORT_TOPIC.
+    /// when it ends in error (a budget it exceeded, a rejection, a cancellation included). A
+    /// task that waits for approval (--require-approval, REQUIRE_APPROVAL) ends the command
+    /// with exit code 0 and how to approve it, unless --wait follows it on to its end. The
+    /// --max-* flags set the task's own limits over TASK_MAX_*. With --local the services run
+    /// in this process instead; with --bus kafka (or AGENT_BUS=kafka) and no --url the task is
+    /// published to TASK_TOPIC on the broker and followed on REPORT_TOPIC.
     Send(SendArgs),
     /// Run one step of a task again, on the running host (or through the broker)
     ///
     /// The step reruns with the task's prompt and the earlier stages' artifacts, writes a new
     /// attempt (`<step>.attemptN.json`) and updates the canonical artifact; later stages are not
-    /// rerun. With --local the services run in this process instead; with --bus kafka and no
-    /// --url the step is checked against DATA_DIR and the command published to the broker.
+    /// rerun unless --continue. --model, --provider, --prompt-file and --input make the
+    /// attempt a variant (another model or provider, an edited prompt, edited upstream
+    /// outputs), recorded in its artifact, to compare with `show` and the UI's diff. With
+    /// --local the services run in this process instead; with --bus kafka and no --url the
+    /// step is checked against DATA_DIR and the command published to the broker.
     Replay(ReplayArgs),
-    /// List every task with its latest status, newest first
+    /// Approve the change of a task awaiting approval: it is published, and the task is done
+    ///
+    /// The exit code is 0 once the task is done, and 1 with the reason when the task is not
+    /// awaiting approval (or does not exist). Reaches the pipeline as `replay` does: the
+    /// running host (--url), the broker (--bus kafka, checked against DATA_DIR), or this
+    /// process (--local).
+    Approve(ControlArgs),
+    /// Reject the change of a task awaiting approval: nothing is published, and the task ends
+    /// in error with the reason `rejected`
+    ///
+    /// The exit code is 0 once the rejection applied, and 1 with the reason when the task is
+    /// not awaiting approval (or does not exist).
+    Reject(ControlArgs),
+    /// Cancel a task that has not ended: its running step is stopped, nothing more runs or is
+    /// published, and the task ends `cancelled`
+    ///
+    /// The exit code is 0 once the cancellation applied, and 1 with the reason when the task
+    /// has already ended (or does not exist).
+    Cancel(ControlArgs),
+    /// List every task with its latest status and what it spent, newest first
     Tasks(TasksArgs),
-    /// Show one task: its prompt, status, attempts and artifacts
+    /// Show one task: its prompt, status, budget, what it spent, its attempts (with their
+    /// cost and how a replay differed) and artifacts
     Show(ShowArgs),
     /// List the dead-letter queue (DATA_DIR/dead_letters.jsonl), newest last
     Dlq,
@@ -177,17 +209,19 @@ pub(crate) struct ServiceArgs {
     pub(crate) instances: Option<u32>,
 }
 
-/// How `send`, `replay`, `tasks` and `show` reach the pipeline.
+/// How `send`, `replay`, `approve`, `reject`, `cancel`, `tasks` and `show` reach the
+/// pipeline.
 #[derive(Debug, Args, Default)]
 pub(crate) struct HostArgs {
     /// The running host's URL [default: http:// and WEB_ADDR, i.e. http://127.0.0.1:5000;
-    /// with the Kafka bus `send` and `replay` use the broker instead]; WEB_TOKEN is sent when
-    /// set
+    /// with the Kafka bus the commands that give work use the broker instead]; WEB_TOKEN is
+    /// sent when set
     #[arg(long, value_name = "URL", conflicts_with = "local")]
     pub(crate) url: Option<String>,
 
-    /// Work in this process on DATA_DIR instead of asking a running host (for `send` and
-    /// `replay`: start the services here for the length of the command)
+    /// Work in this process on DATA_DIR instead of asking a running host (for `send`,
+    /// `replay`, `approve`, `reject` and `cancel`: start the services here for the length of
+    /// the command)
     #[arg(long)]
     pub(crate) local: bool,
 }
@@ -199,7 +233,8 @@ pub(crate) struct SendArgs {
     #[arg(long)]
     pub(crate) text: String,
 
-    /// Print every report event of the task as it happens (otherwise only the last one)
+    /// Print every report event of the task as it happens (otherwise only the last one), and
+    /// follow a task that waits for approval on to its end (on a host or a broker)
     #[arg(long)]
     pub(crate) wait: bool,
 
@@ -207,9 +242,61 @@ pub(crate) struct SendArgs {
     #[arg(long, conflicts_with_all = ["wait", "local"])]
     pub(crate) no_wait: bool,
 
+    /// Stop the task once its LLM calls spent this many tokens [default: TASK_MAX_TOKENS,
+    /// else no limit]
+    #[arg(long, value_name = "N", value_parser = parse_tokens, allow_negative_numbers = true)]
+    pub(crate) max_tokens: Option<u64>,
+
+    /// Stop the task once its LLM calls cost this many US dollars [default:
+    /// TASK_MAX_COST_USD, else no limit]
+    #[arg(long, value_name = "USD", value_parser = parse_cost, allow_negative_numbers = true)]
+    pub(crate) max_cost: Option<f64>,
+
+    /// Stop the task once it ran this long: 600, 90s, 10m, 2h [default: TASK_MAX_WALL_TIME,
+    /// else no limit]
+    #[arg(long, value_name = "DURATION", value_parser = parse_wall_time)]
+    pub(crate) max_wall_time: Option<u64>,
+
+    /// Rounds of Implement → Test → Review the task gets to pass its gates [default:
+    /// TASK_MAX_ROUNDS, else GATE_ROUNDS]
+    #[arg(long, value_name = "N", value_parser = parse_rounds, allow_negative_numbers = true)]
+    pub(crate) max_rounds: Option<u32>,
+
+    /// Wait for a person's approval (`agent-host approve`) before the change is published
+    /// [default: REQUIRE_APPROVAL]
+    #[arg(long, conflicts_with = "no_approval")]
+    pub(crate) require_approval: bool,
+
+    /// Publish the change without waiting for approval, whatever REQUIRE_APPROVAL says
+    #[arg(long)]
+    pub(crate) no_approval: bool,
+
     /// How to reach the pipeline.
     #[command(flatten)]
     pub(crate) host: HostArgs,
+}
+
+impl SendArgs {
+    /// The task these arguments ask for: the text, with the limits and the approval
+    /// requirement given (the rest is the pipeline's defaults).
+    pub(crate) fn task(&self) -> NewTask {
+        let mut task = NewTask::new(self.text.clone());
+        let budget = Budget {
+            max_tokens: self.max_tokens,
+            max_cost_usd: self.max_cost,
+            max_wall_time_secs: self.max_wall_time,
+            max_rounds: self.max_rounds,
+        };
+        if !budget.is_unlimited() {
+            task = task.with_budget(budget);
+        }
+        if self.require_approval {
+            task = task.with_approval(true);
+        } else if self.no_approval {
+            task = task.with_approval(false);
+        }
+        task
+    }
 }
 
 /// Arguments of `replay`.
@@ -226,6 +313,49 @@ pub(crate) struct ReplayArgs {
     /// Why, recorded in the new attempt's artifact
     #[arg(long, value_name = "TEXT")]
     pub(crate) reason: Option<String>,
+
+    /// Run the step with this model instead of the configured one
+    #[arg(long, value_name = "MODEL")]
+    pub(crate) model: Option<String>,
+
+    /// Send the step's LLM calls to this provider: `offline`, or a name of LLM_PROVIDERS
+    /// [default: the configured server]
+    #[arg(long, value_name = "NAME")]
+    pub(crate) provider: Option<String>,
+
+    /// Run the step with the edited task prompt in FILE (this attempt only)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) prompt_file: Option<PathBuf>,
+
+    /// Use the JSON object in FILE as the output of an upstream step instead of its
+    /// artifact, e.g. --input design@v1=design.json (repeatable)
+    #[arg(long = "input", value_name = "STEP=FILE")]
+    pub(crate) inputs: Vec<String>,
+
+    /// Run the later stages again from the new attempt once it succeeds, and follow the task
+    /// to its end
+    #[arg(long = "continue")]
+    pub(crate) continue_downstream: bool,
+
+    /// How to reach the pipeline.
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+}
+
+/// Arguments of `approve`, `reject` and `cancel`.
+#[derive(Debug, Args)]
+pub(crate) struct ControlArgs {
+    /// The task (a UUID, as printed by `send` and `tasks`)
+    #[arg(value_name = "TASK_ID")]
+    pub(crate) task_id: String,
+
+    /// Who decides, recorded with the decision
+    #[arg(long, value_name = "NAME")]
+    pub(crate) by: Option<String>,
+
+    /// Why, recorded with the decision
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) comment: Option<String>,
 
     /// How to reach the pipeline.
     #[command(flatten)]
@@ -308,6 +438,77 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["agent-host", "worker", "--instances", "0"]).is_err());
         assert!(Cli::try_parse_from(["agent-host", "--bus", "rabbitmq"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn send_flags_become_the_task_s_budget_and_approval() -> Result<(), clap::Error> {
+        let send = |extra: &[&str]| -> Result<NewTask, clap::Error> {
+            let mut args = vec!["agent-host", "send", "--text", "x"];
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args)?.command {
+                Some(Command::Send(args)) => Ok(args.task()),
+                _ => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
+            }
+        };
+        let plain = send(&[])?;
+        assert_eq!((plain.budget, plain.require_approval), (None, None));
+        let limited = send(&[
+            "--max-tokens",
+            "500",
+            "--max-cost",
+            "0.25",
+            "--max-wall-time",
+            "10m",
+            "--max-rounds",
+            "2",
+            "--require-approval",
+        ])?;
+        assert_eq!(
+            limited.budget,
+            Some(Budget {
+                max_tokens: Some(500),
+                max_cost_usd: Some(0.25),
+                max_wall_time_secs: Some(600),
+                max_rounds: Some(2),
+            })
+        );
+        assert_eq!(limited.require_approval, Some(true));
+        assert_eq!(send(&["--no-approval"])?.require_approval, Some(false));
+        for bad in [
+            &["--max-cost", "-1"][..],
+            &["--max-tokens", "0"],
+            &["--max-wall-time", "soon"],
+            &["--require-approval", "--no-approval"],
+        ] {
+            assert!(send(bad).is_err(), "{bad:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn decisions_take_the_task_and_who_and_why() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from([
+            "agent-host",
+            "reject",
+            "3f0c8a52-6a3e-4c1e-9d1e-5b8f2f6f4a10",
+            "--by",
+            "ada",
+            "--comment",
+            "not this way",
+            "--local",
+        ])?;
+        let Some(Command::Reject(args)) = cli.command else {
+            return Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand));
+        };
+        assert_eq!(args.by.as_deref(), Some("ada"));
+        assert!(args.host.local);
+        for name in ["approve", "cancel"] {
+            assert!(
+                Cli::try_parse_from(["agent-host", name, "x"]).is_ok(),
+                "{name}"
+            );
+        }
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
-//! The HTTP client of the command line: `send`, `replay`, `tasks` and `show` reach a running
-//! `agent-host run` through its JSON API (see `docs/web.md`).
+//! The HTTP client of the command line: `send`, `replay`, `approve`, `reject`, `cancel`,
+//! `tasks` and `show` reach a running `agent-host run` through its JSON API (see
+//! `docs/web.md`).
 //!
 //! On the embedded default the bus lives inside the `run` process, so another process can
 //! only hand it work through the API. Every failure says what to do about it: no host at the
@@ -9,15 +10,17 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
-use agent_pipeline::wire::ReportEvent;
-use agent_pipeline::{StepId, TaskId};
+use agent_pipeline::TaskId;
+use agent_pipeline::wire::{ControlAction, NewTask, ReportEvent};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::Config;
 use crate::views::{TaskDetails, TaskSummary};
-use crate::web::{EnqueueRequest, Enqueued, ReplayQueued, ReplayRequest};
+use crate::web::{
+    ControlQueued, ControlRequest, EnqueueRequest, Enqueued, ReplayQueued, ReplayRequest,
+};
 
 /// How long connecting to the host may take: it normally runs on this machine.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -207,10 +210,13 @@ impl HostClient {
         format!("{}/task/{task_id}", self.base)
     }
 
-    /// `POST /api/tasks`: enqueues a task.
-    pub(crate) async fn enqueue(&self, prompt: &str) -> ClientResult<Enqueued> {
+    /// `POST /api/tasks`: enqueues `task` (the host gives it an id of its own; only the
+    /// prompt, the budget and the approval requirement are sent).
+    pub(crate) async fn enqueue(&self, task: &NewTask) -> ClientResult<Enqueued> {
         let body = EnqueueRequest {
-            prompt: prompt.to_owned(),
+            prompt: task.prompt.clone(),
+            budget: task.budget,
+            require_approval: task.require_approval,
         };
         let request = self
             .request(reqwest::Method::POST, "/api/tasks")
@@ -218,19 +224,27 @@ impl HostClient {
         self.json(request).await
     }
 
-    /// `POST /api/task/{id}/replay`: asks for a replay of `step`.
+    /// `POST /api/task/{id}/replay`: asks for the replay `body` describes.
     pub(crate) async fn replay(
         &self,
         task_id: TaskId,
-        step: StepId,
-        reason: Option<&str>,
+        body: &ReplayRequest,
     ) -> ClientResult<ReplayQueued> {
-        let body = ReplayRequest {
-            step: step.to_string(),
-            reason: reason.map(str::to_owned),
-        };
         let path = format!("/api/task/{task_id}/replay");
-        let request = self.request(reqwest::Method::POST, &path).json(&body);
+        let request = self.request(reqwest::Method::POST, &path).json(body);
+        self.json(request).await
+    }
+
+    /// `POST /api/task/{id}/approve` (or `reject`, `cancel`): sends a decision about the
+    /// task, which the host checks first (409 when it does not apply).
+    pub(crate) async fn control(
+        &self,
+        task_id: TaskId,
+        action: ControlAction,
+        body: &ControlRequest,
+    ) -> ClientResult<ControlQueued> {
+        let path = format!("/api/task/{task_id}/{}", action.as_str());
+        let request = self.request(reqwest::Method::POST, &path).json(body);
         self.json(request).await
     }
 

@@ -12,7 +12,11 @@
 //! | `OPENAI_MODEL` | `gpt-4o-mini` |
 //! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` |
 //! | `LLM_MAX_CONCURRENCY`, `LLM_REQUESTS_PER_MINUTE`, `LLM_TOKENS_PER_MINUTE` | unset: no limit of this process's own (the server's rate-limit headers are still honoured); see `docs/llm-limits.md` |
-//! | `LLM_PRICE_INPUT_PER_MTOK`, `LLM_PRICE_OUTPUT_PER_MTOK` | unset: USD per million prompt / completion tokens, for the cost metric |
+//! | `LLM_PRICES` | unset: the list prices of common models; `model=input/output,…` in USD per million prompt / completion tokens on top |
+//! | `LLM_PRICE_INPUT_PER_MTOK`, `LLM_PRICE_OUTPUT_PER_MTOK` | unset: USD per million prompt / completion tokens of `OPENAI_MODEL`, over `LLM_PRICES` |
+//! | `LLM_PROVIDERS` | unset; `name=https://host/v1,…`: further OpenAI-compatible servers a replay may name (`--provider`), each with its key in `LLM_PROVIDER_<NAME>_API_KEY` (never shown) |
+//! | `TASK_MAX_TOKENS`, `TASK_MAX_COST_USD`, `TASK_MAX_WALL_TIME`, `TASK_MAX_ROUNDS` | unset: no limit (rounds: `GATE_ROUNDS`); the limits of a task that sets none of its own: tokens, US dollars, a duration (`600`, `90s`, `10m`, `2h`), rounds of gates |
+//! | `REQUIRE_APPROVAL` | `false`; `true`: a task whose gates pass waits for `agent-host approve` before its change is published |
 //! | `AGENT_BUS` | `memory`: the bus inside this process; `kafka`: the brokers of `REDPANDA_BROKERS` (`--bus` wins) |
 //! | `REDPANDA_BROKERS` | `127.0.0.1:9092`: the Kafka-compatible brokers, comma-separated |
 //! | `KAFKA_CLIENT_ID` | `agent-pipeline`: the client id the brokers see |
@@ -53,6 +57,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agent_pipeline::PipelineBuilder;
+use agent_pipeline::budget::Budget;
 use agent_pipeline::bus::Topics;
 use agent_pipeline::execution::sandbox::SandboxLimits;
 use agent_pipeline::llm::LlmSettings;
@@ -63,6 +68,13 @@ use agent_pipeline_kafka::KafkaSettings;
 use anyhow::{Context, Result, bail};
 
 use crate::database::{ARTIFACT_STORE, ArtifactPlace, DATABASE_URL, StateDatabase, Stores};
+
+mod control;
+
+pub(crate) use control::{
+    ProviderConfig, describe_budget, describe_limits, parse_cost, parse_rounds, parse_tokens,
+    parse_wall_time, provider_key_variable,
+};
 
 /// The file read when no `--config` is given; a missing one is fine.
 pub(crate) const DEFAULT_CONFIG_FILE: &str = "config.local.json";
@@ -200,6 +212,7 @@ pub(crate) fn known_keys() -> Vec<&'static str> {
     ]);
     keys.extend(GITHUB_KEYS);
     keys.extend([WEB_ADDR, WEB_TOKEN, crate::telemetry::MetricsSettings::ADDR]);
+    keys.extend(control::KEYS);
     keys.push(MAX_ATTEMPTS);
     keys
 }
@@ -279,9 +292,11 @@ impl ConfigFile {
         let known = known_keys();
         let mut values = BTreeMap::new();
         for (key, value) in object {
-            if !known.contains(&key.as_str()) {
+            // A provider's key is named after the provider: any such name is known.
+            if !known.contains(&key.as_str()) && !control::is_provider_key(&key) {
                 bail!(
-                    "config file {shown}: unknown key {key:?} (known keys: {})",
+                    "config file {shown}: unknown key {key:?} (known keys: {}, and \
+                     LLM_PROVIDER_<NAME>_API_KEY for each provider of LLM_PROVIDERS)",
                     known.join(", ")
                 );
             }
@@ -422,6 +437,15 @@ pub(crate) struct Config {
     pub(crate) web: WebConfig,
     /// `METRICS_ADDR`: the metrics server of its own, if any.
     pub(crate) metrics: crate::telemetry::MetricsSettings,
+    /// `TASK_MAX_TOKENS`, `TASK_MAX_COST_USD`, `TASK_MAX_WALL_TIME`, `TASK_MAX_ROUNDS`: the
+    /// limits of every task that sets none of its own (unset: none; rounds: `GATE_ROUNDS`).
+    pub(crate) budget: Budget,
+    /// `REQUIRE_APPROVAL`: whether a task whose gates pass waits for a person's approval
+    /// before its change is published (unless the task says otherwise).
+    pub(crate) require_approval: bool,
+    /// `LLM_PROVIDERS`: the further servers a replay may name, with their keys (`Debug`
+    /// hides them).
+    pub(crate) providers: Vec<ProviderConfig>,
     /// The configuration file that was read, if any.
     pub(crate) file: Option<PathBuf>,
 }
@@ -580,6 +604,9 @@ impl Config {
             execution,
             web,
             metrics: crate::telemetry::MetricsSettings::from_lookup(lookup)?,
+            budget: control::task_budget(&lookup)?,
+            require_approval: boolean(&lookup, control::REQUIRE_APPROVAL, false)?,
+            providers: control::providers(&lookup)?,
             bus,
             kafka,
             topics: Topics::from_lookup(lookup),
@@ -604,6 +631,36 @@ impl Config {
     /// Whether no API key is configured, so that the offline model runs.
     pub(crate) fn is_offline(&self) -> bool {
         self.llm.api_key.is_none()
+    }
+
+    /// The model calls go to by default: `offline` without an API key, else `OPENAI_MODEL`.
+    pub(crate) fn default_model(&self) -> &str {
+        if self.is_offline() {
+            agent_pipeline::llm::OFFLINE_MODEL
+        } else {
+            &self.llm.model
+        }
+    }
+
+    /// The prices for people: how many models are priced, and the default model's price (or
+    /// that it has none, so that its calls count as free).
+    pub(crate) fn prices_description(&self) -> String {
+        let model = self.default_model();
+        let price = match self.llm.prices.price(model) {
+            Some(price) => {
+                let usd = |p: Option<f64>| format!("${}", p.unwrap_or(0.0));
+                format!(
+                    "{model} costs {} in / {} out per million tokens",
+                    usd(price.input_per_mtok),
+                    usd(price.output_per_mtok)
+                )
+            }
+            None => format!("{model} has no price, its calls count as free (set LLM_PRICES)"),
+        };
+        format!(
+            "{} models priced (LLM_PRICES); {price}",
+            self.llm.prices.len()
+        )
     }
 
     /// The model for people: `offline model (no OPENAI_API_KEY)`, or the model and the server.
@@ -912,8 +969,75 @@ mod tests {
         assert_eq!(limits.max_concurrency.map(|n| n.get()), Some(8));
         assert_eq!(limits.requests_per_minute.map(|n| n.get()), Some(500));
         assert_eq!(limits.tokens_per_minute.map(|n| n.get()), Some(200_000));
-        assert_eq!(config.llm.prices.input_per_mtok, Some(0.15));
-        assert_eq!(config.llm.prices.output_per_mtok, Some(0.6));
+        let prices = config.llm.prices.price(&config.llm.model);
+        assert_eq!(prices.and_then(|p| p.input_per_mtok), Some(0.15));
+        assert_eq!(prices.and_then(|p| p.output_per_mtok), Some(0.6));
+        Ok(())
+    }
+
+    #[test]
+    fn budgets_approval_and_providers_come_from_the_file_and_keys_stay_hidden() -> Result<()> {
+        let defaults = Config::resolve(&env(&[]), None, &Flags::default())?;
+        assert!(defaults.budget.is_unlimited() && !defaults.require_approval);
+        assert!(defaults.providers.is_empty());
+        let from_file = file(
+            r#"{ "TASK_MAX_COST_USD": "0.25", "TASK_MAX_WALL_TIME": "10m",
+                 "REQUIRE_APPROVAL": "true",
+                 "LLM_PROVIDERS": "local=http://127.0.0.1:8000/v1",
+                 "LLM_PROVIDER_LOCAL_API_KEY": "sk-SECRET77" }"#,
+        )?;
+        let env = env(&[("TASK_MAX_TOKENS", "1000"), ("TASK_MAX_COST_USD", "9")]);
+        let config = Config::resolve(&env, Some(&from_file), &Flags::default())?;
+        assert_eq!(config.budget.max_tokens, Some(1000));
+        assert_eq!(config.budget.max_cost_usd, Some(0.25), "the file wins");
+        assert_eq!(config.budget.max_wall_time_secs, Some(600));
+        assert_eq!(config.budget.max_rounds, None, "GATE_ROUNDS applies");
+        assert!(config.require_approval);
+        assert_eq!(config.providers.len(), 1);
+        assert_eq!(config.providers[0].api_key.expose(), "sk-SECRET77");
+        assert!(!format!("{config:?}").contains("SECRET77"));
+
+        for (text, key) in [
+            (r#"{ "REQUIRE_APPROVAL": "maybe" }"#, "REQUIRE_APPROVAL"),
+            (
+                r#"{ "TASK_MAX_WALL_TIME": "a while" }"#,
+                "TASK_MAX_WALL_TIME",
+            ),
+            (
+                r#"{ "LLM_PROVIDERS": "x=http://h/v1" }"#,
+                "LLM_PROVIDER_X_API_KEY",
+            ),
+        ] {
+            let error = file_with(text);
+            assert!(error.contains(key), "{text}: {error}");
+        }
+        let lower = file(r#"{ "LLM_PROVIDER_x_API_KEY": "k" }"#).map_err(|e| format!("{e:#}"));
+        assert!(lower.is_err_and(|e| e.contains("unknown key")));
+        Ok(())
+    }
+
+    #[test]
+    fn the_prices_line_names_the_default_model_and_its_price() -> Result<()> {
+        let offline = Config::resolve(&env(&[]), None, &Flags::default())?;
+        assert!(
+            offline
+                .prices_description()
+                .ends_with("offline costs $0 in / $0 out per million tokens"),
+            "{}",
+            offline.prices_description()
+        );
+        let unpriced = Config::resolve(
+            &env(&[("OPENAI_API_KEY", "sk-test"), ("OPENAI_MODEL", "my-model")]),
+            None,
+            &Flags::default(),
+        )?;
+        assert!(
+            unpriced
+                .prices_description()
+                .contains("my-model has no price"),
+            "{}",
+            unpriced.prices_description()
+        );
         Ok(())
     }
 

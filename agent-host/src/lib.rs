@@ -3,9 +3,9 @@
 //! `agent-host` (or `agent-host run`) runs every service and the web UI until Ctrl-C or
 //! SIGTERM; `agent-host web` serves the UI (on a broker, with the mirror of the reports);
 //! `planner`, `worker`, `orchestrator` and `ci-monitor` run one service each on a Kafka
-//! broker; `send`, `replay`, `tasks` and `show` talk to a running host through its JSON API
-//! (or to the broker with `--bus kafka`, or work in their own process with `--local`); `dlq`
-//! reads `DATA_DIR`. See `agent-host --help`.
+//! broker; `send`, `replay`, `approve`, `reject`, `cancel`, `tasks` and `show` talk to a
+//! running host through its JSON API (or to the broker with `--bus kafka`, or work in their
+//! own process with `--local`); `dlq` reads `DATA_DIR`. See `agent-host --help`.
 //!
 //! The library part exists so that the web UI can be tested as a [`web::router`] without a
 //! network; the binary is a thin [`main`].

@@ -112,7 +112,11 @@ pub(crate) fn running_after(
         ReportStatus::Received => Some(Some(StepId::v1(agent_pipeline::Stage::Design))),
         ReportStatus::StageDone => Some(event.stage.and_then(|step| step.next())),
         ReportStatus::Retry => Some(event.stage.or(current)),
-        ReportStatus::Done | ReportStatus::Error | ReportStatus::Replayed => Some(None),
+        ReportStatus::Done
+        | ReportStatus::Error
+        | ReportStatus::Replayed
+        | ReportStatus::AwaitingApproval
+        | ReportStatus::Approved => Some(None),
         _ => None,
     }
 }

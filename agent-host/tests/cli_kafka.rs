@@ -1,5 +1,6 @@
 //! The command line on a Kafka broker: `run --bus kafka` takes tasks that `send --bus kafka`
-//! publishes to the broker directly; `web` on the broker takes work for the service processes;
+//! publishes to the broker directly, and decisions (`approve`, `reject`) checked against the
+//! state of DATA_DIR; `web` on the broker takes work for the service processes;
 //! a missing broker and an instance that does not exist are clear errors. The tests that need
 //! a broker say SKIPPED without one (and fail under `CI=true`).
 
@@ -123,6 +124,72 @@ fn send_on_the_bus_runs_a_task_on_run_with_the_kafka_bus() {
         "timing: send on the bus against run --bus kafka: {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn decisions_on_the_bus_are_checked_against_data_dir_and_applied_by_the_services() {
+    let Some(kafka) = Kafka::start() else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    let mut command = kafka.command(
+        &sandbox,
+        &["run", "--bus", "kafka", "--listen", "127.0.0.1:0"],
+    );
+    command.env("EXECUTE_CODE", "false");
+    let host = Host::start(command);
+    let data_dir = sandbox.data_dir();
+    let data_dir = data_dir.to_str().expect("a UTF-8 path");
+
+    // A client on the broker that sees the host's data directory (for the checks).
+    let client = Sandbox::new();
+    let on_bus = |args: &[&str]| {
+        let mut all = vec!["--bus", "kafka", "--data-dir", data_dir];
+        all.extend_from_slice(args);
+        run(kafka.command(&client, &all))
+    };
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let send = on_bus(&["send", "--text", HELLO, "--require-approval"]);
+        assert_eq!(send.code(), Some(0), "{send}");
+        assert!(send.stdout.contains("] awaiting_approval "), "{send}");
+        assert!(
+            send.stdout
+                .contains(&format!("run `agent-host approve {}`", send.task_id())),
+            "{send}"
+        );
+        waiting.push(send.task_id());
+    }
+    let approve = on_bus(&["approve", &waiting[0], "--by", "ada"]);
+    assert_eq!(approve.code(), Some(0), "{approve}");
+    assert!(approve.stdout.contains("] approved "), "{approve}");
+    assert!(
+        approve.stdout.contains("approved: its change is published"),
+        "{approve}"
+    );
+    let reject = on_bus(&["reject", &waiting[1]]);
+    assert_eq!(reject.code(), Some(0), "{reject}");
+    assert!(
+        reject.stdout.contains("rejected: nothing was published"),
+        "{reject}"
+    );
+    let again = on_bus(&["approve", &waiting[1]]);
+    assert_eq!(again.code(), Some(1), "{again}");
+    assert!(
+        again
+            .stderr
+            .contains(&format!("cannot approve task {}: it is error", waiting[1])),
+        "{again}"
+    );
+
+    let stopped = host.terminate();
+    assert!(
+        stopped.status.is_some_and(|s| s.success()),
+        "{:?}\n{}",
+        stopped.status,
+        stopped.stderr
+    );
+    assert!(statuses(&sandbox, &waiting[0]).contains(&"approved".to_owned()));
 }
 
 #[test]

@@ -1,12 +1,14 @@
 //! `GET /metrics`: a running host's metrics in Prometheus's text format after a task, guarded
-//! by `WEB_TOKEN` as a bearer token; `METRICS_ADDR`, the metrics server of a process of its
-//! own; and the documentation of every metric.
+//! by `WEB_TOKEN` as a bearer token; what a priced run cost, by model, stage and task, and the
+//! tasks a budget stopped; `METRICS_ADDR`, the metrics server of a process of its own; and the
+//! documentation of every metric.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
+use common::openai::ChatServer;
 use common::{HELLO, Host, Sandbox, TIMEOUT};
 
 /// One HTTP answer.
@@ -145,6 +147,99 @@ fn a_host_serves_the_step_durations_by_stage_to_a_scraper_with_its_token() {
     assert_eq!(
         sample(metrics, "agent_pipeline_steps_in_flight{stage=\"review\"}"),
         Some(0.0),
+        "{metrics}"
+    );
+
+    let stopped = host.interrupt();
+    assert!(
+        stopped.status.is_some_and(|s| s.success()),
+        "{}",
+        stopped.stderr
+    );
+}
+
+#[test]
+fn a_priced_run_shows_what_it_cost_by_model_stage_and_task() {
+    let (_runtime, server) = ChatServer::start_on_own_runtime();
+    let sandbox = Sandbox::new();
+    let mut env = server.env("model-a");
+    env.push(("LLM_PRICES", "model-a=1/4".to_owned()));
+    env.push(("EXECUTE_CODE", "false".to_owned()));
+    let host = sandbox.start_host_with(env);
+    assert!(
+        host.banner
+            .contains("model-a costs $1 in / $4 out per million tokens"),
+        "the banner says what the model costs:\n{}",
+        host.banner
+    );
+
+    let done = sandbox.run(&["send", "--text", HELLO, "--wait", "--url", &host.url]);
+    assert!(done.status.success(), "{done}");
+    let stopped = sandbox.run(&[
+        "send",
+        "--text",
+        HELLO,
+        "--max-tokens",
+        "10",
+        "--url",
+        &host.url,
+    ]);
+    assert_eq!(stopped.code(), Some(1), "{stopped}");
+
+    let scraped = get(&host.url, "/metrics", None);
+    assert_eq!(scraped.status, 200, "{}", scraped.body);
+    let metrics = &scraped.body;
+    let by_model = sample(
+        metrics,
+        "agent_pipeline_llm_cost_usd_total{model=\"model-a\"}",
+    );
+    assert!(by_model.is_some_and(|usd| usd > 0.0), "{metrics}");
+    let mut by_stage = 0.0;
+    for stage in ["design", "implement", "test", "review"] {
+        let series = format!("agent_pipeline_step_cost_usd_total{{stage=\"{stage}\"}}");
+        let usd = sample(metrics, &series);
+        assert!(usd.is_some_and(|usd| usd > 0.0), "{series}:\n{metrics}");
+        by_stage += usd.unwrap_or_default();
+    }
+    // Both sums come from the same call records: they agree.
+    assert!(
+        by_model.is_some_and(|usd| (usd - by_stage).abs() < 1e-9),
+        "{by_model:?} by model, {by_stage} by stage"
+    );
+    assert_eq!(
+        sample(
+            metrics,
+            "agent_pipeline_task_cost_usd_count{status=\"done\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let task_cost = sample(metrics, "agent_pipeline_task_cost_usd_sum{status=\"done\"}");
+    assert!(task_cost.is_some_and(|usd| usd > 0.0), "{metrics}");
+    // The buckets are in dollars: a task of a few thousand tokens at $1 / $4 per million
+    // costs well under a cent.
+    assert_eq!(
+        sample(
+            metrics,
+            "agent_pipeline_task_cost_usd_bucket{status=\"done\",le=\"0.01\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            metrics,
+            "agent_pipeline_tasks_stopped_total{reason=\"budget_exceeded\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            metrics,
+            "agent_pipeline_task_cost_usd_count{status=\"error\"}"
+        ),
+        Some(1.0),
         "{metrics}"
     );
 

@@ -707,3 +707,322 @@ async fn cross_site_posts_are_refused_as_json() {
     let same_site = app.send(post(&[("origin", "http://127.0.0.1:5000")])).await;
     assert_eq!(same_site.status, StatusCode::ACCEPTED, "{}", same_site.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_may_bring_its_own_budget_and_wait_for_approval_which_the_api_gives() {
+    let app = App::start_with(WebSettings::default(), |builder| {
+        builder.execute_code(false)
+    })
+    .await;
+    let enqueued = app
+        .post_json(
+            "/api/tasks",
+            &serde_json::json!({
+                "prompt": HELLO,
+                "budget": { "max_cost_usd": 2.5, "max_wall_time_secs": 600 },
+                "require_approval": true,
+            }),
+        )
+        .await;
+    assert_eq!(enqueued.status, StatusCode::ACCEPTED, "{}", enqueued.body);
+    let task_id = enqueued.json()["task_id"]
+        .as_str()
+        .expect("a task id")
+        .to_owned();
+    let path = format!("/api/task/{task_id}");
+    let waiting = eventually_json(&app, &path, |task| {
+        task["task"]["status"] == "awaiting_approval"
+    })
+    .await;
+    assert_eq!(waiting["task"]["require_approval"], true);
+    assert_eq!(waiting["task"]["budget"]["max_cost_usd"], 2.5);
+    assert_eq!(waiting["task"]["budget"]["max_wall_time_secs"], 600);
+    assert_eq!(waiting["task"]["spend"]["calls"], 4, "{waiting}");
+    assert_eq!(waiting["providers"], serde_json::json!(["offline"]));
+    let design = &waiting["steps"][0];
+    assert_eq!(design["attempts"][0]["calls"][0]["model"], "offline");
+    assert_eq!(design["attempts"][0]["spend"]["calls"], 1);
+    assert_eq!(design["spend"]["calls"], 1);
+
+    // Rejected: the task ends in error; a decision that no longer applies is a 409 saying
+    // where the task stands.
+    let reject = app
+        .post_json(&format!("{path}/reject"), &serde_json::json!({}))
+        .await;
+    assert_eq!(reject.status, StatusCode::ACCEPTED, "{}", reject.body);
+    let rejected = eventually_json(&app, &path, |task| task["task"]["status"] == "error").await;
+    assert_eq!(rejected["task"]["status"], "error");
+    let again = app
+        .post_json(&format!("{path}/approve"), &serde_json::json!({}))
+        .await;
+    assert_eq!(
+        json_error(&again, StatusCode::CONFLICT),
+        format!("cannot approve task {task_id}: it is error")
+    );
+
+    // Approval, with who and why, and without a body at all.
+    for body in [
+        Some(serde_json::json!({"by": "ada", "comment": "ship it"})),
+        None,
+    ] {
+        let task_id = enqueue_waiting(&app).await;
+        let path = format!("/api/task/{task_id}/approve");
+        let answer = match &body {
+            Some(body) => app.post_json(&path, body).await,
+            None => {
+                app.send(Request::post(&path).body(Body::empty()).expect("a request"))
+                    .await
+            }
+        };
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+        assert_eq!(
+            answer.json(),
+            serde_json::json!({ "task_id": task_id, "action": "approve" })
+        );
+        eventually_json(&app, &format!("/api/task/{task_id}"), |task| {
+            task["task"]["status"] == "done"
+        })
+        .await;
+    }
+    let approved = app
+        .pipeline
+        .report_log()
+        .read_all()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .any(|e| e.status == ReportStatus::Approved && e.summary.contains("by ada: ship it"));
+    assert!(approved, "the approval is reported with who and why");
+
+    let unknown = TaskId::new();
+    for action in ["approve", "reject", "cancel"] {
+        let missing = app
+            .post_json(
+                &format!("/api/task/{unknown}/{action}"),
+                &serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(
+            json_error(&missing, StatusCode::NOT_FOUND),
+            format!("no task {unknown}")
+        );
+        let bad = app
+            .post_json(&format!("/api/task/nope/{action}"), &serde_json::json!({}))
+            .await;
+        json_error(&bad, StatusCode::BAD_REQUEST);
+    }
+    let malformed = post_raw(
+        &app,
+        &format!("/api/task/{task_id}/cancel"),
+        "application/json",
+        "{not json",
+    )
+    .await;
+    json_error(&malformed, StatusCode::BAD_REQUEST);
+    let ended = app
+        .post_json(
+            &format!("/api/task/{task_id}/cancel"),
+            &serde_json::json!({}),
+        )
+        .await;
+    json_error(&ended, StatusCode::CONFLICT);
+
+    // Limits that cannot be used are refused before anything is enqueued.
+    for budget in [
+        serde_json::json!({ "max_cost_usd": -1 }),
+        serde_json::json!({ "max_rounds": 0 }),
+    ] {
+        let refused = app
+            .post_json(
+                "/api/tasks",
+                &serde_json::json!({ "prompt": HELLO, "budget": budget }),
+            )
+            .await;
+        assert!(
+            json_error(&refused, StatusCode::BAD_REQUEST).contains("invalid budget"),
+            "{budget}"
+        );
+    }
+    let wrong_type = app
+        .post_json(
+            "/api/tasks",
+            &serde_json::json!({ "prompt": HELLO, "budget": { "max_tokens": "lots" } }),
+        )
+        .await;
+    json_error(&wrong_type, StatusCode::BAD_REQUEST);
+    app.shutdown().await;
+}
+
+/// Enqueues the hello task with approval required through the API and waits until it
+/// awaits approval; returns its id.
+async fn enqueue_waiting(app: &App) -> String {
+    let enqueued = app
+        .post_json(
+            "/api/tasks",
+            &serde_json::json!({ "prompt": HELLO, "require_approval": true }),
+        )
+        .await;
+    assert_eq!(enqueued.status, StatusCode::ACCEPTED, "{}", enqueued.body);
+    let task_id = enqueued.json()["task_id"]
+        .as_str()
+        .expect("a task id")
+        .to_owned();
+    eventually_json(app, &format!("/api/task/{task_id}"), |task| {
+        task["task"]["status"] == "awaiting_approval"
+    })
+    .await;
+    task_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_task_and_the_late_answer_changes_nothing() {
+    let server = common::openai::ChatServer::start().await;
+    server.hold();
+    let llm = server.llm("model-a");
+    let app = App::start_with(WebSettings::default(), move |builder| {
+        builder.llm(llm).execute_code(false)
+    })
+    .await;
+    let task_id = app.pipeline.submit(HELLO).await.expect("submitted");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while server.requests().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the model was never called"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancel = app
+        .post_json(
+            &format!("/api/task/{task_id}/cancel"),
+            &serde_json::json!({ "by": "ops", "comment": "wrong prompt" }),
+        )
+        .await;
+    assert_eq!(cancel.status, StatusCode::ACCEPTED, "{}", cancel.body);
+    assert_eq!(cancel.json()["action"], "cancel");
+    let last = tokio::time::timeout(PATIENCE, app.pipeline.wait(task_id))
+        .await
+        .expect("the task ends")
+        .expect("its reports");
+    assert_eq!(last.status, ReportStatus::Error);
+    assert_eq!(last.reason.as_deref(), Some("cancelled"));
+    server.release();
+    let task = eventually_json(&app, &format!("/api/task/{task_id}"), |task| {
+        task["task"]["status"] == "cancelled"
+    })
+    .await;
+    assert_eq!(
+        task["steps"][1]["attempts"],
+        serde_json::json!([]),
+        "nothing ran after"
+    );
+    let again = app
+        .post_json(
+            &format!("/api/task/{task_id}/cancel"),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(
+        json_error(&again, StatusCode::CONFLICT),
+        format!("cannot cancel task {task_id}: it is cancelled")
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_variants_are_checked_and_their_diff_names_both_sides() {
+    let server = common::openai::ChatServer::start().await;
+    let llm = server.llm("model-a");
+    let app = App::start_with(WebSettings::default(), move |builder| {
+        builder.llm(llm).execute_code(false)
+    })
+    .await;
+    let providers = app.get("/api/providers").await;
+    assert_eq!(providers.status, StatusCode::OK, "{}", providers.body);
+    let providers = providers.json();
+    assert_eq!(providers["providers"], serde_json::json!(["offline"]));
+    let priced = providers["prices"].as_array().expect("a list");
+    assert!(
+        priced
+            .iter()
+            .any(|p| p["model"] == "gpt-4o-mini" && p["input_per_mtok"].is_number()),
+        "{providers}"
+    );
+    assert_eq!(
+        app.get("/api").await.json()["providers"],
+        serde_json::json!(["offline"])
+    );
+
+    let (task_id, last) = app.run_hello().await;
+    assert_eq!(last.status, ReportStatus::Done, "{}", last.summary);
+    let path = format!("/api/task/{task_id}/replay");
+    let since = chrono::Utc::now();
+    let variant = app
+        .post_json(
+            &path,
+            &serde_json::json!({
+                "step": "design@v1",
+                "model": "model-x",
+                "prompt": "Print HELLO in capitals",
+                "reason": "compare models",
+            }),
+        )
+        .await;
+    assert_eq!(variant.status, StatusCode::ACCEPTED, "{}", variant.body);
+    let step = StepId::v1(Stage::Design);
+    let outcome = tokio::time::timeout(PATIENCE, app.pipeline.wait_replay(task_id, step, since))
+        .await
+        .expect("the replay ends")
+        .expect("its reports");
+    assert_eq!(
+        outcome.status,
+        ReportStatus::Replayed,
+        "{}",
+        outcome.summary
+    );
+    let diff = app
+        .get(&format!("/api/task/{task_id}/diff/design@v1?from=1&to=2"))
+        .await;
+    assert_eq!(diff.status, StatusCode::OK, "{}", diff.body);
+    let diff = diff.json();
+    assert_eq!(diff["from_side"]["model"], "model-a");
+    assert_eq!(diff["from_side"]["variant"], serde_json::Value::Null);
+    assert_eq!(diff["to_side"]["model"], "model-x");
+    assert_eq!(
+        diff["to_side"]["variant"]["prompt"],
+        "Print HELLO in capitals"
+    );
+    assert_eq!(diff["to_side"]["replay_reason"], "compare models");
+    assert!(
+        diff["to_side"]["usage"]["total_tokens"]
+            .as_u64()
+            .is_some_and(|t| t > 0)
+    );
+    assert!(diff["to_side"]["duration_ms"].is_number() && diff["to_side"]["cost_usd"].is_number());
+    let task = app.get(&format!("/api/task/{task_id}")).await.json();
+    assert_eq!(
+        task["steps"][0]["attempts"][1]["variant"]["model"],
+        "model-x"
+    );
+    assert_eq!(task["steps"][0]["attempts"][1]["reason"], "compare models");
+
+    for (body, expected) in [
+        (
+            serde_json::json!({ "step": "design@v1", "provider": "nowhere" }),
+            "unknown provider \"nowhere\"",
+        ),
+        (
+            serde_json::json!({ "step": "design@v1", "inputs": { "review@v1": {} } }),
+            "review@v1 is not an upstream step of design@v1",
+        ),
+        (
+            serde_json::json!({ "step": "implement@v1", "inputs": { "design@v1": "text" } }),
+            "",
+        ),
+    ] {
+        let refused = app.post_json(&path, &body).await;
+        let message = json_error(&refused, StatusCode::BAD_REQUEST);
+        assert!(message.contains(expected), "{body}: {message}");
+    }
+    app.shutdown().await;
+}

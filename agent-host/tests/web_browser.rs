@@ -1,7 +1,9 @@
 //! The web UI in a real headless Chromium, driven through ChromeDriver against the real binary
 //! (`agent-host run` on port 0, offline model): a user enqueues a task through the form,
 //! watches it reach `done` without reloading, replays `implement@v1`, sees attempt 2 and the
-//! diff of the two attempts. It takes the screenshots the README shows.
+//! diff of the two attempts; then enqueues a task that needs approval, approves it when the
+//! page shows it waiting, replays a step with another model and compares the two variants
+//! side by side. It takes the screenshots the README shows.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/test-all` installs them). Without
 //! them the test says so loudly and passes, except under `CI=true`, where it fails.
@@ -204,6 +206,7 @@ async fn walk_through(session: &Session, base: &str, shots: &Path) {
     session.set_viewport(DESKTOP.0, DESKTOP.1).await;
 
     replay_and_diff(session, &task_path, shots).await;
+    approve_then_compare_variants(session, base, shots).await;
 
     // The start page lists the recent reports.
     session.goto(&format!("{base}/")).await;
@@ -363,6 +366,250 @@ async fn replay_and_diff(session: &Session, task_path: &str, shots: &Path) {
         "the diff form did not default to attempts 1 and 2: {url}"
     );
     session.screenshot(&shots.join("diff.png")).await;
+}
+
+/// Enqueues a task that needs approval through the form's folded options, approves it once
+/// its page shows it waiting, sees it finish, replays `implement@v1` with another model and
+/// compares the two variants side by side.
+async fn approve_then_compare_variants(session: &Session, base: &str, shots: &Path) {
+    session.goto(&format!("{base}/")).await;
+    let textarea = session.expect("#enqueue-form textarea#prompt").await;
+    session.click(&textarea).await;
+    session
+        .type_text(
+            &textarea,
+            "Write a tiny Python program that prints 'Hello approver'",
+        )
+        .await;
+    // The options are folded away; open them to tick the box.
+    let options = session
+        .expect("#enqueue-form details#enqueue-options > summary")
+        .await;
+    session.click(&options).await;
+    let approval = session
+        .expect("#enqueue-form details#enqueue-options[open] input#require_approval[type=checkbox]")
+        .await;
+    session.click(&approval).await;
+    let ticked = session
+        .execute(
+            "return document.querySelector('#require_approval').checked;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(ticked, json!(true), "the approval box did not tick");
+    session.screenshot(&shots.join("enqueue-options.png")).await;
+    let enqueue = session.expect("#enqueue-form button#enqueue").await;
+    session.click(&enqueue).await;
+    let task_path = session
+        .wait_for(
+            "the page of the task that needs approval",
+            PAGE_TIMEOUT,
+            "return /^\\/task\\/[^/]+$/.test(location.pathname) \
+                 && location.search === '?enqueued=1' \
+                 && document.readyState === 'complete' ? location.pathname : null;",
+        )
+        .await;
+    let task_path = task_path.as_str().expect("a path").to_owned();
+
+    // It runs, passes its gates and waits: the page says so, live, with the buttons.
+    session
+        .wait_for(
+            "`#task-status` to read awaiting approval, with Approve and Reject, live",
+            TASK_TIMEOUT,
+            "const s = document.querySelector('#task-header[data-live] #task-status'); \
+             const t = s ? s.textContent.trim() : ''; \
+             if (t === 'done' || t === 'error') { return 'ended ' + t; } \
+             return t === 'awaiting approval' \
+                 && s.classList.contains('status-awaiting_approval') \
+                 && document.querySelector('#task-actions[data-live] #approval-form #approve') \
+                 && document.querySelector('#task-actions #approval-form #reject') \
+                 && document.querySelector('#task-actions #cancel-form #cancel') ? 'waiting' : null;",
+        )
+        .await
+        .as_str()
+        .filter(|seen| *seen == "waiting")
+        .unwrap_or_else(|| panic!("the task did not wait for approval"));
+    session.screenshot(&shots.join("task-approval.png")).await;
+
+    // Typing holds the focus in the region, so that no live update swaps the form meanwhile.
+    let comment = session
+        .expect("#approval-form textarea#decision-comment")
+        .await;
+    session.click(&comment).await;
+    session.type_text(&comment, "Looks right to me").await;
+    let approve = session.expect("#approval-form button#approve").await;
+    session.click(&approve).await;
+    session
+        .wait_for(
+            "the task page after approving (`?decided=approve`)",
+            PAGE_TIMEOUT,
+            &format!(
+                "return location.pathname === '{task_path}' \
+                     && location.search === '?decided=approve' \
+                     && document.readyState === 'complete';"
+            ),
+        )
+        .await;
+    let refused = session
+        .execute(
+            "const e = document.querySelector('.flash.error'); return e ? e.innerText : null;",
+            json!([]),
+        )
+        .await;
+    assert!(refused.is_null(), "the approval was refused: {refused}");
+    let status = session
+        .wait_for(
+            "`#task-status` to read done after the approval, live",
+            TASK_TIMEOUT,
+            "const s = document.querySelector('#task-header[data-live] #task-status'); \
+             const t = s ? s.textContent.trim() : ''; \
+             return t === 'done' || t === 'error' ? t : null;",
+        )
+        .await;
+    assert_eq!(
+        status,
+        json!("done"),
+        "the approved task did not finish\n{}",
+        session.describe().await
+    );
+    session
+        .wait_for(
+            "the decision recorded in the header, and no button left",
+            PAGE_TIMEOUT,
+            "const d = document.querySelector('#task-header #task-decision'); \
+             return d && d.innerText.includes('Approved') \
+                 && d.innerText.includes('Looks right to me') \
+                 && !document.querySelector('#approve') && !document.querySelector('#cancel');",
+        )
+        .await;
+
+    // A second variant: implement@v1 again, asking for another model.
+    let variant = session
+        .expect("#step-implement form.replay-form details#replay-implement-variant > summary")
+        .await;
+    session.click(&variant).await;
+    let model = session
+        .expect("#step-implement details[open] input#replay-implement-model[name=model]")
+        .await;
+    session.click(&model).await;
+    session.type_text(&model, "gpt-4o-mini").await;
+    let reason = session
+        .expect("#step-implement form.replay-form input[name=reason]")
+        .await;
+    session.click(&reason).await;
+    session.type_text(&reason, "try a cheaper model").await;
+    let replay = session
+        .expect("#step-implement form.replay-form button.replay-button")
+        .await;
+    session.click(&replay).await;
+    session
+        .wait_for(
+            "attempt 2 of implement@v1 to succeed, showing the model it asked for",
+            TASK_TIMEOUT,
+            "const a = document.querySelector(\
+                 '#step-implement-body[data-live] li.attempt[data-attempt=\"2\"]'); \
+             return a && a.querySelector('.status-succeeded') !== null \
+                 && a.querySelector('.attempt-variant') !== null \
+                 && a.innerText.includes('gpt-4o-mini') \
+                 && a.querySelector('a.attempt-compare') !== null;",
+        )
+        .await;
+    // For the docs: the two variants in the step, and the variant options of its form.
+    let variant = session
+        .expect("#step-implement form.replay-form details#replay-implement-variant > summary")
+        .await;
+    session.click(&variant).await;
+    session
+        .execute(
+            "document.querySelector('#step-implement').scrollIntoView(); return null;",
+            json!([]),
+        )
+        .await;
+    session.screenshot(&shots.join("task-variant.png")).await;
+    session
+        .execute(
+            "document.querySelector('#step-implement form.replay-form')\
+                 .scrollIntoView({ block: 'end' }); return null;",
+            json!([]),
+        )
+        .await;
+    session.screenshot(&shots.join("replay-variant.png")).await;
+    let compare = session
+        .expect("#step-implement-body li.attempt[data-attempt=\"2\"] a.attempt-compare")
+        .await;
+    session.click(&compare).await;
+    let columns = session
+        .wait_for(
+            "the side-by-side table of the two variants",
+            PAGE_TIMEOUT,
+            &format!(
+                "if (!location.pathname.startsWith('{task_path}/diff/implement@v1')) {{ return null; }} \
+                 const t = document.querySelector('table#compare'); \
+                 if (!t) {{ return null; }} \
+                 const cells = (row) => Array.from(t.querySelectorAll(\
+                     'tr[data-row=\"' + row + '\"] td')).map((c) => c.innerText.trim()); \
+                 const heads = Array.from(t.querySelectorAll('thead th[data-attempt]'))\
+                     .map((h) => h.textContent.trim()); \
+                 return {{ heads: heads, model: cells('model'), provider: cells('provider'), \
+                          tokens: cells('tokens'), cost: cells('cost'), \
+                          duration: cells('duration'), mode: cells('mode') }};"
+            ),
+        )
+        .await;
+    eprintln!("the compare view shows {columns}");
+    assert_eq!(
+        columns["heads"],
+        json!(["Attempt 1", "Attempt 2"]),
+        "{columns}"
+    );
+    for row in ["model", "provider", "tokens", "cost", "duration"] {
+        let cells = columns[row].as_array().cloned().unwrap_or_default();
+        assert_eq!(
+            cells.len(),
+            2,
+            "the {row} row has not two columns: {columns}"
+        );
+        assert!(
+            cells.iter().all(|cell| cell
+                .as_str()
+                .is_some_and(|text| !text.is_empty() && text != "—")),
+            "the {row} row has an empty side: {columns}"
+        );
+    }
+    let model = |side: usize| {
+        columns["model"][side]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        model(0).contains("offline") && !model(0).contains("gpt-4o-mini"),
+        "the first variant's model: {columns}"
+    );
+    assert!(
+        model(1).contains("gpt-4o-mini"),
+        "the second variant does not show the model it asked for: {columns}"
+    );
+    assert!(
+        columns["cost"][0]
+            .as_str()
+            .is_some_and(|c| c.starts_with('$')),
+        "{columns}"
+    );
+    assert!(
+        columns["tokens"][1]
+            .as_str()
+            .is_some_and(|t| t.contains(" / ")),
+        "{columns}"
+    );
+    assert!(
+        columns["mode"][1]
+            .as_str()
+            .is_some_and(|m| m.contains("replay") && m.contains("try a cheaper model")),
+        "{columns}"
+    );
+    session.expect("table#diff.diff").await;
+    session.screenshot(&shots.join("compare.png")).await;
 }
 
 /// Opens `/tasks`, enqueues a second task through the API, and waits for its row to appear

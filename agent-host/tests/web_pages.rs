@@ -492,3 +492,191 @@ async fn cross_site_posts_are_refused() {
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
     assert_eq!(task_messages(&app).await, 0);
 }
+
+#[tokio::test]
+async fn the_enqueue_form_folds_away_a_budget_and_the_approval() {
+    let app = App::stopped(WebSettings::default()).await;
+    let page = app.get("/").await;
+    // Collapsed: the simple form stays simple.
+    assert!(
+        page.body
+            .contains(r#"<details class="enqueue-options" id="enqueue-options"><summary>"#),
+        "{}",
+        page.body
+    );
+    for name in [
+        "max_cost_usd",
+        "max_tokens",
+        "max_wall_time_secs",
+        "max_rounds",
+    ] {
+        assert!(
+            page.body.contains(&format!(
+                r#"<input id="{name}" name="{name}" type="number""#
+            )),
+            "{name}: {}",
+            page.body
+        );
+        assert!(page.body.contains(&format!(r#"<label for="{name}">"#)));
+    }
+    assert!(
+        page.body.contains(
+            r#"<input id="require_approval" type="checkbox" name="require_approval" value="1">"#
+        ),
+        "{}",
+        page.body
+    );
+
+    // A bad number is refused, naming the field, with everything typed kept and shown.
+    let refused = app
+        .post_form(
+            "/",
+            &[
+                ("prompt", HELLO),
+                ("max_cost_usd", "lots"),
+                ("max_rounds", "2"),
+                ("require_approval", "1"),
+                ("csrf", &csrf(&app)),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body.contains(r#"class="flash error""#));
+    assert!(
+        refused.body.contains(
+            "Max cost must be US dollars of more than 0, such as 0.50, not &quot;lots&quot;"
+        ),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused
+            .body
+            .contains(r#"<details class="enqueue-options" id="enqueue-options" open>"#),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains(r#"value="lots""#), "{}", refused.body);
+    assert!(refused.body.contains(r#"value="2""#), "{}", refused.body);
+    assert!(
+        refused.body.contains(r#"value="1" checked"#),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains(&escaped(HELLO)));
+    for (field, value, expected) in [
+        ("max_tokens", "-5", "Max tokens must be a whole number"),
+        (
+            "max_rounds",
+            "0",
+            "Max rounds must be a whole number of rounds of at least 1",
+        ),
+        (
+            "max_wall_time_secs",
+            "1.5",
+            "Max wall time must be a whole number of seconds",
+        ),
+    ] {
+        let refused = app
+            .post_form(
+                "/",
+                &[("prompt", HELLO), (field, value), ("csrf", &csrf(&app))],
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{field}");
+        assert!(refused.body.contains(expected), "{}", refused.body);
+    }
+    assert_eq!(task_messages(&app).await, 0, "nothing was enqueued");
+
+    // Good numbers go with the task.
+    let answer = app
+        .post_form(
+            "/",
+            &[
+                ("prompt", HELLO),
+                ("max_cost_usd", "0.25"),
+                ("max_tokens", "50000"),
+                ("max_wall_time_secs", ""),
+                ("max_rounds", "2"),
+                ("require_approval", "1"),
+                ("csrf", &csrf(&app)),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let task_id = enqueued_task(&answer);
+    let subscription = app
+        .pipeline
+        .bus()
+        .subscribe(&app.pipeline.topics().tasks, "probe-budget")
+        .await
+        .expect("a subscription");
+    let delivery = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+        .await
+        .expect("the task message")
+        .expect("a delivery");
+    let message: serde_json::Value =
+        serde_json::from_slice(&delivery.payload).expect("a JSON task message");
+    assert_eq!(message["task_id"], task_id.to_string());
+    assert_eq!(
+        message["budget"],
+        serde_json::json!({"max_tokens": 50000, "max_cost_usd": 0.25, "max_rounds": 2})
+    );
+    assert_eq!(message["require_approval"], true);
+}
+
+#[tokio::test]
+async fn the_tasks_page_shows_what_each_task_cost_and_the_total() {
+    let app = App::start(WebSettings::default()).await;
+    let empty = app.get("/tasks").await;
+    assert!(
+        empty.body.contains(r#"<th class="num">Cost</th>"#),
+        "{}",
+        empty.body
+    );
+    assert!(!empty.body.contains("tasks-total-cost"));
+
+    let (task_id, _) = app.run_hello().await;
+    let record = app
+        .pipeline
+        .state()
+        .task(task_id)
+        .await
+        .expect("the state store reads")
+        .expect("the task");
+    assert!(record.spend.calls > 0, "{record:?}");
+    let page = app.get("/tasks").await;
+    // The offline model is free: its calls cost $0, which is not the same as no call.
+    assert!(
+        page.body.contains(&format!(
+            r#"<td class="num cost" title="0 tokens in {} LLM calls"><span class="cost">$0.0000</span></td>"#,
+            record.spend.calls
+        )),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(
+            r#"<span id="tasks-total-cost"> · <span class="cost">$0.0000</span> in total</span>"#
+        ),
+        "{}",
+        page.body
+    );
+
+    // A task that made no call yet has no cost: a dash, not $0.
+    let quiet = TaskId::new();
+    app.pipeline
+        .state()
+        .insert_task(quiet, "recorded, never run", chrono::Utc::now())
+        .await
+        .expect("recorded");
+    let page = app.get("/tasks").await;
+    assert_eq!(rows(&page.body, "task-row"), 2);
+    assert!(
+        page.body
+            .contains(r#"<td class="num cost"><span class="muted">—</span></td>"#),
+        "{}",
+        page.body
+    );
+    app.shutdown().await;
+}

@@ -1,15 +1,18 @@
-//! The task page and the diff page: what a user sees of one task, replaying a step from the
-//! page, and how refusals and unknown tasks are answered.
+//! The task page and the compare (diff) page: what a user sees of one task, replaying a step
+//! from the page (as a variant with another model, provider, prompt or input), approving,
+//! rejecting and cancelling, what it cost, and how refusals and unknown tasks are answered.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use agent_host::web::WebSettings;
-use agent_pipeline::store::Artifact;
+use agent_pipeline::llm::{InstantLlm, PriceTable, TokenPrices};
+use agent_pipeline::store::{Artifact, TaskStatus};
 use agent_pipeline::{Stage, StepId, TaskId};
 use axum::http::StatusCode;
-use common::web::{App, HELLO};
+use common::web::{Answer, App, HELLO};
 
 /// Text as maud writes it into the page.
 fn escaped(text: &str) -> String {
@@ -498,4 +501,490 @@ async fn a_task_enqueued_here_is_queued_until_the_planner_records_it() {
                 .contains(&format!("id=\"step-{stage}-body\" data-live"))
         );
     }
+}
+
+/// Polls until the state store says the task is in `status`.
+async fn wait_status(app: &App, task_id: TaskId, status: TaskStatus) {
+    let mut last = None;
+    for _ in 0..2400 {
+        let task = app
+            .pipeline
+            .state()
+            .task(task_id)
+            .await
+            .expect("the state store reads");
+        if let Some(task) = task {
+            if task.status == status {
+                return;
+            }
+            last = Some(task.status);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{task_id} never reached {status}; last {last:?}");
+}
+
+/// Enqueues the hello task through the home page's form, asking for approval; gives its id
+/// once it waits for the approval.
+async fn enqueue_awaiting_approval(app: &App) -> TaskId {
+    let answer = app
+        .post_form(
+            "/",
+            &[
+                ("prompt", HELLO),
+                ("require_approval", "1"),
+                ("csrf", app.state.csrf_token()),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let location = answer.location().expect("a redirect");
+    let task_id: TaskId = location
+        .trim_start_matches("/task/")
+        .trim_end_matches("?enqueued=1")
+        .parse()
+        .expect("a task id");
+    wait_status(app, task_id, TaskStatus::AwaitingApproval).await;
+    task_id
+}
+
+/// Sends a decision from the task page's forms.
+async fn decide(app: &App, task_id: TaskId, action: &str, fields: &[(&str, &str)]) -> Answer {
+    let mut all = fields.to_vec();
+    if !fields.iter().any(|(name, _)| *name == "csrf") {
+        all.push(("csrf", app.state.csrf_token()));
+    }
+    app.post_form(&format!("/task/{task_id}/{action}"), &all)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_and_reject_show_only_while_the_task_awaits_approval() {
+    let app = App::start(WebSettings::default()).await;
+    // A task without approval never shows them, and once done not even Cancel.
+    let (done, _) = app.run_hello().await;
+    let page = app.get(&format!("/task/{done}")).await;
+    assert!(tag_with_id(&page.body, "task-actions").contains("data-live"));
+    for id in ["approve", "reject", "cancel", "approval-form"] {
+        assert!(
+            !page.body.contains(&format!(" id=\"{id}\"")),
+            "#{id} on a done task: {}",
+            page.body
+        );
+    }
+
+    let task_id = enqueue_awaiting_approval(&app).await;
+    let page = app.get(&format!("/task/{task_id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains(
+            "<span id=\"task-status\" class=\"badge status-awaiting_approval\">awaiting approval</span>"
+        ),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("required before publishing"));
+    let form = tag_with_id(&page.body, "approval-form");
+    assert!(
+        form.contains(&format!(
+            "method=\"post\" action=\"/task/{task_id}/approve\""
+        )),
+        "{form}"
+    );
+    let approve = tag_with_id(&page.body, "approve");
+    assert!(
+        approve.contains("type=\"submit\"") && !approve.contains("disabled"),
+        "{approve}"
+    );
+    // Reject sends the same form (one comment for both) to its own route.
+    let reject = tag_with_id(&page.body, "reject");
+    assert!(
+        reject.contains(&format!("formaction=\"/task/{task_id}/reject\"")),
+        "{reject}"
+    );
+    let cancel = tag_with_id(&page.body, "cancel-form");
+    assert!(
+        cancel.contains(&format!("action=\"/task/{task_id}/cancel\"")),
+        "{cancel}"
+    );
+    assert!(tag_with_id(&page.body, "cancel").contains("type=\"submit\""));
+    assert!(tag_with_id(&page.body, "decision-comment").starts_with("<textarea"));
+
+    // Without the page's token nothing is decided; nor with a comment past the limit.
+    let stale = decide(&app, task_id, "approve", &[("csrf", "stale")]).await;
+    assert_eq!(stale.status, StatusCode::FORBIDDEN, "{}", stale.body);
+    let too_long = "x".repeat(2001);
+    let refused = decide(&app, task_id, "approve", &[("comment", &too_long)]).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(
+        refused.body.contains("the comment has 2001 characters"),
+        "{}",
+        refused.body
+    );
+
+    let approved = decide(
+        &app,
+        task_id,
+        "approve",
+        &[("comment", "ship <it>"), ("by", "ada")],
+    )
+    .await;
+    assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
+    assert_eq!(
+        approved.location(),
+        Some(format!("/task/{task_id}?decided=approve#task-header").as_str())
+    );
+    let last = tokio::time::timeout(Duration::from_secs(60), app.pipeline.wait(task_id))
+        .await
+        .expect("the approved task ends within a minute")
+        .expect("its reports");
+    assert_eq!(last.status.as_str(), "done", "{last:?}");
+    wait_status(&app, task_id, TaskStatus::Done).await;
+
+    let page = app.get(&format!("/task/{task_id}?decided=approve")).await;
+    assert!(page.body.contains("Approval sent"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("id=\"task-status\" class=\"badge status-done\""),
+        "{}",
+        page.body
+    );
+    let decision = &page.body[page
+        .body
+        .find("<p class=\"decision-record\" id=\"task-decision\">")
+        .expect("the decision")..];
+    assert!(
+        decision.contains("id=\"task-decision\"><strong>Approved</strong> by ada at <time"),
+        "{decision}"
+    );
+    assert!(decision.contains("<q>ship &lt;it&gt;</q>"), "{decision}");
+    for id in ["approve", "reject", "cancel"] {
+        assert!(
+            !page.body.contains(&format!(" id=\"{id}\"")),
+            "{}",
+            page.body
+        );
+    }
+
+    // A decision that no longer applies is refused on the page, with its status.
+    let again = decide(&app, task_id, "reject", &[]).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    assert!(
+        again.body.contains("class=\"flash error\""),
+        "{}",
+        again.body
+    );
+    assert!(again.body.contains("id=\"task-header\""), "{}", again.body);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejecting_ends_the_task_in_error_and_cancelling_cancels_it() {
+    let app = App::start(WebSettings::default()).await;
+    let rejected = enqueue_awaiting_approval(&app).await;
+    let cancelled = enqueue_awaiting_approval(&app).await;
+
+    let answer = decide(&app, rejected, "reject", &[("comment", "not now")]).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let answer = decide(&app, cancelled, "cancel", &[]).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    assert_eq!(
+        answer.location(),
+        Some(format!("/task/{cancelled}?decided=cancel#task-header").as_str())
+    );
+    wait_status(&app, rejected, TaskStatus::Error).await;
+    wait_status(&app, cancelled, TaskStatus::Cancelled).await;
+    app.wait_for_report_file(rejected, "error").await;
+    app.wait_for_report_file(cancelled, "error").await;
+
+    let page = app.get(&format!("/task/{rejected}")).await;
+    assert!(
+        page.body.contains(
+            "class=\"badge status-error\">error</span> <span class=\"badge reason reason-rejected\""
+        ),
+        "{}",
+        page.body
+    );
+    assert!(tag_with_id(&page.body, "task-ending").contains("class=\"ending\""));
+    assert!(
+        page.body.contains("change rejected: not now"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains(" id=\"cancel\""), "{}", page.body);
+
+    let page = app.get(&format!("/task/{cancelled}")).await;
+    assert!(
+        page.body
+            .contains("<span id=\"task-status\" class=\"badge status-cancelled\">cancelled</span>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("<strong>Cancelled</strong>"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains(" id=\"cancel\""), "{}", page.body);
+
+    // The tasks list shows both with their badges.
+    let tasks = app.get("/tasks").await;
+    assert!(
+        tasks
+            .body
+            .contains("<span class=\"badge status-cancelled\">cancelled</span>"),
+        "{}",
+        tasks.body
+    );
+    app.shutdown().await;
+}
+
+/// A pipeline whose `instant` provider reports 1,000 + 250 tokens a call, priced so that a
+/// call costs $0.0040.
+async fn app_with_a_priced_provider() -> App {
+    App::start_with(WebSettings::default(), |builder| {
+        let mut prices = PriceTable::default();
+        prices.set(
+            "instant",
+            TokenPrices {
+                input_per_mtok: Some(2.0),
+                output_per_mtok: Some(8.0),
+            },
+        );
+        builder
+            .llm_provider(
+                "instant",
+                Arc::new(InstantLlm::new().with_usage(1_000, 250)),
+            )
+            .prices(prices)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_with_another_model_and_provider_is_a_variant_to_compare() {
+    let app = app_with_a_priced_provider().await;
+    let (task_id, _) = app.run_hello().await;
+    let step = StepId::v1(Stage::Implement);
+
+    let page = app.get(&format!("/task/{task_id}")).await;
+    let implement = section(&page.body, Stage::Implement);
+    // The provider select offers the registered providers beside the default.
+    assert!(
+        implement.contains("<option value=\"\" selected>the default LLM</option>"),
+        "{implement}"
+    );
+    assert!(
+        implement.contains("<option value=\"instant\">instant</option>"),
+        "{implement}"
+    );
+    assert!(
+        implement.contains("name=\"input_step\""),
+        "implement has an upstream step to edit: {implement}"
+    );
+    assert!(
+        !section(&page.body, Stage::Design).contains("name=\"input_step\""),
+        "design has none"
+    );
+    assert!(
+        !section(&page.body, Stage::Review).contains("name=\"continue_downstream\""),
+        "review has no later stage"
+    );
+
+    let since = chrono::Utc::now();
+    let answer = app
+        .post_form(
+            &format!("/task/{task_id}/replay"),
+            &[
+                ("step", "implement@v1"),
+                ("reason", "try a cheaper model"),
+                ("model", "gpt-4o-mini"),
+                ("provider", "instant"),
+                ("prompt", ""),
+                ("input_step", ""),
+                ("input_json", ""),
+                ("csrf", app.state.csrf_token()),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        app.pipeline.wait_replay(task_id, step, since),
+    )
+    .await
+    .expect("the replay ends within a minute")
+    .expect("its report");
+    assert_eq!(outcome.status.as_str(), "replayed", "{outcome:?}");
+    app.wait_for_report_file(task_id, "replayed").await;
+
+    let page = app.get(&format!("/task/{task_id}")).await;
+    let implement = section(&page.body, Stage::Implement);
+    let second = &implement[implement
+        .find("data-attempt=\"2\"")
+        .expect("attempt 2 is listed")..];
+    assert!(second.contains("asked for gpt-4o-mini"), "{second}");
+    assert!(
+        second.contains("model <code>gpt-4o-mini</code>")
+            && second.contains("provider <code>instant</code>"),
+        "{second}"
+    );
+    assert!(second.contains("1,000 + 250 tokens"), "{second}");
+    assert!(second.contains("$0.0040"), "{second}");
+    assert!(
+        second.contains(&format!(
+            "href=\"/task/{task_id}/diff/implement@v1?from=1&amp;to=2\""
+        )),
+        "{second}"
+    );
+    // The task's total counts the replay's call.
+    let cost = tag_with_id(&page.body, "task-cost");
+    assert!(cost.starts_with("<dd"), "{cost}");
+    assert!(page.body.contains("$0.0040</span>"), "{}", page.body);
+
+    let compare = app
+        .get(&format!("/task/{task_id}/diff/implement@v1?from=1&to=2"))
+        .await;
+    assert_eq!(compare.status, StatusCode::OK, "{}", compare.body);
+    let table = &compare.body[compare
+        .body
+        .find(" id=\"compare\"")
+        .expect("the side-by-side table")..];
+    let row = |key: &str| -> &str {
+        let start = table
+            .find(&format!("<tr data-row=\"{key}\">"))
+            .unwrap_or_else(|| panic!("no {key} row in {table}"));
+        let rest = &table[start..];
+        &rest[..rest.find("</tr>").expect("the row ends")]
+    };
+    assert!(
+        row("model")
+            .contains("<td class=\"compare-from\"><code class=\"model\">offline</code></td>"),
+        "{}",
+        row("model")
+    );
+    assert!(
+        row("model").contains("<code class=\"model\">instant</code> <span class=\"asked-model\">(asked for <code>gpt-4o-mini</code>)</span>"),
+        "{}",
+        row("model")
+    );
+    assert!(
+        row("provider").contains(
+            "<td class=\"compare-from\">default</td><td class=\"compare-to\">instant</td>"
+        ),
+        "{}",
+        row("provider")
+    );
+    assert!(row("tokens").contains("0 / 0"), "{}", row("tokens"));
+    assert!(row("tokens").contains("1,000 / 250"), "{}", row("tokens"));
+    assert!(row("cost").contains("$0.0040"), "{}", row("cost"));
+    assert!(row("edited").contains("nothing"), "{}", row("edited"));
+    assert!(
+        row("duration").matches("<td").count() == 2,
+        "{}",
+        row("duration")
+    );
+    assert!(
+        row("mode").contains("try a cheaper model"),
+        "{}",
+        row("mode")
+    );
+    // The output diff is still below it.
+    assert!(compare.body.contains("id=\"diff-summary\""));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_upstream_output_must_be_a_json_object_and_is_recorded() {
+    let app = App::start(WebSettings::default()).await;
+    let (task_id, _) = app.run_hello().await;
+    let replay = format!("/task/{task_id}/replay");
+    let csrf = app.state.csrf_token().to_owned();
+    for (fields, expected) in [
+        (
+            vec![("input_step", "design@v1"), ("input_json", "{not json")],
+            "the edited output of design@v1 is not valid JSON",
+        ),
+        (
+            vec![("input_step", "design@v1"), ("input_json", "[1, 2]")],
+            "must be a JSON object",
+        ),
+        (vec![("input_json", "{}")], "no upstream step"),
+        (
+            vec![("input_step", "review@v1"), ("input_json", "{}")],
+            "review@v1 is not an upstream step of implement@v1",
+        ),
+        (vec![("provider", "nobody")], "unknown provider"),
+    ] {
+        let mut all = vec![("step", "implement@v1"), ("csrf", csrf.as_str())];
+        all.extend(fields);
+        let answer = app.post_form(&replay, &all).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+        assert!(
+            answer.body.contains("class=\"flash error\""),
+            "{}",
+            answer.body
+        );
+        assert!(
+            answer.body.contains(&escaped(expected)),
+            "{expected:?} not in {}",
+            answer.body
+        );
+    }
+
+    let since = chrono::Utc::now();
+    let design = serde_json::json!({
+        "design_summary": "One file, hello.py, that prints Hello Earthling.",
+        "files_touched": ["hello.py"]
+    })
+    .to_string();
+    let answer = app
+        .post_form(
+            &replay,
+            &[
+                ("step", "implement@v1"),
+                ("input_step", "design@v1"),
+                ("input_json", &design),
+                ("prompt", "Write hello.py that prints 'Hello Earthling'"),
+                ("continue_downstream", "1"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    assert_eq!(
+        answer.location(),
+        Some(format!("/task/{task_id}?replayed=implement@v1&continued=1#step-implement").as_str())
+    );
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        app.pipeline
+            .wait_replay(task_id, StepId::v1(Stage::Implement), since),
+    )
+    .await
+    .expect("the replay ends within a minute")
+    .expect("its report");
+    app.wait_for_report_file(task_id, "replayed").await;
+    let page = app
+        .get(&format!(
+            "/task/{task_id}?replayed=implement@v1&continued=1"
+        ))
+        .await;
+    assert!(
+        page.body
+            .contains("the later stages then run again from it"),
+        "{}",
+        page.body
+    );
+    let implement = section(&page.body, Stage::Implement);
+    let second = &implement[implement.find("data-attempt=\"2\"").expect("attempt 2")..];
+    for item in [
+        "edited prompt",
+        "edited input <code>design@v1</code>",
+        "later stages run again",
+        "What was edited",
+    ] {
+        assert!(second.contains(item), "{item:?} not in {second}");
+    }
+    app.shutdown().await;
 }

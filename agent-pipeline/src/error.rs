@@ -36,6 +36,23 @@ pub enum Error {
         /// The earlier step without an artifact.
         missing: StepId,
     },
+    /// A replay that asks for something this pipeline cannot do (an unknown provider, an
+    /// edited input that is not upstream of the step, an empty edited prompt).
+    #[error("invalid replay: {0}")]
+    InvalidReplay(String),
+    /// A decision (approve, reject, cancel) about a task that is not in a state it applies to.
+    #[error("cannot {action} task {task_id}: it is {status}")]
+    NotApplicable {
+        /// The task.
+        task_id: TaskId,
+        /// `approve`, `reject` or `cancel`.
+        action: &'static str,
+        /// Where the task stands.
+        status: crate::store::TaskStatus,
+    },
+    /// Limits that cannot be used (a negative cost, zero rounds).
+    #[error("invalid budget: {0}")]
+    InvalidBudget(String),
     /// The step is not one this pipeline runs (it runs the `v1` step of each stage).
     #[error("unknown step {0}: this pipeline runs {stage}@v1", stage = .0.stage())]
     UnknownStep(StepId),

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod agent;
+pub mod budget;
 pub mod bus;
 #[cfg(feature = "test-util")]
 pub mod conformance;

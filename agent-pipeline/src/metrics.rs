@@ -13,7 +13,10 @@
 //! | [`STEPS_IN_FLIGHT`] | gauge | `stage` | steps a worker of this process is running |
 //! | [`STEP_RETRIES_TOTAL`] | counter | `stage` | failed steps scheduled to run again |
 //! | [`DEAD_LETTERS_TOTAL`] | counter | `topic` | messages sent to the dead-letter topic, by the topic they came from |
-//! | [`TASKS_TOTAL`] | counter | `status` | tasks `received`, and tasks that ended `done` or `error` |
+//! | [`TASKS_TOTAL`] | counter | `status` | tasks `received`, and tasks that ended `done`, `error` or `cancelled` |
+//! | [`TASKS_STOPPED_TOTAL`] | counter | `reason` | tasks stopped on purpose: `budget_exceeded`, `cancelled`, `rejected` |
+//! | [`STEP_COST_USD_TOTAL`] | gauge | `stage` | what the LLM calls of steps cost in US dollars, over every result applied |
+//! | [`TASK_COST_USD`] | histogram | `status` | what each task cost in US dollars when it ended |
 //! | [`DUPLICATE_RESULTS_TOTAL`] | counter | | step results that came again after they were applied, and were ignored |
 //!
 //! Recording costs no allocation on the paths that run once per message or step: the label
@@ -81,14 +84,24 @@ pub const STEPS_IN_FLIGHT: &str = "agent_pipeline_steps_in_flight";
 pub const STEP_RETRIES_TOTAL: &str = "agent_pipeline_step_retries_total";
 /// Counter of messages sent to the dead-letter topic, by the `topic` they came from.
 pub const DEAD_LETTERS_TOTAL: &str = "agent_pipeline_dead_letters_total";
-/// Counter of tasks by `status`: `received` (accepted by the planner), `done`, `error`.
+/// Counter of tasks by `status`: `received` (accepted by the planner), `done`, `error`,
+/// `cancelled`.
 pub const TASKS_TOTAL: &str = "agent_pipeline_tasks_total";
+/// Counter of tasks stopped on purpose, by `reason`: `budget_exceeded`, `cancelled`,
+/// `rejected`.
+pub const TASKS_STOPPED_TOTAL: &str = "agent_pipeline_tasks_stopped_total";
+/// What the LLM calls of steps cost in US dollars, by `stage`, over every result applied
+/// (calls without a price count as free). It only grows, but is a gauge: the facade's
+/// counters count whole numbers.
+pub const STEP_COST_USD_TOTAL: &str = "agent_pipeline_step_cost_usd_total";
+/// Histogram of what each task cost in US dollars when it ended, by final `status`.
+pub const TASK_COST_USD: &str = "agent_pipeline_task_cost_usd";
 /// Counter of step results that came again after they were applied (a redelivery), and were
 /// ignored.
 pub const DUPLICATE_RESULTS_TOTAL: &str = "agent_pipeline_duplicate_results_total";
 
 /// Every metric the core records (the LLM clients record their own, under `llm`).
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 11] = [
     STEP_DURATION_SECONDS,
     QUEUE_LAG_SECONDS,
     UNACKED_MESSAGES,
@@ -96,6 +109,9 @@ pub const NAMES: [&str; 8] = [
     STEP_RETRIES_TOTAL,
     DEAD_LETTERS_TOTAL,
     TASKS_TOTAL,
+    TASKS_STOPPED_TOTAL,
+    STEP_COST_USD_TOTAL,
+    TASK_COST_USD,
     DUPLICATE_RESULTS_TOTAL,
 ];
 
@@ -136,7 +152,20 @@ pub fn describe() {
     describe_counter!(
         TASKS_TOTAL,
         Unit::Count,
-        "Tasks received, and tasks that ended done or error."
+        "Tasks received, and tasks that ended done, error or cancelled."
+    );
+    describe_counter!(
+        TASKS_STOPPED_TOTAL,
+        Unit::Count,
+        "Tasks stopped on purpose, by reason (budget_exceeded, cancelled, rejected)."
+    );
+    describe_gauge!(
+        STEP_COST_USD_TOTAL,
+        "What the LLM calls of steps cost in US dollars, by stage (from the price table)."
+    );
+    describe_histogram!(
+        TASK_COST_USD,
+        "What each task cost in US dollars when it ended, by final status."
     );
     describe_counter!(
         DUPLICATE_RESULTS_TOTAL,
@@ -232,6 +261,9 @@ static ERROR_LABEL: [Label; 1] = [Label::from_static_parts("status", "error")];
 static TASKS_RECEIVED: Key = Key::from_static_parts(TASKS_TOTAL, &RECEIVED_LABEL);
 static TASKS_DONE: Key = Key::from_static_parts(TASKS_TOTAL, &DONE_LABEL);
 static TASKS_ERROR: Key = Key::from_static_parts(TASKS_TOTAL, &ERROR_LABEL);
+static CANCELLED_LABEL: [Label; 1] = [Label::from_static_parts("status", "cancelled")];
+static TASKS_CANCELLED: Key = Key::from_static_parts(TASKS_TOTAL, &CANCELLED_LABEL);
+static STEP_COST: [Key; 4] = per_stage!(STEP_COST_USD_TOTAL, |stage| &STAGE[stage]);
 static DUPLICATES: Key = Key::from_static_name(DUPLICATE_RESULTS_TOTAL);
 
 fn counter(key: &'static Key) -> Counter {
@@ -249,6 +281,33 @@ fn histogram(key: &'static Key) -> Histogram {
 /// The planner accepted a new task.
 pub(crate) fn task_received() {
     counter(&TASKS_RECEIVED).increment(1);
+}
+
+/// A task ended with `status`: counted in [`TASKS_TOTAL`].
+pub(crate) fn task_ended(status: TaskStatus) {
+    match status {
+        TaskStatus::Done => counter(&TASKS_DONE).increment(1),
+        TaskStatus::Error => counter(&TASKS_ERROR).increment(1),
+        TaskStatus::Cancelled => counter(&TASKS_CANCELLED).increment(1),
+        _ => {}
+    }
+}
+
+/// What a task that ended with `status` cost, and why it was stopped when it was on
+/// purpose. Once per task: its labels are built on the spot.
+pub(crate) fn task_cost(status: TaskStatus, spent: &crate::llm::Spend, reason: Option<&str>) {
+    ::metrics::histogram!(TASK_COST_USD, "status" => status.as_str()).record(spent.cost_usd);
+    if let Some(reason) = reason {
+        ::metrics::counter!(TASKS_STOPPED_TOTAL, "reason" => reason.to_owned()).increment(1);
+    }
+}
+
+/// What the LLM calls of one step of `stage` cost.
+pub(crate) fn step_spent(stage: Stage, calls: &[crate::llm::LlmCall]) {
+    let cost = crate::llm::Spend::of(calls).cost_usd;
+    if cost > 0.0 {
+        gauge(&STEP_COST[stage.index()]).increment(cost);
+    }
 }
 
 /// A step result that was already applied came again and was ignored.
@@ -294,7 +353,7 @@ impl AppliedResult {
     ) {
         let outcome = match result.outcome {
             StepOutcome::Succeeded { .. } => 0,
-            StepOutcome::Failed { .. } => 1,
+            StepOutcome::Failed { .. } | StepOutcome::Stopped { .. } => 1,
         };
         let stage = result.step_id.stage().index();
         histogram(&STEP_DURATION[stage][outcome]).record(result.duration_ms as f64 / 1000.0);
@@ -305,10 +364,8 @@ impl AppliedResult {
             ::metrics::counter!(DEAD_LETTERS_TOTAL, "topic" => results_topic.to_owned())
                 .increment(self.dead_letters);
         }
-        match task_status {
-            Some(TaskStatus::Done) => counter(&TASKS_DONE).increment(1),
-            Some(TaskStatus::Error) => counter(&TASKS_ERROR).increment(1),
-            _ => {}
+        if let Some(status) = task_status {
+            task_ended(status);
         }
     }
 }

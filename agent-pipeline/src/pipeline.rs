@@ -9,21 +9,22 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::agent::{Agent, Agents};
+use crate::budget::Budget;
 use crate::bus::{Bus, FollowFrom, MemoryBus, Subscription, Topics};
 use crate::execution::WorkspaceLimits;
 use crate::execution::sandbox::{Bubblewrap, Sandbox, SandboxLimits};
 use crate::gates::{Gate, default_gates};
 use crate::ids::{StepId, TaskId};
-use crate::llm::{self, Llm, LlmSettings};
+use crate::llm::{self, Llm, LlmSettings, MeteredLlm, PriceTable};
 use crate::machine::RetryPolicy;
 use crate::publish::{LocalGitPublisher, Publisher};
 use crate::retention::{self, Pruned, RetentionPolicy};
 use crate::service::{
-    CiMonitor, Deps, Execution, Handler, Mirror, OnStop, Orchestrator, Planner, Service, Worker,
-    check_replay, run_consumer,
+    Cancellations, CiMonitor, Deps, Execution, Handler, Mirror, OnStop, Orchestrator, Planner,
+    Service, Worker, check_control, check_replay, follow_cancellations, run_consumer,
 };
 use crate::store::{ArtifactStore, FileArtifactStore, ReportLog, StateStore};
-use crate::wire::{DeadLetter, NewTask, ReplayStep, ReportEvent, ReportStatus};
+use crate::wire::{DeadLetter, NewTask, ReplayStep, ReportEvent, ReportStatus, TaskControl};
 use crate::{Error, Result};
 
 /// How many report events a slow reader of [`Pipeline::report_feed`] may fall behind before
@@ -46,6 +47,10 @@ const REPORT_FEED_CAPACITY: usize = 1024;
 /// | publisher | [`LocalGitPublisher`] to the bare repository `DATA_DIR/published.git` |
 /// | ci check | the command that ran the task's tests |
 /// | code execution | on (see [`PipelineBuilder::execute_code`]) |
+/// | budget | none: no limit on tokens, cost or wall time; rounds as `gate_rounds` |
+/// | approval | not required |
+/// | prices | [`PriceTable::default`] with `LLM_PRICES` (and `LLM_PRICE_*_PER_MTOK`) on top |
+/// | providers for replays | the default LLM, and `offline` |
 #[derive(Debug)]
 pub struct PipelineBuilder {
     data_dir: PathBuf,
@@ -69,6 +74,10 @@ pub struct PipelineBuilder {
     publisher: Option<Arc<dyn Publisher>>,
     ci_check_command: Option<String>,
     execute_code: bool,
+    budget: Budget,
+    require_approval: bool,
+    prices: Option<PriceTable>,
+    providers: Vec<(String, Arc<dyn Llm>)>,
 }
 
 impl Default for PipelineBuilder {
@@ -95,6 +104,10 @@ impl Default for PipelineBuilder {
             publisher: None,
             ci_check_command: None,
             execute_code: true,
+            budget: Budget::default(),
+            require_approval: false,
+            prices: None,
+            providers: Vec::new(),
         }
     }
 }
@@ -262,8 +275,40 @@ impl PipelineBuilder {
         self
     }
 
+    /// The limits of every task that does not set its own ([`NewTask::budget`]; default:
+    /// none). A task that reaches one ends `error` with the reason `budget_exceeded`; see
+    /// [`crate::budget`].
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Whether a task whose gates pass waits for a person's approval before its change is
+    /// published (default `false`; a task may say otherwise, [`NewTask::require_approval`]).
+    /// It reports `awaiting_approval`; [`Pipeline::control`] approves or rejects it.
+    pub fn require_approval(mut self, required: bool) -> Self {
+        self.require_approval = required;
+        self
+    }
+
+    /// What LLM calls cost, by model (default: [`PriceTable::default`] with `LLM_PRICES` on
+    /// top).
+    pub fn prices(mut self, prices: PriceTable) -> Self {
+        self.prices = Some(prices);
+        self
+    }
+
+    /// Registers another LLM under `name`, for replays that name it as their provider
+    /// ([`ReplayStep::provider`]). The default agents call it through the pipeline's LLM;
+    /// custom agents with a client of their own do not see replays' models or providers.
+    pub fn llm_provider(mut self, name: impl Into<String>, llm: Arc<dyn Llm>) -> Self {
+        self.providers.push((name.into(), llm));
+        self
+    }
+
     /// Builds the pipeline, opening the default state store if none was given.
     pub async fn build(self) -> Result<Pipeline> {
+        self.budget.check().map_err(Error::InvalidBudget)?;
         tokio::fs::create_dir_all(&self.data_dir)
             .await
             .map_err(|source| crate::store::StoreError::Io {
@@ -279,7 +324,20 @@ impl PipelineBuilder {
             Some(llm) => llm,
             None => llm::from_settings(&LlmSettings::from_env())?,
         };
-        let mut agents = Agents::with_llm(llm);
+        let mut metered = MeteredLlm::new(llm);
+        for (name, provider) in self.providers {
+            metered = metered.with_provider(name, provider);
+        }
+        let providers: Vec<String> = metered
+            .provider_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let prices = match self.prices {
+            Some(prices) => prices,
+            None => LlmSettings::from_env().prices,
+        };
+        let mut agents = Agents::with_llm(Arc::new(metered));
         for agent in self.agents {
             agents.set(agent);
         }
@@ -318,6 +376,10 @@ impl PipelineBuilder {
                 ci_check_command: self.ci_check_command,
                 execute_code: self.execute_code,
             },
+            budget: self.budget,
+            require_approval: self.require_approval,
+            prices,
+            providers,
         };
         Ok(Pipeline {
             deps,
@@ -403,10 +465,21 @@ impl Pipeline {
                     Arc::new(Planner { deps: deps.clone() }),
                     self.service_concurrency,
                 )],
-                Service::Worker => vec![(
-                    Arc::new(Worker { deps: deps.clone() }),
-                    deps.worker_concurrency,
-                )],
+                Service::Worker => {
+                    let cancellations = Cancellations::default();
+                    work.spawn(follow_cancellations(
+                        deps.clone(),
+                        cancellations.clone(),
+                        work_stopped.clone(),
+                    ));
+                    vec![(
+                        Arc::new(Worker {
+                            deps: deps.clone(),
+                            cancellations,
+                        }),
+                        deps.worker_concurrency,
+                    )]
+                }
                 Service::Orchestrator => vec![(
                     Arc::new(Orchestrator { deps: deps.clone() }),
                     self.service_concurrency,
@@ -508,14 +581,45 @@ impl Pipeline {
         Ok(unfinished.len())
     }
 
-    /// Enqueues a new task; returns its id.
+    /// Enqueues a new task with the pipeline's defaults; returns its id.
     pub async fn submit(&self, prompt: impl Into<String>) -> Result<TaskId> {
-        let task = NewTask {
-            task_id: TaskId::new(),
-            prompt: prompt.into(),
-        };
+        self.enqueue(NewTask::new(prompt)).await
+    }
+
+    /// Enqueues a task, with its own budget or approval requirement when it has them; returns
+    /// its id.
+    ///
+    /// ```
+    /// use agent_pipeline::budget::Budget;
+    /// use agent_pipeline::wire::{ControlAction, NewTask, ReportStatus, TaskControl};
+    /// use agent_pipeline::Pipeline;
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let pipeline = Pipeline::builder()
+    ///     .data_dir(dir.path())
+    ///     .llm(std::sync::Arc::new(agent_pipeline::llm::OfflineLlm::new()))
+    ///     .execute_code(false)
+    ///     .build()
+    ///     .await
+    ///     .unwrap();
+    /// let running = pipeline.start().await.unwrap();
+    /// let task = NewTask::new("Write hello.py")
+    ///     .with_budget(Budget { max_cost_usd: Some(0.50), ..Budget::default() })
+    ///     .with_approval(true);
+    /// let task_id = pipeline.enqueue(task).await.unwrap();
+    /// let paused = pipeline.wait_for(task_id, &[ReportStatus::AwaitingApproval]).await.unwrap();
+    /// assert_eq!(paused.status, ReportStatus::AwaitingApproval);
+    /// pipeline.control(TaskControl::new(ControlAction::Approve, task_id)).await.unwrap();
+    /// assert_eq!(pipeline.wait(task_id).await.unwrap().status, ReportStatus::Done);
+    /// running.shutdown().await;
+    /// # });
+    /// ```
+    pub async fn enqueue(&self, task: NewTask) -> Result<TaskId> {
         if task.prompt.trim().is_empty() {
             return Err(Error::EmptyPrompt);
+        }
+        if let Some(budget) = &task.budget {
+            budget.check().map_err(Error::InvalidBudget)?;
         }
         self.deps
             .publish(&self.deps.topics.tasks, task.task_id, &task)
@@ -531,17 +635,51 @@ impl Pipeline {
         step: StepId,
         reason: Option<String>,
     ) -> Result<()> {
+        self.replay_variant(ReplayStep::new(task_id, step, reason))
+            .await
+    }
+
+    /// Enqueues a replay as `command` says — with another model or provider, an edited prompt
+    /// or edited upstream outputs, and the later stages run again from it — after checking
+    /// that it can run. The upstream artifacts it reads are pinned when the planner takes the
+    /// command; the new attempt's artifact records the variant.
+    pub async fn replay_variant(&self, command: ReplayStep) -> Result<()> {
         check_replay(
             self.deps.state.as_ref(),
             self.deps.artifacts.as_ref(),
-            task_id,
-            step,
+            &self.deps.providers,
+            &command,
         )
         .await?;
-        let command = ReplayStep::new(task_id, step, reason);
         self.deps
-            .publish(&self.deps.topics.tasks, task_id, &command)
+            .publish(&self.deps.topics.tasks, command.task_id, &command)
             .await
+    }
+
+    /// Approves or rejects a task awaiting approval, or cancels a task that has not ended,
+    /// after checking that the decision applies ([`Error::NotApplicable`] when it does not).
+    /// The task's next report says what came of it: `approved` then `pr` and `done`, or
+    /// `error` with the reason `rejected` or `cancelled`.
+    pub async fn control(&self, control: TaskControl) -> Result<()> {
+        check_control(self.deps.state.as_ref(), &control).await?;
+        self.deps
+            .publish(&self.deps.topics.tasks, control.task_id, &control)
+            .await
+    }
+
+    /// The providers a replay may name.
+    pub fn providers(&self) -> &[String] {
+        &self.deps.providers
+    }
+
+    /// The limits of tasks that set none of their own.
+    pub fn default_budget(&self) -> &Budget {
+        &self.deps.budget
+    }
+
+    /// What LLM calls cost, by model.
+    pub fn prices(&self) -> &PriceTable {
+        &self.deps.prices
     }
 
     /// Publishes a raw message on the task topic, as any other program could: used to test
@@ -570,10 +708,21 @@ impl Pipeline {
 
     /// Waits for the task's `done` or `error` event.
     pub async fn wait(&self, task_id: TaskId) -> Result<ReportEvent> {
+        self.wait_for(task_id, &[]).await
+    }
+
+    /// Waits for the task's first event with one of `statuses` (such as
+    /// [`ReportStatus::AwaitingApproval`]), or its `done` or `error` event if that comes
+    /// first.
+    pub async fn wait_for(
+        &self,
+        task_id: TaskId,
+        statuses: &[ReportStatus],
+    ) -> Result<ReportEvent> {
         let mut watch = self.watch(task_id).await?;
         loop {
             let event = watch.next().await?;
-            if event.status.is_final() {
+            if event.status.is_final() || statuses.contains(&event.status) {
                 return Ok(event);
             }
         }

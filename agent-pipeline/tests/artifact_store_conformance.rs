@@ -59,6 +59,8 @@ mod postgres {
             task_id: TaskId::new(),
             prompt: "shared".into(),
             created_at: chrono::Utc::now(),
+            budget: None,
+            require_approval: false,
         };
         let location = writer.write_task(&task).await?;
         assert!(

@@ -89,6 +89,7 @@ fn request() -> LlmRequest {
         ],
         schema_name: "design".to_owned(),
         schema: strict_schema::<Design>(),
+        model: None,
     }
 }
 

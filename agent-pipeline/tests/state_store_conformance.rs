@@ -316,6 +316,9 @@ mod cases {
             reason: None,
             not_before: None,
             requested_at,
+            budget: None,
+            require_approval: false,
+            variant: None,
         }
     }
 
@@ -325,7 +328,7 @@ mod cases {
             model: "test-model".to_owned(),
             usage: Default::default(),
         };
-        StepResult::of(request, outcome, started_at, 42)
+        StepResult::of(request, outcome, Vec::new(), started_at, 42)
     }
 }
 
@@ -427,6 +430,143 @@ mod sqlite {
         cases::a_damaged_row_is_corrupt(&file, damage, &file.0).await
     }
 
+    /// The schema as the first version of the store created it, with a task and two attempts
+    /// written then (one finished, one requested).
+    const VERSION_1: &str = "
+        CREATE TABLE schema_version (version INTEGER NOT NULL);
+        INSERT INTO schema_version (version) VALUES (1);
+        CREATE TABLE tasks (
+            task_id TEXT PRIMARY KEY, prompt TEXT NOT NULL, status TEXT NOT NULL,
+            current_step TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL
+        );
+        CREATE INDEX tasks_by_created_at ON tasks (created_at);
+        CREATE TABLE attempts (
+            task_id TEXT NOT NULL, step_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+            stage_order INTEGER NOT NULL, status TEXT NOT NULL, request TEXT NOT NULL,
+            error TEXT, model TEXT, requested_at TEXT NOT NULL, finished_at TEXT,
+            duration_ms BIGINT, PRIMARY KEY (task_id, step_id, attempt)
+        );
+        CREATE INDEX attempts_unfinished ON attempts (requested_at) WHERE status = 'requested';
+        CREATE TABLE consumer_offsets (
+            group_name TEXT NOT NULL, topic TEXT NOT NULL, partition_id INTEGER NOT NULL,
+            next_offset BIGINT NOT NULL, committed_at TEXT NOT NULL,
+            PRIMARY KEY (group_name, topic, partition_id)
+        );
+        CREATE TABLE outbox (
+            task_id TEXT NOT NULL, step_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+            seq INTEGER NOT NULL, topic TEXT NOT NULL, message_key TEXT NOT NULL,
+            payload BLOB NOT NULL, PRIMARY KEY (task_id, step_id, attempt, seq)
+        );
+        CREATE TABLE leases (
+            resource TEXT PRIMARY KEY, holder TEXT NOT NULL, epoch BIGINT NOT NULL,
+            expires_at TEXT NOT NULL
+        );
+    ";
+
+    /// A database written before LLM calls were kept opens, reads as having spent nothing,
+    /// and keeps calls and spend from then on.
+    #[tokio::test]
+    async fn a_version_1_database_is_migrated() -> TestResult {
+        use agent_pipeline::llm::{LlmCall, Spend};
+        use agent_pipeline::store::{AttemptStatus, TaskStatus};
+        use agent_pipeline::wire::{StepOutcome, StepResult};
+        use agent_pipeline::{Attempt, Stage, StepId};
+
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("state.sqlite");
+        let id = TaskId::new();
+        let design = StepId::v1(Stage::Design);
+        let t0 = now();
+        let finished = cases::request(id, design, 1, t0);
+        let open = cases::request(id, design, 2, t0);
+        {
+            let old = rusqlite::Connection::open(&path)?;
+            old.execute_batch(VERSION_1)?;
+            let at = t0.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            old.execute(
+                "INSERT INTO tasks VALUES (?1, 'from before', 'running', ?2, ?3, ?3)",
+                rusqlite::params![id.to_string(), design.to_string(), at],
+            )?;
+            for (request, status) in [(&finished, "succeeded"), (&open, "requested")] {
+                old.execute(
+                    "INSERT INTO attempts VALUES (?1, ?2, ?3, 0, ?4, ?5, NULL,
+                         CASE WHEN ?4 = 'succeeded' THEN 'old-model' END, ?6,
+                         CASE WHEN ?4 = 'succeeded' THEN ?6 END, 12)",
+                    rusqlite::params![
+                        id.to_string(),
+                        design.to_string(),
+                        i64::from(request.attempt.get()),
+                        status,
+                        serde_json::to_string(request)?,
+                        at
+                    ],
+                )?;
+            }
+        }
+
+        let store = SqliteStateStore::open(&path).await?;
+        let task = store.task(id).await?.ok_or("the old task must be read")?;
+        assert_eq!(
+            (task.prompt.as_str(), task.status, task.spend),
+            ("from before", TaskStatus::Running, Spend::default()),
+            "an old task reads as it was, having spent nothing"
+        );
+        let attempts = store.attempts(id).await?;
+        assert_eq!(
+            attempts
+                .iter()
+                .map(|a| (a.status, a.model.as_deref(), a.calls.len()))
+                .collect::<Vec<_>>(),
+            [
+                (AttemptStatus::Succeeded, Some("old-model"), 0),
+                (AttemptStatus::Requested, None, 0)
+            ],
+            "old attempts read as they were, without calls"
+        );
+
+        let calls = vec![LlmCall {
+            model: "test-model".to_owned(),
+            provider: None,
+            prompt_tokens: 300,
+            completion_tokens: 40,
+            cost_usd: Some(0.125),
+            duration_ms: 800,
+            error: None,
+        }];
+        let outcome = StepOutcome::Succeeded {
+            output: serde_json::json!({ "design_summary": "a summary" }),
+            model: "test-model".to_owned(),
+            usage: calls[0].usage(),
+        };
+        let result = StepResult::of(&open, outcome, calls.clone(), t0, 800);
+        assert!(
+            store
+                .finish_attempt(&result, Some(TaskStatus::Done), t0)
+                .await?
+        );
+        drop(store);
+
+        // Opening a migrated file again migrates nothing more.
+        let store = SqliteStateStore::open(&path).await?;
+        let attempt = store
+            .attempt(id, design, Attempt::new(2)?)
+            .await?
+            .ok_or("the attempt finished after the migration must be read")?;
+        assert_eq!(attempt.calls, calls);
+        let task = store.task(id).await?.ok_or("the task must still be read")?;
+        assert_eq!(
+            (task.status, task.spend),
+            (TaskStatus::Done, Spend::of(&calls))
+        );
+        let version: i64 = rusqlite::Connection::open(&path)?.query_row(
+            "SELECT version FROM schema_version",
+            [],
+            |row| row.get(0),
+        )?;
+        assert_eq!(version, 2, "the file is at the current version");
+        Ok(())
+    }
+
     #[tokio::test]
     async fn a_newer_schema_is_refused() -> TestResult {
         let dir = tempfile::tempdir()?;
@@ -435,13 +575,13 @@ mod sqlite {
 
         let other = rusqlite::Connection::open(&path)?;
         other.busy_timeout(Duration::from_secs(5))?;
-        other.execute("UPDATE schema_version SET version = 2", [])?;
+        other.execute("UPDATE schema_version SET version = 99", [])?;
         drop(other);
 
         match SqliteStateStore::open(&path).await {
             Err(StoreError::Corrupt { reason, .. }) => {
                 assert!(
-                    reason.contains("version 2"),
+                    reason.contains("version 99"),
                     "the reason must name the version: {reason}"
                 );
             }
@@ -596,6 +736,50 @@ mod postgres {
                 ),
                 other => panic!("a database of a newer schema must be refused, got {other:?}"),
             }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Rows written before the migration that added `attempts.calls` hold NULL there: they
+    /// read as attempts without calls.
+    #[tokio::test]
+    async fn attempts_without_stored_calls_read_as_having_none() -> TestResult {
+        use agent_pipeline::wire::StepResult;
+        use agent_pipeline::{Attempt, Stage, StepId};
+
+        on_new_database(async |database| {
+            let store = Database(database).open().await?;
+            let id = TaskId::new();
+            let design = StepId::v1(Stage::Design);
+            let t0 = cases::now();
+            store.insert_task(id, "older rows", t0).await?;
+            let request = cases::request(id, design, 1, t0);
+            let call = agent_pipeline::llm::LlmCall {
+                model: "test-model".to_owned(),
+                provider: None,
+                prompt_tokens: 10,
+                completion_tokens: 2,
+                cost_usd: None,
+                duration_ms: 5,
+                error: None,
+            };
+            let result = StepResult {
+                calls: vec![call],
+                ..cases::succeeded(&request, t0)
+            };
+            assert!(store.finish_attempt(&result, None, t0).await?);
+            execute(
+                database,
+                "UPDATE attempts SET calls = NULL WHERE task_id = $1",
+                id.to_string(),
+            )
+            .await?;
+            let attempt = store
+                .attempt(id, design, Attempt::FIRST)
+                .await?
+                .ok_or("the attempt must be read")?;
+            assert!(attempt.calls.is_empty(), "{:?}", attempt.calls);
             Ok(())
         })
         .await

@@ -104,6 +104,7 @@ pub(crate) async fn run(window: Duration, per_minute: u32) -> Result<Value, Stri
         messages: vec![Message::new(Role::User, "Review hello.py")],
         schema_name: "review".to_owned(),
         schema: agent_pipeline::output::strict_schema::<agent_pipeline::output::Review>(),
+        model: None,
     });
     let started = Instant::now();
     let deadline = started + window;

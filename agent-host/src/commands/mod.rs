@@ -2,6 +2,7 @@
 //! printing events and durations.
 
 mod bus;
+mod control;
 mod dlq;
 mod maintenance;
 mod replay;
@@ -17,8 +18,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use agent_pipeline::execution::sandbox::{Bubblewrap, Sandbox, Unsandboxed};
+use agent_pipeline::llm::Spend;
+use agent_pipeline::llm::{Llm, LlmSettings, OfflineLlm, OpenAiLlm, RateLimitedLlm, RateLimiter};
 use agent_pipeline::publish::{GitHubPublisher, LocalGitPublisher};
-use agent_pipeline::wire::ReportEvent;
+use agent_pipeline::wire::{ControlAction, ReportEvent};
 use agent_pipeline::{Pipeline, PipelineBuilder, Service, TaskId};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -73,6 +76,9 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::CiMonitor(_) => services::service(&config, Service::CiMonitor).await,
         Command::Send(args) => send::send(&config, &args).await,
         Command::Replay(args) => replay::replay(&config, &args).await,
+        Command::Approve(args) => control::control(&config, &args, ControlAction::Approve).await,
+        Command::Reject(args) => control::control(&config, &args, ControlAction::Reject).await,
+        Command::Cancel(args) => control::control(&config, &args, ControlAction::Cancel).await,
         Command::Tasks(args) => tasks::tasks(&config, &args).await,
         Command::Show(args) => show::show(&config, &args).await,
         Command::Dlq => dlq::dlq(&config).await,
@@ -81,16 +87,16 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Where `send`, `replay`, `tasks` and `show` do their work.
+/// Where `send`, `replay`, `approve`, `reject`, `cancel`, `tasks` and `show` do their work.
 #[derive(Debug)]
 pub(crate) enum Target {
     /// In this process, on `DATA_DIR` (`--local`).
     Local,
     /// On the running host this client talks to (the default).
     Host(HostClient),
-    /// On the broker (the Kafka bus, without `--url` or `--local`): `send` and `replay`
-    /// publish to the task topic and follow the report topic themselves; what they check
-    /// beforehand is read from `DATA_DIR`.
+    /// On the broker (the Kafka bus, without `--url` or `--local`): `send`, `replay` and the
+    /// decisions publish to the task topic and follow the report topic themselves; what they
+    /// check beforehand is read from `DATA_DIR` (or `DATABASE_URL`).
     Bus,
 }
 
@@ -105,7 +111,8 @@ impl Target {
         Ok(Target::Host(HostClient::new(config, args.url.as_deref())?))
     }
 
-    /// Where a command that gives the pipeline work goes (`send`, `replay`): as
+    /// Where a command that gives the pipeline work goes (`send`, `replay`, `approve`,
+    /// `reject`, `cancel`): as
     /// [`Target::to_read`], except that on the Kafka bus without `--url` it is the broker.
     pub(crate) fn to_work(config: &Config, args: &HostArgs) -> Result<Self> {
         if config.bus == BusKind::Kafka && !args.local && args.url.is_none() {
@@ -115,12 +122,57 @@ impl Target {
     }
 }
 
+/// LLM clients by the provider name replays use.
+type NamedProviders = Vec<(String, Arc<dyn Llm>)>;
+
+/// The LLM clients of `config`: the default one (`OPENAI_*`, or the offline model without a
+/// key) and those of `LLM_PROVIDERS` by name, all behind one [`RateLimiter`], so that
+/// `LLM_MAX_CONCURRENCY` and the per-minute budgets hold for the process as a whole.
+///
+/// Only the default client reports the server's rate-limit headers to the limiter: they
+/// describe the budget of the default server's account, which another provider's answers
+/// say nothing about.
+fn llm_clients(config: &Config) -> Result<(Arc<dyn Llm>, NamedProviders)> {
+    let limiter = Arc::new(RateLimiter::new(&config.llm.limits));
+    let limited = |inner: Arc<dyn Llm>| -> Arc<dyn Llm> {
+        Arc::new(RateLimitedLlm::new(inner, limiter.clone()).with_prices(config.llm.prices.clone()))
+    };
+    let default: Arc<dyn Llm> = if config.is_offline() {
+        tracing::warn!(
+            "no OPENAI_API_KEY: using the offline model; every artifact says \"model\": \"offline\""
+        );
+        Arc::new(OfflineLlm::new())
+    } else {
+        let client = OpenAiLlm::new(config.llm.clone())
+            .context("cannot set up the LLM client (check OPENAI_BASE_URL and OPENAI_API_KEY)")?
+            .with_rate_limit_feedback(limiter.clone());
+        Arc::new(client)
+    };
+    let mut providers = Vec::with_capacity(config.providers.len());
+    for provider in &config.providers {
+        let settings = LlmSettings {
+            api_key: Some(provider.api_key.clone()),
+            base_url: provider.base_url.clone(),
+            ..config.llm.clone()
+        };
+        let client = OpenAiLlm::new(settings).with_context(|| {
+            format!(
+                "cannot set up the LLM client of provider {:?} (check LLM_PROVIDERS and {})",
+                provider.name,
+                crate::config::provider_key_variable(&provider.name)
+            )
+        })?;
+        providers.push((provider.name.clone(), limited(Arc::new(client))));
+    }
+    Ok((limited(default), providers))
+}
+
 /// A pipeline builder with everything `config` sets but the bus and the state store: the
-/// data directory, the LLM, topics, retries, sandbox, gates and publisher, with the service
-/// concurrency of the in-memory bus.
+/// data directory, the LLM and the providers of replays, prices, task budgets and approval,
+/// topics, retries, sandbox, gates and publisher, with the service concurrency of the
+/// in-memory bus.
 pub(crate) fn pipeline_builder(config: &Config) -> Result<PipelineBuilder> {
-    let llm = agent_pipeline::llm::from_settings(&config.llm)
-        .context("cannot set up the LLM client (check OPENAI_BASE_URL and OPENAI_API_KEY)")?;
+    let (llm, providers) = llm_clients(config)?;
     let execution = &config.execution;
     let sandbox: Arc<dyn Sandbox> = match execution.sandbox {
         SandboxChoice::Bubblewrap => Arc::new(Bubblewrap::default()),
@@ -136,7 +188,13 @@ pub(crate) fn pipeline_builder(config: &Config) -> Result<PipelineBuilder> {
         .gate_rounds(execution.gate_rounds)
         .execute_code(execution.execute_code)
         .worker_concurrency(execution.worker_concurrency)
-        .service_concurrency(execution.service_concurrency(BusKind::Memory));
+        .service_concurrency(execution.service_concurrency(BusKind::Memory))
+        .budget(config.budget)
+        .require_approval(config.require_approval)
+        .prices(config.llm.prices.clone());
+    for (name, provider) in providers {
+        builder = builder.llm_provider(name, provider);
+    }
     if let Some(policy) = config.retention {
         builder = builder.retention(policy);
     }
@@ -241,6 +299,36 @@ pub(crate) fn one_line(text: &str, max: usize) -> String {
     }
 }
 
+/// US dollars for people: `$0.0123` below a dollar (LLM calls cost fractions of a cent),
+/// `$1.50` above, `$0` for nothing.
+pub(crate) fn usd(amount: f64) -> String {
+    if amount == 0.0 {
+        "$0".to_owned()
+    } else if amount.abs() < 1.0 {
+        format!("${amount:.4}")
+    } else {
+        format!("${amount:.2}")
+    }
+}
+
+/// What LLM calls spent, for people: `1234 tokens (1000 prompt + 234 completion) in 4
+/// call(s), $0.0012`, saying how many calls had no price (their cost is unknown, not zero).
+pub(crate) fn spend_line(spend: &Spend) -> String {
+    let usage = &spend.usage;
+    let unpriced = match spend.unpriced_calls {
+        0 => String::new(),
+        n => format!(" ({n} call(s) without a price: set LLM_PRICES)"),
+    };
+    format!(
+        "{} tokens ({} prompt + {} completion) in {} call(s), {}{unpriced}",
+        usage.total_tokens,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        spend.calls,
+        usd(spend.cost_usd)
+    )
+}
+
 /// A time for people: RFC 3339 to the second, in UTC.
 pub(crate) fn timestamp(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -283,6 +371,28 @@ mod tests {
             "3d04h"
         );
         assert_eq!(human_duration(TimeDelta::seconds(-5)), "0ms");
+    }
+
+    #[test]
+    fn money_and_spend_read_well() {
+        assert_eq!(usd(0.0), "$0");
+        assert_eq!(usd(0.001234), "$0.0012");
+        assert_eq!(usd(12.5), "$12.50");
+        let spend = Spend {
+            usage: agent_pipeline::llm::Usage {
+                prompt_tokens: 1000,
+                completion_tokens: 234,
+                total_tokens: 1234,
+            },
+            cost_usd: 0.0012,
+            calls: 4,
+            unpriced_calls: 1,
+        };
+        assert_eq!(
+            spend_line(&spend),
+            "1234 tokens (1000 prompt + 234 completion) in 4 call(s), $0.0012 (1 call(s) \
+             without a price: set LLM_PRICES)"
+        );
     }
 
     #[test]

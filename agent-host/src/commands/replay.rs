@@ -1,29 +1,34 @@
-//! `replay`: run one step of a task again, on the running host, through the broker (or, with
-//! `--local`, in this process).
+//! `replay`: run one step of a task again — as it ran, or as a variant with another model or
+//! provider, an edited prompt or edited upstream outputs — on the running host, through the
+//! broker (or, with `--local`, in this process).
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::Path;
 use std::process::ExitCode;
 
-use agent_pipeline::wire::{ReportEvent, ReportStatus};
+use agent_pipeline::wire::{ReplayStep, ReportEvent, ReportStatus};
 use agent_pipeline::{Attempt, Error, StepId, TaskId};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
+use serde_json::{Map, Value};
 
 use super::bus::{Connecting, connect, follow_reports, pipeline_on};
 use super::send::Events;
 use super::{
     INTERRUPTED, Target, build_pipeline, event_line, no_such_task, open_existing_stores,
-    parse_task_id,
+    parse_task_id, spend_line,
 };
 use crate::cli::ReplayArgs;
 use crate::client::HostClient;
 use crate::config::Config;
 use crate::progress::Progress;
 use crate::views::{self, TaskDetails};
+use crate::web::ReplayRequest;
 
-/// Checks the ids, asks for the replay where `--local` and `--url` say, and waits for its
-/// outcome.
+/// Checks the ids and the variant, asks for the replay where `--local` and `--url` say, and
+/// waits for its outcome (with `--continue`, for the end of the task).
 pub(crate) async fn replay(config: &Config, args: &ReplayArgs) -> Result<ExitCode> {
     let task_id = parse_task_id(&args.task_id)?;
     let step: StepId = args
@@ -38,40 +43,87 @@ pub(crate) async fn replay(config: &Config, args: &ReplayArgs) -> Result<ExitCod
             StepId::v1(step.stage())
         );
     }
+    let command = replay_command(task_id, step, args)?;
     let target = Target::to_work(config, &args.host)?;
-    let request = Request {
-        task_id,
-        step,
-        reason: args.reason.as_deref(),
-    };
     match &target {
-        Target::Local => replay_local(config, &target, &request).await,
-        Target::Host(client) => replay_on_host(config, &target, client, &request).await,
-        Target::Bus => replay_on_bus(config, &target, &request).await,
+        Target::Local => replay_local(config, &target, command).await,
+        Target::Host(client) => replay_on_host(config, &target, client, command).await,
+        Target::Bus => replay_on_bus(config, &target, command).await,
     }
 }
 
-/// One replay asked for.
-#[derive(Debug)]
-struct Request<'a> {
-    /// The task.
-    task_id: TaskId,
-    /// The step to run again.
-    step: StepId,
-    /// Why, when the user said.
-    reason: Option<&'a str>,
+/// The replay command the arguments ask for, with the edited prompt and inputs read from
+/// their files; refused here, before anything is opened, when the library would refuse it.
+fn replay_command(task_id: TaskId, step: StepId, args: &ReplayArgs) -> Result<ReplayStep> {
+    let prompt = match &args.prompt_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the prompt file {}", path.display()))?;
+            if text.trim().is_empty() {
+                bail!("the prompt file {} is empty", path.display());
+            }
+            Some(text)
+        }
+    };
+    let mut inputs = BTreeMap::new();
+    for spec in &args.inputs {
+        let (input, file) = spec.split_once('=').with_context(|| {
+            format!("--input {spec:?} is not STEP=FILE, e.g. design@v1=design.json")
+        })?;
+        let input: StepId = input
+            .trim()
+            .parse()
+            .with_context(|| format!("--input {spec:?}: invalid step {input:?}"))?;
+        let output = read_output(Path::new(file.trim()), input)?;
+        if inputs.insert(input, output).is_some() {
+            bail!("--input gives {input} twice");
+        }
+    }
+    let command = ReplayStep {
+        model: args.model.clone(),
+        provider: args.provider.clone(),
+        prompt,
+        inputs,
+        continue_downstream: args.continue_downstream,
+        ..ReplayStep::new(task_id, step, args.reason.clone())
+    };
+    command
+        .check()
+        .map_err(|problem| anyhow::anyhow!("replay of {step} refused: {problem}"))?;
+    Ok(command)
+}
+
+/// The edited output of `step` in `file`: a JSON object, as the step's artifact holds it.
+fn read_output(file: &Path, step: StepId) -> Result<Map<String, Value>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the input file {}", file.display()))?;
+    let value: Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "the input file {} is not JSON (it holds the output of {step})",
+            file.display()
+        )
+    })?;
+    match value {
+        Value::Object(object) => Ok(object),
+        _ => bail!(
+            "the input file {} must hold a JSON object, the output of {step} (e.g. its \
+             artifact's fields)",
+            file.display()
+        ),
+    }
 }
 
 /// Starts the services in this process, replays the step on them and stops them.
-async fn replay_local(config: &Config, target: &Target, request: &Request<'_>) -> Result<ExitCode> {
-    let Request { task_id, step, .. } = *request;
+async fn replay_local(config: &Config, target: &Target, command: ReplayStep) -> Result<ExitCode> {
+    let (task_id, step) = (command.task_id, command.step_id);
+    let continues = command.continue_downstream;
     let pipeline = build_pipeline(config, false).await?;
 
     // Checked and enqueued before the services start: a refusal then starts nothing, and the
     // in-memory bus keeps the command for the planner.
     let since = Utc::now();
-    let reason = request.reason.map(str::to_owned);
-    match pipeline.replay(task_id, step, reason).await {
+    match pipeline.replay_variant(command).await {
         Ok(()) => {}
         Err(Error::TaskNotFound(_)) => {
             return Err(no_such_task(task_id, target, &config.data_dir));
@@ -87,10 +139,10 @@ async fn replay_local(config: &Config, target: &Target, request: &Request<'_>) -
         config.model_description()
     );
     let outcome = async {
-        pipeline
-            .wait_replay(task_id, step, since)
-            .await
-            .context("cannot follow the replay's reports")
+        let events = Events::local(&pipeline, task_id).await?;
+        // The in-memory bus of this process holds no older event of the task, but a clock
+        // is the same here: nothing earlier than the request is its outcome.
+        outcome_of(events, step, Some(since), continues).await
     };
     let interrupted = format!(
         "interrupted: the replay of {step} is unfinished; `agent-host run` resumes its unfinished steps"
@@ -98,10 +150,10 @@ async fn replay_local(config: &Config, target: &Target, request: &Request<'_>) -
     let outcome = wait(outcome, step, &interrupted).await;
     running.shutdown().await;
 
-    let Some(event) = outcome? else {
+    let Some(outcome) = outcome? else {
         return Ok(ExitCode::from(INTERRUPTED));
     };
-    if let Some(failed) = print_outcome(request, &event, since) {
+    if let Some(failed) = print_outcome(task_id, step, &outcome, since) {
         return Ok(failed);
     }
     let details = views::task_details(
@@ -112,9 +164,9 @@ async fn replay_local(config: &Config, target: &Target, request: &Request<'_>) -
     .await
     .context("cannot read the replay's files")?;
     if let Some(details) = details {
-        print_files(&details, step, event.attempt);
+        print_files(&details, step, outcome.replayed.attempt);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(outcome.exit_code())
 }
 
 /// Asks the running host for the replay and follows the task's events there.
@@ -122,13 +174,23 @@ async fn replay_on_host(
     config: &Config,
     target: &Target,
     client: &HostClient,
-    request: &Request<'_>,
+    command: ReplayStep,
 ) -> Result<ExitCode> {
-    let Request { task_id, step, .. } = *request;
+    let (task_id, step) = (command.task_id, command.step_id);
+    let continues = command.continue_downstream;
     // Subscribed before asking, so that the outcome cannot come before this command listens.
     let stream = client.events(Some(task_id)).await?;
     let since = Utc::now();
-    if let Err(error) = client.replay(task_id, step, request.reason).await {
+    let body = ReplayRequest {
+        step: step.to_string(),
+        reason: command.reason,
+        model: command.model,
+        provider: command.provider,
+        prompt: command.prompt,
+        inputs: command.inputs,
+        continue_downstream: command.continue_downstream,
+    };
+    if let Err(error) = client.replay(task_id, &body).await {
         return Err(match (error.status(), error.host_message()) {
             (Some(StatusCode::NOT_FOUND), _) => no_such_task(task_id, target, &config.data_dir),
             (Some(StatusCode::BAD_REQUEST | StatusCode::CONFLICT), Some(message)) => {
@@ -141,42 +203,32 @@ async fn replay_on_host(
         "replaying {step} of task {task_id} on the host at {}",
         client.url()
     );
-    let mut events = Events::from_host(stream, task_id);
-    let outcome = async move {
-        loop {
-            let event = events.recv().await?;
-            // Events of the same step from before the request belong to an earlier run.
-            if event.timestamp >= since && is_outcome_of(&event, step) {
-                return Ok(event);
-            }
-        }
-    };
+    let events = Events::from_host(stream, task_id);
+    // Events of the same step from before the request belong to an earlier run.
+    let outcome = outcome_of(events, step, Some(since), continues);
     let interrupted = format!(
         "interrupted: the replay of {step} goes on on the host; `agent-host show {task_id}` \
          tells how it ends"
     );
-    let Some(event) = wait(outcome, step, &interrupted).await? else {
+    let Some(outcome) = wait(outcome, step, &interrupted).await? else {
         return Ok(ExitCode::from(INTERRUPTED));
     };
-    if let Some(failed) = print_outcome(request, &event, since) {
+    if let Some(failed) = print_outcome(task_id, step, &outcome, since) {
         return Ok(failed);
     }
     let details = client
         .task(task_id)
         .await
         .context("cannot ask the host for the replay's files")?;
-    print_files(&details, step, event.attempt);
-    Ok(ExitCode::SUCCESS)
+    print_files(&details, step, outcome.replayed.attempt);
+    Ok(outcome.exit_code())
 }
 
 /// Checks the step against `DATA_DIR`, publishes the replay command to the broker and
 /// follows the task's events on the report topic.
-async fn replay_on_bus(
-    config: &Config,
-    target: &Target,
-    request: &Request<'_>,
-) -> Result<ExitCode> {
-    let Request { task_id, step, .. } = *request;
+async fn replay_on_bus(config: &Config, target: &Target, command: ReplayStep) -> Result<ExitCode> {
+    let (task_id, step) = (command.task_id, command.step_id);
+    let continues = command.continue_downstream;
     // The check reads the stores the services write; without a database there is no task.
     let Some(stores) = open_existing_stores(config).await? else {
         return Err(no_such_task(task_id, target, &config.data_dir));
@@ -187,10 +239,7 @@ async fn replay_on_bus(
     let reports = follow_reports(config, &bus).await?;
     let pipeline = pipeline_on(config, &stores, bus).await?;
     let since = Utc::now();
-    match pipeline
-        .replay(task_id, step, request.reason.map(str::to_owned))
-        .await
-    {
+    match pipeline.replay_variant(command).await {
         Ok(()) => {}
         Err(Error::TaskNotFound(_)) => {
             return Err(no_such_task(task_id, target, &config.data_dir));
@@ -202,32 +251,91 @@ async fn replay_on_bus(
         config.kafka.brokers.join(","),
         config.topics.tasks
     );
-    let mut events = Events::from_bus(reports, task_id);
-    let outcome = async move {
-        loop {
-            let event = events.recv().await?;
-            if is_outcome_of(&event, step) {
-                return Ok(event);
-            }
-        }
-    };
+    let events = Events::from_bus(reports, task_id);
+    // The reader starts now: no time filter, which the services' clocks might defeat.
+    let outcome = outcome_of(events, step, None, continues);
     let interrupted = format!(
         "interrupted: the replay of {step} goes on on the broker's services; `agent-host show \
          {task_id}` tells how it ends"
     );
-    let Some(event) = wait(outcome, step, &interrupted).await? else {
+    let Some(outcome) = wait(outcome, step, &interrupted).await? else {
         return Ok(ExitCode::from(INTERRUPTED));
     };
-    if let Some(failed) = print_outcome(request, &event, since) {
+    if let Some(failed) = print_outcome(task_id, step, &outcome, since) {
         return Ok(failed);
     }
     let details = views::task_details(stores.state.as_ref(), stores.artifacts.as_ref(), task_id)
         .await
         .context("cannot read the replay's files")?;
     if let Some(details) = details {
-        print_files(&details, step, event.attempt);
+        print_files(&details, step, outcome.replayed.attempt);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(outcome.exit_code())
+}
+
+/// What came of a replay.
+#[derive(Debug)]
+struct Outcome {
+    /// The step's `replayed` event, or the `error` that refused or ended the replay.
+    replayed: ReportEvent,
+    /// With `--continue`, the event that ended the continued run: `done`, `error` or
+    /// `awaiting_approval`.
+    continued: Option<ReportEvent>,
+}
+
+impl Outcome {
+    /// 0 when the replay (and the run it continued) succeeded or waits for approval.
+    fn exit_code(&self) -> ExitCode {
+        let last = self.continued.as_ref().unwrap_or(&self.replayed);
+        match last.status {
+            ReportStatus::Replayed | ReportStatus::Done | ReportStatus::AwaitingApproval => {
+                ExitCode::SUCCESS
+            }
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// Waits in `events` (from `since`, when given) for the outcome of the replay of `step`: its
+/// `replayed` event or the `error` that refused or ended it; when `continues` and it was
+/// replayed, then for the end of the run it continued.
+async fn outcome_of(
+    mut events: Events,
+    step: StepId,
+    since: Option<DateTime<Utc>>,
+    continues: bool,
+) -> Result<Outcome> {
+    let mut replayed: Option<ReportEvent> = None;
+    loop {
+        let event = events.recv().await?;
+        if since.is_some_and(|since| event.timestamp < since) {
+            continue;
+        }
+        match replayed.take() {
+            None if is_outcome_of(&event, step) => {
+                if continues && event.status == ReportStatus::Replayed {
+                    replayed = Some(event);
+                } else {
+                    return Ok(Outcome {
+                        replayed: event,
+                        continued: None,
+                    });
+                }
+            }
+            None => {}
+            Some(earlier) => {
+                let ends =
+                    event.status.is_final() || event.status == ReportStatus::AwaitingApproval;
+                if ends {
+                    return Ok(Outcome {
+                        replayed: earlier,
+                        continued: Some(event),
+                    });
+                }
+                replayed = Some(earlier);
+            }
+        }
+    }
 }
 
 /// Whether `event` ends a replay of `step`: its `replayed` event, or the `error` that
@@ -241,11 +349,11 @@ fn is_outcome_of(event: &ReportEvent, step: StepId) -> bool {
 
 /// Waits for `outcome`, showing which step runs meanwhile; `None` when Ctrl-C came first
 /// (after saying `interrupted`).
-async fn wait(
-    outcome: impl Future<Output = Result<ReportEvent>>,
+async fn wait<T>(
+    outcome: impl Future<Output = Result<T>>,
     step: StepId,
     interrupted: &str,
-) -> Result<Option<ReportEvent>> {
+) -> Result<Option<T>> {
     let mut progress = Progress::new();
     progress.set_running(Some(step));
     let mut ticker = progress.ticker();
@@ -267,40 +375,53 @@ async fn wait(
     }
 }
 
-/// Prints the outcome's line; when the replay failed, also why, and returns the exit code.
+/// Prints the outcome's lines; when the replay (or the run it continued) failed, also why,
+/// and returns the exit code.
 fn print_outcome(
-    request: &Request<'_>,
-    event: &ReportEvent,
+    task_id: TaskId,
+    step: StepId,
+    outcome: &Outcome,
     since: DateTime<Utc>,
 ) -> Option<ExitCode> {
+    let event = &outcome.replayed;
     println!("{}", event_line(event, since));
-    if event.status == ReportStatus::Replayed {
-        return None;
+    if event.status != ReportStatus::Replayed {
+        let summary = event
+            .summary
+            .strip_prefix("error: ")
+            .unwrap_or(&event.summary);
+        eprintln!("replay of {step} of task {task_id} ended in error: {summary}");
+        return Some(ExitCode::FAILURE);
     }
-    let summary = event
-        .summary
-        .strip_prefix("error: ")
-        .unwrap_or(&event.summary);
-    eprintln!(
-        "replay of {} of task {} ended in error: {summary}",
-        request.step, request.task_id
-    );
-    Some(ExitCode::FAILURE)
+    if let Some(last) = &outcome.continued {
+        println!("{}", event_line(last, since));
+        if last.status == ReportStatus::Error {
+            let summary = last
+                .summary
+                .strip_prefix("error: ")
+                .unwrap_or(&last.summary);
+            eprintln!("the run continued from {step} of task {task_id} ended in error: {summary}");
+        }
+    }
+    None
 }
 
-/// Prints the new attempt's own file (a step replayed before it ever ran has none) and the
-/// canonical file.
+/// Prints the new attempt's own file (a step replayed before it ever ran has none), what it
+/// ran with and spent, and the canonical file.
 fn print_files(details: &TaskDetails, step: StepId, attempt: Option<Attempt>) {
     let Some(view) = details.steps.iter().find(|view| view.step == step) else {
         return;
     };
-    let own_file = view
-        .attempts
-        .iter()
-        .find(|a| Some(a.attempt) == attempt)
-        .and_then(|a| a.file.as_ref());
-    if let (Some(attempt), Some(file)) = (attempt, own_file) {
+    let own = view.attempts.iter().find(|a| Some(a.attempt) == attempt);
+    if let (Some(attempt), Some(file)) = (attempt, own.and_then(|a| a.file.as_ref())) {
         println!("attempt {attempt}: {file}");
+    }
+    if let Some(own) = own {
+        let model = own.model.as_deref().unwrap_or("-");
+        println!("  model {model}, spent {}", spend_line(&own.spend));
+        if let Some(variant) = own.variant.as_ref().and_then(super::show::describe_variant) {
+            println!("  variant: {variant}");
+        }
     }
     if let Some(file) = &view.file {
         println!("canonical: {file}");

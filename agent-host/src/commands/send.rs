@@ -1,5 +1,5 @@
 //! `send`: submit a task to the running host, or straight to the broker (or, with `--local`,
-//! run it in this process) and follow it to its end.
+//! run it in this process) and follow it to its end, or until it waits for approval.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agent_pipeline::bus::Subscription;
 use agent_pipeline::store::{FileArtifactStore, MemoryStateStore};
-use agent_pipeline::wire::{NewTask, ReportEvent, ReportStatus};
+use agent_pipeline::wire::{ReportEvent, ReportStatus};
 use agent_pipeline::{Pipeline, TaskId};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -15,7 +15,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::bus::{Connecting, connect, follow_reports, publish};
-use super::{INTERRUPTED, Target, build_pipeline, event_line};
+use super::{INTERRUPTED, Target, build_pipeline, event_line, spend_line};
 use crate::cli::SendArgs;
 use crate::client::{EventStream, HostClient};
 use crate::config::Config;
@@ -23,7 +23,7 @@ use crate::database::ArtifactPlace;
 use crate::progress::Progress;
 
 /// Submits the task where `--local`, `--url` and the bus say, follows it to `done` or `error`
-/// and says where its artifacts are.
+/// (or until it awaits approval, unless `--wait`) and says where its artifacts are.
 pub(crate) async fn send(config: &Config, args: &SendArgs) -> Result<ExitCode> {
     if args.text.trim().is_empty() {
         anyhow::bail!("the task is empty: say what to build with --text");
@@ -51,7 +51,7 @@ async fn send_local(config: &Config, args: &SendArgs) -> Result<ExitCode> {
     let start = Utc::now();
     let outcome = async {
         let task_id = pipeline
-            .submit(args.text.as_str())
+            .enqueue(args.task())
             .await
             .context("cannot submit the task")?;
         println!("task {task_id}");
@@ -59,7 +59,13 @@ async fn send_local(config: &Config, args: &SendArgs) -> Result<ExitCode> {
         let interrupted = format!(
             "interrupted: task {task_id} is unfinished; `agent-host run` resumes its unfinished steps"
         );
-        let last = follow(events, args.wait, start, ci_wait(config), &interrupted).await?;
+        // Nobody else can reach this process's pipeline to approve: a task that waits for
+        // approval ends the command even with --wait.
+        let following = Following {
+            print_all: args.wait,
+            past_approval: false,
+        };
+        let last = follow(events, following, start, ci_wait(config), &interrupted).await?;
         Ok::<_, anyhow::Error>(last.map(|last| (task_id, last)))
     }
     .await;
@@ -69,7 +75,14 @@ async fn send_local(config: &Config, args: &SendArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(INTERRUPTED));
     };
     let task_dir = pipeline.artifacts().task_location(task_id);
-    Ok(finish(task_id, &last, args.wait, start, Some(task_dir)))
+    Ok(finish(
+        task_id,
+        &last,
+        args.wait,
+        start,
+        Some(task_dir),
+        " --local",
+    ))
 }
 
 /// Enqueues the task on the running host and follows its events there.
@@ -78,7 +91,7 @@ async fn send_to_host(config: &Config, args: &SendArgs, client: &HostClient) -> 
     let stream = client.events(None).await?;
     let start = Utc::now();
     let enqueued = client
-        .enqueue(&args.text)
+        .enqueue(&args.task())
         .await
         .context("cannot submit the task")?;
     let task_id = enqueued.task_id;
@@ -98,7 +111,15 @@ async fn send_to_host(config: &Config, args: &SendArgs, client: &HostClient) -> 
          or {} tell how it ends",
         client.task_page(task_id)
     );
-    let Some(last) = follow(events, args.wait, start, ci_wait(config), &interrupted).await? else {
+    let Some(last) = follow(
+        events,
+        Following::from(args),
+        start,
+        ci_wait(config),
+        &interrupted,
+    )
+    .await?
+    else {
         return Ok(ExitCode::from(INTERRUPTED));
     };
     // The host knows where its data directory is; this process may not even see it.
@@ -109,7 +130,12 @@ async fn send_to_host(config: &Config, args: &SendArgs, client: &HostClient) -> 
             None
         }
     };
-    Ok(finish(task_id, &last, args.wait, start, task_dir))
+    let url = if args.host.url.is_some() {
+        format!(" --url {}", client.url())
+    } else {
+        String::new()
+    };
+    Ok(finish(task_id, &last, args.wait, start, task_dir, &url))
 }
 
 /// Publishes the task to the task topic on the broker, as any producer could, and follows
@@ -130,10 +156,7 @@ async fn send_to_bus(config: &Config, args: &SendArgs) -> Result<ExitCode> {
         Some(follow_reports(config, &bus).await?)
     };
     let start = Utc::now();
-    let task = NewTask {
-        task_id: TaskId::new(),
-        prompt: args.text.clone(),
-    };
+    let task = args.task();
     let task_id = task.task_id;
     let payload = serde_json::to_vec(&task).context("cannot encode the task")?;
     let topic = &config.topics.tasks;
@@ -152,7 +175,15 @@ async fn send_to_bus(config: &Config, args: &SendArgs) -> Result<ExitCode> {
         "interrupted: task {task_id} goes on running on the broker's services; `agent-host show \
          {task_id}` tells how it ends"
     );
-    let Some(last) = follow(events, args.wait, start, ci_wait(config), &interrupted).await? else {
+    let Some(last) = follow(
+        events,
+        Following::from(args),
+        start,
+        ci_wait(config),
+        &interrupted,
+    )
+    .await?
+    else {
         return Ok(ExitCode::from(INTERRUPTED));
     };
     Ok(finish(
@@ -161,6 +192,7 @@ async fn send_to_bus(config: &Config, args: &SendArgs) -> Result<ExitCode> {
         args.wait,
         start,
         stored_here(config, task_id).await,
+        "",
     ))
 }
 
@@ -187,17 +219,23 @@ async fn stored_here(config: &Config, task_id: TaskId) -> Option<String> {
     }
 }
 
-/// Prints the outcome: the last event (unless every event was printed), where the files are,
-/// and the error that ended the task, if one did.
+/// Prints the outcome: the last event (unless every event was printed), what the task spent,
+/// where the files are, and the error that ended the task, if one did, or how to approve it
+/// when it waits for that. `reach` is what the decision commands need to reach the same
+/// pipeline (` --url …`, ` --local`, or nothing).
 fn finish(
     task_id: TaskId,
     last: &ReportEvent,
     printed_all: bool,
     start: DateTime<Utc>,
     task_dir: Option<String>,
+    reach: &str,
 ) -> ExitCode {
     if !printed_all {
         println!("{}", event_line(last, start));
+    }
+    if let Some(spend) = last.task_spend.filter(|spend| !spend.is_empty()) {
+        println!("spent: {}", spend_line(&spend));
     }
     if let Some(task_dir) = task_dir {
         // A directory ends with a slash; a database location (`postgres://…#<task_id>`)
@@ -205,15 +243,48 @@ fn finish(
         let slash = if task_dir.contains('#') { "" } else { "/" };
         println!("artifacts: {task_dir}{slash}");
     }
-    if last.status == ReportStatus::Done {
-        ExitCode::SUCCESS
-    } else {
-        let summary = last
-            .summary
-            .strip_prefix("error: ")
-            .unwrap_or(&last.summary);
-        eprintln!("task {task_id} ended in error: {summary}");
-        ExitCode::FAILURE
+    match last.status {
+        ReportStatus::Done => ExitCode::SUCCESS,
+        // Waiting for a person is where this command's part ends, not a failure.
+        ReportStatus::AwaitingApproval => {
+            println!(
+                "waiting for approval: run `agent-host approve {task_id}{reach}` to publish the \
+                 change, or `agent-host reject {task_id}{reach}`"
+            );
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let summary = last
+                .summary
+                .strip_prefix("error: ")
+                .unwrap_or(&last.summary);
+            let reason = last
+                .reason
+                .as_deref()
+                .map(|reason| format!(" ({reason})"))
+                .unwrap_or_default();
+            eprintln!("task {task_id} ended in error{reason}: {summary}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// How `send` follows a task.
+#[derive(Debug, Clone, Copy)]
+struct Following {
+    /// Print every event (`--wait`), not only the last.
+    print_all: bool,
+    /// Go on past `awaiting_approval` until the task ends (`--wait` on a host or a broker,
+    /// where another command can approve it).
+    past_approval: bool,
+}
+
+impl From<&SendArgs> for Following {
+    fn from(args: &SendArgs) -> Self {
+        Self {
+            print_all: args.wait,
+            past_approval: args.wait,
+        }
     }
 }
 
@@ -223,18 +294,19 @@ fn ci_wait(config: &Config) -> Duration {
     config.execution.limits.timeout + Duration::from_secs(30)
 }
 
-/// Follows the task's report events until its `done` or `error` event, and after `done`
-/// until the ci-monitor's `ci` check of the change when one was published (for at most
-/// `ci_wait`),
-/// printing each one when `print_all`, and showing progress meanwhile. Returns the final
-/// event, or `None` when Ctrl-C came first (after saying `interrupted`).
+/// Follows the task's report events until its `done` or `error` event (or `awaiting_approval`
+/// unless `following.past_approval`), and after `done` until the ci-monitor's `ci` check of
+/// the change when one was published (for at most `ci_wait`), printing each one when
+/// `following.print_all`, and showing progress meanwhile. Returns the final event, or `None`
+/// when Ctrl-C came first (after saying `interrupted`).
 async fn follow(
     mut events: Events,
-    print_all: bool,
+    following: Following,
     start: DateTime<Utc>,
     ci_wait: Duration,
     interrupted: &str,
 ) -> Result<Option<ReportEvent>> {
+    let print_all = following.print_all;
     let mut progress = Progress::new();
     let mut ticker = progress.ticker();
     let mut done: Option<ReportEvent> = None;
@@ -265,6 +337,16 @@ async fn follow(
                         done = Some(event);
                     }
                     (status, _) if status.is_final() => return Ok(Some(event)),
+                    (ReportStatus::AwaitingApproval, _) if !following.past_approval => {
+                        return Ok(Some(event));
+                    }
+                    (ReportStatus::AwaitingApproval, earlier) => {
+                        eprintln!(
+                            "waiting for approval: `agent-host approve {}` publishes the change",
+                            event.task_id
+                        );
+                        done = earlier;
+                    }
                     (_, earlier) => done = earlier,
                 }
             }

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use super::build_pipeline;
 use super::bus::service_pipeline;
 use super::web::WebServer;
-use crate::config::{BusKind, Config};
+use crate::config::{BusKind, Config, describe_budget};
 use crate::database::ArtifactPlace;
 use crate::telemetry::{self, MetricsServer};
 use crate::web::WebSettings;
@@ -197,6 +197,34 @@ fn banner(
     }
     if process.services.contains(&Service::Worker) {
         line(format!("  model:   {}", config.model_description()));
+        line(format!("  prices:  {}", config.prices_description()));
+        line(format!(
+            "  providers: {} (a replay may name one; LLM_PROVIDERS)",
+            pipeline.providers().join(", ")
+        ));
+    }
+    // The planner gives each new task its limits and approval requirement.
+    if process.services.contains(&Service::Planner) {
+        let gate_rounds = config.execution.gate_rounds;
+        let budget = if config.budget.is_unlimited() {
+            format!(
+                "none (TASK_MAX_* unset; {gate_rounds} round(s) of gates, GATE_ROUNDS); a task \
+                 may set its own"
+            )
+        } else {
+            format!(
+                "{} per task (TASK_MAX_*); a task may set its own",
+                describe_budget(&config.budget, gate_rounds)
+            )
+        };
+        line(format!("  budget:  {budget}"));
+        let approval = if config.require_approval {
+            "required: a change whose gates pass waits for `agent-host approve <task_id>` \
+             (or reject) before it is published (REQUIRE_APPROVAL)"
+        } else {
+            "not required (REQUIRE_APPROVAL=false; `send --require-approval` asks for it)"
+        };
+        line(format!("  approval: {approval}"));
     }
     if let Some(file) = &config.file {
         line(format!("  config:  {}", file.display()));

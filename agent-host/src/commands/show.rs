@@ -1,15 +1,19 @@
-//! `show`: one task's prompt, status, attempts and artifacts, from the running host or (with
-//! `--local`) from `DATA_DIR`.
+//! `show`: one task's prompt, status, budget, spend, attempts (with what each cost and how a
+//! replay differed) and artifacts, from the running host or (with `--local`) from `DATA_DIR`.
 
 use std::process::ExitCode;
 
-use agent_pipeline::wire::StepMode;
+use agent_pipeline::store::TaskStatus;
+use agent_pipeline::wire::{StepMode, Variant};
 use anyhow::{Context, Result};
 use reqwest::StatusCode;
 
-use super::{Target, human_duration, no_such_task, open_existing_stores, parse_task_id, timestamp};
+use super::{
+    Target, human_duration, no_such_task, open_existing_stores, parse_task_id, spend_line,
+    timestamp, usd,
+};
 use crate::cli::ShowArgs;
-use crate::config::Config;
+use crate::config::{Config, describe_limits};
 use crate::views::{self, TaskDetails};
 
 /// Prints the task, or `--json` one JSON document of it.
@@ -59,6 +63,26 @@ fn render(details: &TaskDetails) -> String {
         .map(|s| format!(" (at {s})"))
         .unwrap_or_default();
     line(format!("status   {}{at}", task.status));
+    if task.status == TaskStatus::AwaitingApproval {
+        line(format!(
+            "         its gates passed: `agent-host approve {}` publishes the change, \
+             `agent-host reject {}` discards it",
+            task.task_id, task.task_id
+        ));
+    }
+    line(format!("spent    {}", spend_line(&task.spend)));
+    // A budget without rounds of its own has the host's GATE_ROUNDS, which this view does
+    // not know: only the limits the task has are shown.
+    let budget = task
+        .budget
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), describe_limits);
+    let approval = if task.require_approval {
+        ", approval required before publishing"
+    } else {
+        ""
+    };
+    line(format!("budget   {budget}{approval}"));
     line(format!(
         "created  {}, updated {} (took {})",
         timestamp(task.created_at),
@@ -92,17 +116,38 @@ fn render(details: &TaskDetails) -> String {
             } else {
                 ""
             };
+            let cost = if attempt.spend.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} tokens, {}",
+                    attempt.spend.usage.total_tokens,
+                    usd(attempt.spend.cost_usd)
+                )
+            };
             line(format!(
-                "  attempt {}{mode}: {}, model {model}, took {took}",
+                "  attempt {}{mode}: {}, model {model}, took {took}{cost}",
                 attempt.attempt,
                 attempt.status.as_str()
             ));
+            if let Some(variant) = attempt.variant.as_ref().and_then(describe_variant) {
+                line(format!("    variant: {variant}"));
+            }
+            if let Some(reason) = &attempt.reason {
+                line(format!("    why:   {}", super::one_line(reason, 200)));
+            }
             if let Some(error) = &attempt.error {
                 line(format!("    error: {error}"));
             }
             if let Some(path) = &attempt.file {
                 line(format!("    file:  {path}"));
             }
+        }
+        if view.attempts.len() > 1 {
+            line(format!(
+                "  spent over its attempts: {}",
+                spend_line(&view.spend)
+            ));
         }
         match (&view.artifact, &view.file) {
             (Some(artifact), Some(path)) => {
@@ -117,4 +162,54 @@ fn render(details: &TaskDetails) -> String {
         }
     }
     out
+}
+
+/// How a replayed attempt differed from the run, for people: `model gpt-4o, provider local,
+/// edited prompt, edited design@v1, later stages run again`; `None` when it ran as the run
+/// did.
+pub(super) fn describe_variant(variant: &Variant) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(model) = &variant.model {
+        parts.push(format!("model {model}"));
+    }
+    if let Some(provider) = &variant.provider {
+        parts.push(format!("provider {provider}"));
+    }
+    if variant.prompt.is_some() {
+        parts.push("edited prompt".to_owned());
+    }
+    for step in variant.inputs.keys() {
+        parts.push(format!("edited {step}"));
+    }
+    if variant.continue_downstream {
+        parts.push("later stages run again".to_owned());
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_pipeline::{Stage, StepId};
+
+    #[test]
+    fn a_variant_says_what_it_changed() {
+        assert_eq!(describe_variant(&Variant::default()), None);
+        let mut variant = Variant {
+            model: Some("gpt-4o".into()),
+            provider: Some("local".into()),
+            prompt: Some("Say hi".into()),
+            continue_downstream: true,
+            ..Variant::default()
+        };
+        variant
+            .inputs
+            .insert(StepId::v1(Stage::Design), serde_json::Map::new());
+        assert_eq!(
+            describe_variant(&variant).as_deref(),
+            Some(
+                "model gpt-4o, provider local, edited prompt, edited design@v1, later stages run again"
+            )
+        );
+    }
 }

@@ -1,12 +1,12 @@
-//! `tasks`: every task with its latest status, newest first, from the running host or (with
-//! `--local`) from `DATA_DIR`.
+//! `tasks`: every task with its latest status and what it spent, newest first, from the
+//! running host or (with `--local`) from `DATA_DIR`.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use super::{Target, human_duration, one_line, open_existing_stores, timestamp};
+use super::{Target, human_duration, one_line, open_existing_stores, timestamp, usd};
 use crate::cli::TasksArgs;
 use crate::config::Config;
 use crate::views::{self, TaskSummary};
@@ -51,7 +51,8 @@ pub(crate) async fn tasks(config: &Config, args: &TasksArgs) -> Result<ExitCode>
 /// The tasks as a table whose columns line up.
 fn table(tasks: &[TaskSummary], now: DateTime<Utc>) -> String {
     let header = [
-        "TASK", "STATUS", "STEP", "ATTEMPTS", "AGE", "DURATION", "CREATED", "PROMPT",
+        "TASK", "STATUS", "STEP", "ATTEMPTS", "TOKENS", "COST", "AGE", "DURATION", "CREATED",
+        "PROMPT",
     ]
     .map(str::to_owned);
     let mut lines = vec![header];
@@ -62,13 +63,15 @@ fn table(tasks: &[TaskSummary], now: DateTime<Utc>) -> String {
             task.current_step
                 .map_or_else(|| "-".to_owned(), |s| s.to_string()),
             task.attempts.to_string(),
+            task.spend.usage.total_tokens.to_string(),
+            usd(task.spend.cost_usd),
             human_duration(now - task.created_at),
             human_duration(task.updated_at - task.created_at),
             timestamp(task.created_at),
             one_line(&task.prompt, PROMPT_WIDTH),
         ]);
     }
-    let mut widths = [0usize; 8];
+    let mut widths = [0usize; 10];
     for line in &lines {
         for (width, cell) in widths.iter_mut().zip(line) {
             *width = (*width).max(cell.chars().count());
@@ -106,6 +109,10 @@ mod tests {
             updated_at: now - TimeDelta::seconds(updated),
             duration_ms: (created - updated) * 1000,
             prompt: prompt.to_owned(),
+            spend: agent_pipeline::llm::Spend {
+                cost_usd: 0.0125,
+                ..Default::default()
+            },
         };
         let tasks = [
             task(
@@ -124,6 +131,7 @@ mod tests {
         assert!(status_column.is_some());
         assert_eq!(lines[1].find("done"), status_column);
         assert_eq!(lines[2].find("received"), status_column);
+        assert!(lines[1].contains("$0.0125"), "{}", lines[1]);
         assert!(lines[1].contains("review@v1"));
         assert!(lines[1].contains("1m30s") && lines[1].contains("10s"));
         assert!(lines[2].ends_with("Another"));

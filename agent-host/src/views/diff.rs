@@ -1,7 +1,10 @@
 //! A line diff between two attempts of a step, over a readable text of each artifact.
 
+use agent_pipeline::llm::Usage;
 use agent_pipeline::store::{Artifact, ArtifactStore};
+use agent_pipeline::wire::Variant;
 use agent_pipeline::{Attempt, StepId, TaskId};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
@@ -12,7 +15,8 @@ use super::ViewError;
 const CONTEXT_LINES: usize = 3;
 
 /// What changed from one attempt of a step to another.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Not `Eq`: its sides hold US dollars, `f64`s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptDiff {
     /// The step.
     pub step: StepId,
@@ -27,6 +31,75 @@ pub struct AttemptDiff {
     /// The changes with a few lines of context; runs of unchanged lines in between are
     /// collapsed into one [`DiffLineKind::Skipped`] line.
     pub lines: Vec<DiffLine>,
+    /// How the older attempt ran: model, provider, tokens, cost, duration, variant
+    /// ([`diff_attempts`] always sets it).
+    #[serde(default)]
+    pub from_side: Option<DiffSide>,
+    /// How the newer attempt ran ([`diff_attempts`] always sets it).
+    #[serde(default)]
+    pub to_side: Option<DiffSide>,
+}
+
+/// How one attempt of a diff ran, from its artifact: what a comparison of two models or two
+/// prompts is about besides the text.
+// Not `Eq`: the cost is an `f64`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiffSide {
+    /// The attempt.
+    pub attempt: Attempt,
+    /// The model that produced the artifact.
+    pub model: String,
+    /// The provider its calls went to, when it was not the default one.
+    pub provider: Option<String>,
+    /// Tokens spent.
+    pub usage: Usage,
+    /// What its LLM calls cost in US dollars (calls without a price count as free).
+    pub cost_usd: f64,
+    /// How many LLM calls it made.
+    pub llm_calls: usize,
+    /// How many of them had no price.
+    pub unpriced_calls: usize,
+    /// How long the step took.
+    pub duration_ms: u64,
+    /// When the artifact was stored.
+    pub created_at: DateTime<Utc>,
+    /// Why the step was replayed, when it was.
+    pub replay_reason: Option<String>,
+    /// How a replay differed from the run (model, provider, edited prompt or inputs).
+    pub variant: Option<Variant>,
+}
+
+impl DiffSide {
+    /// The side of `artifact`.
+    pub fn of(artifact: &Artifact) -> Self {
+        let provider = artifact
+            .variant
+            .as_ref()
+            .and_then(|variant| variant.provider.clone())
+            .or_else(|| {
+                artifact
+                    .llm_calls
+                    .iter()
+                    .find_map(|call| call.provider.clone())
+            });
+        Self {
+            attempt: artifact.attempt,
+            model: artifact.model.clone(),
+            provider,
+            usage: artifact.usage,
+            cost_usd: artifact.cost_usd,
+            llm_calls: artifact.llm_calls.len(),
+            unpriced_calls: artifact
+                .llm_calls
+                .iter()
+                .filter(|call| call.cost_usd.is_none())
+                .count(),
+            duration_ms: artifact.duration_ms,
+            created_at: artifact.created_at,
+            replay_reason: artifact.replay_reason.clone(),
+            variant: artifact.variant.clone(),
+        }
+    }
 }
 
 /// One line of a diff.
@@ -111,13 +184,10 @@ pub async fn diff_attempts(
     let Some(new) = artifacts.read_attempt(task_id, step, to).await? else {
         return Ok(None);
     };
-    Ok(Some(diff_texts(
-        step,
-        from,
-        to,
-        &artifact_text(&old),
-        &artifact_text(&new),
-    )))
+    let mut diff = diff_texts(step, from, to, &artifact_text(&old), &artifact_text(&new));
+    diff.from_side = Some(DiffSide::of(&old));
+    diff.to_side = Some(DiffSide::of(&new));
+    Ok(Some(diff))
 }
 
 /// The diff of two texts, with [`CONTEXT_LINES`] of context.
@@ -168,6 +238,8 @@ fn diff_texts(step: StepId, from: Attempt, to: Attempt, old: &str, new: &str) ->
         added,
         removed,
         lines,
+        from_side: None,
+        to_side: None,
     }
 }
 

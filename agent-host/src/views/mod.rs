@@ -6,12 +6,14 @@
 
 mod dead_letters;
 mod diff;
+mod providers;
 mod reports;
 mod task;
 mod tasks;
 
 pub use dead_letters::{DeadLetterEntry, DeadLetterPage, dead_letter, dead_letters};
-pub use diff::{AttemptDiff, DiffLine, DiffLineKind, artifact_text, diff_attempts};
+pub use diff::{AttemptDiff, DiffLine, DiffLineKind, DiffSide, artifact_text, diff_attempts};
+pub use providers::{ModelPrice, Providers, providers};
 pub use reports::{ReportFilter, ReportPage, report_page};
 pub use task::{AttemptView, StepView, TaskDetails, TaskInfo, task_details};
 pub use tasks::{TaskSummary, task_summaries};

@@ -2,6 +2,7 @@
 
 use agent_pipeline::StepId;
 use agent_pipeline::TaskId;
+use agent_pipeline::llm::Spend;
 use agent_pipeline::store::{StateStore, TaskStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -9,11 +10,13 @@ use serde::{Deserialize, Serialize};
 use super::ViewError;
 
 /// One task in a list of tasks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Not `Eq`: its spend holds US dollars, an `f64`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSummary {
     /// The task.
     pub task_id: TaskId,
-    /// Where it stands: `received`, `running`, `done` or `error`.
+    /// Where it stands: `received`, `running`, `awaiting_approval`, `done`, `error` or
+    /// `cancelled`.
     pub status: TaskStatus,
     /// The step it is at (or ended at).
     pub current_step: Option<StepId>,
@@ -27,6 +30,9 @@ pub struct TaskSummary {
     pub duration_ms: i64,
     /// What was asked.
     pub prompt: String,
+    /// What its LLM calls spent so far: tokens, US dollars, calls.
+    #[serde(default)]
+    pub spend: Spend,
 }
 
 /// Every task, newest first.
@@ -46,6 +52,7 @@ pub async fn task_summaries(state: &dyn StateStore) -> Result<Vec<TaskSummary>, 
                 .num_milliseconds()
                 .max(0),
             prompt: task.prompt,
+            spend: task.spend,
         });
     }
     Ok(summaries)

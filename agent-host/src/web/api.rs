@@ -1,5 +1,9 @@
 //! The JSON API: the same data as the pages, under `/api/…`, and the health probes.
 
+use std::collections::BTreeMap;
+
+use agent_pipeline::budget::Budget;
+use agent_pipeline::wire::{ControlAction, NewTask, ReplayStep, TaskControl};
 use agent_pipeline::{Attempt, Redriven, StepId, TaskId};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -12,7 +16,9 @@ use serde_json::json;
 use super::actions::{self, TaskLookup};
 use super::error::ApiError;
 use super::{WebError, WebState};
-use crate::views::{self, AttemptDiff, DeadLetterPage, ReportFilter, ReportPage, TaskDetails};
+use crate::views::{
+    self, AttemptDiff, DeadLetterPage, Providers, ReportFilter, ReportPage, TaskDetails,
+};
 
 /// How many reports `GET /api` returns.
 const RECENT_REPORTS: usize = 20;
@@ -22,6 +28,13 @@ const RECENT_REPORTS: usize = 20;
 pub struct EnqueueRequest {
     /// What to build.
     pub prompt: String,
+    /// Limits of this task, over the host's defaults (`TASK_MAX_*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// Whether the task waits for approval before its change is published (absent: the
+    /// host's `REQUIRE_APPROVAL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_approval: Option<bool>,
 }
 
 /// The answer to `POST /api/tasks`.
@@ -43,6 +56,44 @@ pub struct ReplayRequest {
     /// Why, recorded in the new attempt.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Another model than the configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Another provider than the default one (one of `GET /api/providers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// An edited task prompt, for this attempt only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Edited outputs of upstream steps (by step id, e.g. `design@v1`), each a JSON object,
+    /// used instead of their artifacts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<StepId, serde_json::Map<String, serde_json::Value>>,
+    /// Whether the later stages run again from the new attempt once it succeeds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continue_downstream: bool,
+}
+
+/// `POST /api/task/{id}/approve`, `/reject` and `/cancel`: who decided and why, both
+/// optional (the body may be left out).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ControlRequest {
+    /// Who decided, for the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Why, for the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// The answer to `POST /api/task/{id}/approve`, `/reject` and `/cancel`: the decision was
+/// checked and sent; the task's next report says what came of it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ControlQueued {
+    /// The task.
+    pub task_id: TaskId,
+    /// `approve`, `reject` or `cancel`.
+    pub action: ControlAction,
 }
 
 /// The answer to `POST /api/task/{id}/replay`.
@@ -93,7 +144,8 @@ pub(crate) async fn readyz(State(state): State<WebState>) -> Response {
     }
 }
 
-/// `GET /api`: the most recent reports, and whether this server takes work.
+/// `GET /api`: the most recent reports, whether this server takes work, the providers a
+/// replay may name and the limits of tasks that set none of their own.
 pub(crate) async fn index(State(state): State<WebState>) -> ApiResult<Json<serde_json::Value>> {
     let filter = ReportFilter {
         per_page: Some(RECENT_REPORTS),
@@ -104,7 +156,15 @@ pub(crate) async fn index(State(state): State<WebState>) -> ApiResult<Json<serde
         "recent_reports": page.events,
         "accepts_work": state.settings().read_only.is_none(),
         "read_only": state.settings().read_only,
+        "providers": state.pipeline().providers(),
+        "default_budget": state.pipeline().default_budget(),
     })))
+}
+
+/// `GET /api/providers`: the providers a replay may name, the price of each priced model,
+/// and the limits of tasks that set none of their own.
+pub(crate) async fn providers(State(state): State<WebState>) -> Json<Providers> {
+    Json(views::providers(state.pipeline()))
 }
 
 /// `GET /api/reports?status=&task_id=&page=&per_page=`.
@@ -124,13 +184,20 @@ pub(crate) async fn tasks(State(state): State<WebState>) -> ApiResult<Json<serde
     Ok(Json(json!({ "tasks": tasks })))
 }
 
-/// `POST /api/tasks` with `{"prompt": "…"}`: 202 and where the task went.
+/// `POST /api/tasks` with `{"prompt": "…"}` (and optionally `"budget": {…}`,
+/// `"require_approval": true`): 202 and where the task went; 400 for an empty prompt or
+/// limits that cannot be used.
 pub(crate) async fn enqueue(
     State(state): State<WebState>,
     request: Result<Json<EnqueueRequest>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Enqueued>)> {
     let request = body(request)?;
-    let task_id = actions::enqueue(&state, &request.prompt).await?;
+    let task = NewTask {
+        budget: request.budget,
+        require_approval: request.require_approval,
+        ..NewTask::new(request.prompt)
+    };
+    let task_id = actions::enqueue(&state, task).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Enqueued {
@@ -195,8 +262,10 @@ pub(crate) async fn find_diff(
     })
 }
 
-/// `POST /api/task/{id}/replay` with `{"step": "implement@v1", "reason": "…"}`: 202, or 409
-/// with the reason when the step's inputs are missing.
+/// `POST /api/task/{id}/replay` with `{"step": "implement@v1", "reason": "…"}` and
+/// optionally `model`, `provider`, `prompt`, `inputs` and `continue_downstream`: 202; 409
+/// with the reason when the step's inputs are missing; 400 for an unknown provider or an
+/// edited input that is not upstream of the step.
 pub(crate) async fn replay(
     State(state): State<WebState>,
     Path(task_id): Path<String>,
@@ -204,8 +273,69 @@ pub(crate) async fn replay(
 ) -> ApiResult<(StatusCode, Json<ReplayQueued>)> {
     let task_id = actions::parse_task_id(&task_id)?;
     let request = body(request)?;
-    let step = actions::replay(&state, task_id, &request.step, request.reason.as_deref()).await?;
+    let step = actions::parse_step(&request.step)?;
+    let command = ReplayStep {
+        model: request.model,
+        provider: request.provider,
+        prompt: request.prompt,
+        inputs: request.inputs,
+        continue_downstream: request.continue_downstream,
+        ..ReplayStep::new(task_id, step, request.reason)
+    };
+    let step = actions::replay(&state, command).await?;
     Ok((StatusCode::ACCEPTED, Json(ReplayQueued { task_id, step })))
+}
+
+/// `POST /api/task/{id}/approve`: 202; 409 when the task is not awaiting approval.
+pub(crate) async fn approve(
+    state: State<WebState>,
+    task_id: Path<String>,
+    request: Result<Option<Json<ControlRequest>>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<ControlQueued>)> {
+    decide(ControlAction::Approve, state, task_id, request).await
+}
+
+/// `POST /api/task/{id}/reject`: 202; 409 when the task is not awaiting approval.
+pub(crate) async fn reject(
+    state: State<WebState>,
+    task_id: Path<String>,
+    request: Result<Option<Json<ControlRequest>>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<ControlQueued>)> {
+    decide(ControlAction::Reject, state, task_id, request).await
+}
+
+/// `POST /api/task/{id}/cancel`: 202; 409 when the task has ended.
+pub(crate) async fn cancel(
+    state: State<WebState>,
+    task_id: Path<String>,
+    request: Result<Option<Json<ControlRequest>>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<ControlQueued>)> {
+    decide(ControlAction::Cancel, state, task_id, request).await
+}
+
+/// Sends `action` about the task after checking that it applies: 202, 404 for an unknown
+/// task, 409 (with where the task stands) when the decision does not apply.
+async fn decide(
+    action: ControlAction,
+    State(state): State<WebState>,
+    Path(task_id): Path<String>,
+    request: Result<Option<Json<ControlRequest>>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<ControlQueued>)> {
+    let task_id = actions::parse_task_id(&task_id)?;
+    let request = request
+        .map_err(|e| WebError::BadRequest(e.body_text()))?
+        .map(|Json(request)| request)
+        .unwrap_or_default();
+    let control = TaskControl {
+        by: request.by,
+        comment: request.comment,
+        ..TaskControl::new(action, task_id)
+    };
+    actions::control(&state, control).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ControlQueued { task_id, action }),
+    ))
 }
 
 /// `GET /api/dlq`: every dead letter, newest first.

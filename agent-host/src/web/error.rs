@@ -54,12 +54,14 @@ impl WebError {
         use agent_pipeline::Error;
         match &error {
             Error::TaskNotFound(_) => WebError::NotFound(error.to_string()),
-            Error::ReplayInputsMissing { .. } | Error::NotRedrivable { .. } => {
-                WebError::Conflict(error.to_string())
-            }
-            Error::UnknownStep(_) | Error::EmptyPrompt | Error::Id(_) => {
-                WebError::BadRequest(error.to_string())
-            }
+            Error::ReplayInputsMissing { .. }
+            | Error::NotRedrivable { .. }
+            | Error::NotApplicable { .. } => WebError::Conflict(error.to_string()),
+            Error::UnknownStep(_)
+            | Error::EmptyPrompt
+            | Error::Id(_)
+            | Error::InvalidReplay(_)
+            | Error::InvalidBudget(_) => WebError::BadRequest(error.to_string()),
             Error::Bus(bus)
                 if bus.is_retryable() || matches!(bus, agent_pipeline::bus::BusError::Closed) =>
             {

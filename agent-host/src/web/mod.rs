@@ -6,12 +6,14 @@
 //! | page | JSON | what |
 //! |---|---|---|
 //! | `GET /` | `GET /api` | enqueue form and the most recent reports |
-//! | `POST /` (form) | `POST /api/tasks` (JSON `{"prompt"}`) | enqueue a task |
+//! | `POST /` (form) | `POST /api/tasks` (JSON `{"prompt"}`, optionally `"budget"`, `"require_approval"`) | enqueue a task |
 //! | `GET /reports` | `GET /api/reports` | report events, newest first; `?status=&task_id=&page=` |
 //! | `GET /tasks` | `GET /api/tasks` | every task with its latest status |
 //! | `GET /task/{id}` | `GET /api/task/{id}` | one task: steps, attempts, artifacts |
-//! | `GET /task/{id}/diff/{step}?from=&to=` | `GET /api/task/{id}/diff/{step}?from=&to=` | diff of two attempts |
-//! | `POST /task/{id}/replay` (form) | `POST /api/task/{id}/replay` (JSON `{"step","reason"}`) | replay one step |
+//! | `GET /task/{id}/diff/{step}?from=&to=` | `GET /api/task/{id}/diff/{step}?from=&to=` | two attempts side by side (model, provider, edits, tokens, cost, duration) and the diff of their outputs |
+//! | `POST /task/{id}/replay` (form) | `POST /api/task/{id}/replay` (JSON `{"step","reason"}`, optionally `"model","provider","prompt","inputs","continue_downstream"`) | replay one step, as it ran or as a variant |
+//! | `POST /task/{id}/approve`, `/reject`, `/cancel` (form) | `POST /api/task/{id}/approve`, `/reject`, `/cancel` (JSON `{"by","comment"}`, optional) | decide about a task awaiting approval, or cancel one that has not ended (409 when it does not apply) |
+//! | | `GET /api/providers` | the providers a replay may name, the prices of models, the default budget |
 //! | `GET /dlq` | `GET /api/dlq` | the dead-letter queue |
 //! | `POST /dlq/{id}/redrive` (form) | `POST /api/dlq/{id}/redrive` | send a dead letter back |
 //! | | `GET /api/events?task_id=` | report events as server-sent events |
@@ -26,7 +28,9 @@
 
 mod actions;
 mod api;
-pub use api::{EnqueueRequest, Enqueued, ReplayQueued, ReplayRequest};
+pub use api::{
+    ControlQueued, ControlRequest, EnqueueRequest, Enqueued, ReplayQueued, ReplayRequest,
+};
 mod assets;
 mod error;
 mod highlight;
@@ -162,6 +166,9 @@ pub fn router(state: WebState) -> Router {
         .route("/task/{task_id}", get(pages::task))
         .route("/task/{task_id}/diff/{step}", get(pages::diff))
         .route("/task/{task_id}/replay", post(pages::replay))
+        .route("/task/{task_id}/approve", post(pages::approve))
+        .route("/task/{task_id}/reject", post(pages::reject))
+        .route("/task/{task_id}/cancel", post(pages::cancel))
         .route("/dlq", get(pages::dlq))
         .route("/dlq/{id}/redrive", post(pages::redrive))
         .route("/api", get(api::index))
@@ -170,6 +177,10 @@ pub fn router(state: WebState) -> Router {
         .route("/api/task/{task_id}", get(api::task))
         .route("/api/task/{task_id}/diff/{step}", get(api::diff))
         .route("/api/task/{task_id}/replay", post(api::replay))
+        .route("/api/task/{task_id}/approve", post(api::approve))
+        .route("/api/task/{task_id}/reject", post(api::reject))
+        .route("/api/task/{task_id}/cancel", post(api::cancel))
+        .route("/api/providers", get(api::providers))
         .route("/api/dlq", get(api::dlq))
         .route("/api/dlq/{id}/redrive", post(api::redrive))
         .route("/api/events", get(live::events))

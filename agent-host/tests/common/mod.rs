@@ -3,7 +3,9 @@
 
 #![allow(dead_code)] // Each test file uses its own part of these helpers.
 
+pub(crate) mod http;
 pub(crate) mod kafka;
+pub(crate) mod openai;
 pub(crate) mod processes;
 pub(crate) mod web;
 
@@ -21,7 +23,7 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_agent-host");
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Every variable the host reads; tests start from none of them set.
-pub(crate) const CONFIG_VARIABLES: [&str; 45] = [
+pub(crate) const CONFIG_VARIABLES: [&str; 52] = [
     "OPENAI_API_KEY",
     "OPENAI_MODEL",
     "OPENAI_BASE_URL",
@@ -62,6 +64,13 @@ pub(crate) const CONFIG_VARIABLES: [&str; 45] = [
     "LLM_TOKENS_PER_MINUTE",
     "LLM_PRICE_INPUT_PER_MTOK",
     "LLM_PRICE_OUTPUT_PER_MTOK",
+    "LLM_PRICES",
+    "LLM_PROVIDERS",
+    "TASK_MAX_TOKENS",
+    "TASK_MAX_COST_USD",
+    "TASK_MAX_WALL_TIME",
+    "TASK_MAX_ROUNDS",
+    "REQUIRE_APPROVAL",
     "AGENT_SANDBOX",
     "SANDBOX_TIMEOUT_SECS",
     "SANDBOX_MEMORY_MB",
@@ -111,6 +120,21 @@ impl Sandbox {
     /// Runs the binary with `args` to its end.
     pub(crate) fn run(&self, args: &[&str]) -> Output {
         run(self.command(args))
+    }
+
+    /// Runs the binary with `args` and the variables `env` set, to its end.
+    pub(crate) fn run_with<K, V>(
+        &self,
+        args: &[&str],
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> Output
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        let mut command = self.command(args);
+        command.envs(env);
+        run(command)
     }
 
     /// Runs `send --local --text HELLO --wait` (the services in the command's own process),
@@ -405,8 +429,17 @@ impl Drop for Host {
 impl Sandbox {
     /// Starts `agent-host run` on a free port of 127.0.0.1 in the sandbox, with `env` set.
     pub(crate) fn start_host(&self, env: &[(&str, &str)]) -> Host {
+        self.start_host_with(env.iter().copied())
+    }
+
+    /// [`Sandbox::start_host`] with variables of any string type.
+    pub(crate) fn start_host_with<K, V>(&self, env: impl IntoIterator<Item = (K, V)>) -> Host
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
         let mut command = self.command(&["run", "--listen", "127.0.0.1:0"]);
-        command.envs(env.iter().copied());
+        command.envs(env);
         Host::start(command)
     }
 }

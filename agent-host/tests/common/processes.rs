@@ -75,10 +75,7 @@ impl Processes {
 pub(crate) async fn publish_tasks(bus: &KafkaBus, topic: &str, count: usize) -> Vec<TaskId> {
     let mut ids = Vec::with_capacity(count);
     for n in 0..count {
-        let task = NewTask {
-            task_id: TaskId::new(),
-            prompt: format!("{HELLO} (task {n})"),
-        };
+        let task = NewTask::new(format!("{HELLO} (task {n})"));
         let payload = serde_json::to_vec(&task).expect("a task encodes");
         bus.publish(topic, &task.task_id.to_string(), payload)
             .await

@@ -98,6 +98,7 @@ impl<T: StageOutput> Agent for LlmAgent<T> {
             ],
             schema_name: T::SCHEMA_NAME.to_owned(),
             schema: strict_schema::<T>(),
+            model: None,
         };
         let mut usage = Usage::default();
         let mut calls = 0;

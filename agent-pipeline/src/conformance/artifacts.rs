@@ -5,9 +5,11 @@ use std::sync::Arc;
 use chrono::{SubsecRound, Utc};
 use serde_json::{Value, json};
 
+use crate::budget::Budget;
 use crate::ids::{Attempt, Stage, StepId, TaskId};
-use crate::llm::Usage;
+use crate::llm::{LlmCall, Usage};
 use crate::store::{Artifact, ArtifactStore, StoreError, StoreResult, TaskFile};
+use crate::wire::Variant;
 
 /// Checks that `store` behaves as an [`ArtifactStore`] must, and panics with a message naming
 /// the first behaviour that is missing.
@@ -70,6 +72,14 @@ async fn the_task_document_is_kept(store: &dyn ArtifactStore) {
         task_id: TaskId::new(),
         prompt: "Write a haiku\nabout \"quotes\" and ünïcode".into(),
         created_at: Utc::now().trunc_subsecs(3),
+        // Limits and the approval flag set, so that a store dropping them is seen.
+        budget: Some(Budget {
+            max_tokens: Some(40_000),
+            max_cost_usd: Some(0.25),
+            max_wall_time_secs: None,
+            max_rounds: Some(2),
+        }),
+        require_approval: true,
     };
     let location = ok(store.write_task(&task).await, "write_task");
     assert_eq!(location, store.location(task.task_id, "task.json"));
@@ -143,6 +153,8 @@ async fn every_attempt_of_a_step_is_kept(store: &dyn ArtifactStore) {
         task_id: id,
         prompt: "p".into(),
         created_at: Utc::now().trunc_subsecs(3),
+        budget: None,
+        require_approval: false,
     };
     ok(store.write_task(&task).await, "write_task");
     let implement = StepId::v1(Stage::Implement);
@@ -364,11 +376,25 @@ fn artifact(task_id: TaskId, n: u32, text: &str) -> Artifact {
         attempt: attempt(n),
         model: "offline".into(),
         usage: Usage::default(),
+        cost_usd: 0.5,
+        llm_calls: vec![LlmCall {
+            model: "offline".into(),
+            provider: None,
+            prompt_tokens: 120,
+            completion_tokens: 30,
+            cost_usd: Some(0.5),
+            duration_ms: 7,
+            error: None,
+        }],
         created_at: Utc::now().trunc_subsecs(3),
         duration_ms: 7,
         replay_reason: (n > 1).then(|| "once more".to_owned()),
         round: 1,
         feedback: None,
+        variant: (n > 1).then(|| Variant {
+            model: Some("another-model".into()),
+            ..Variant::default()
+        }),
     }
 }
 

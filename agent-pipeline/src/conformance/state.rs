@@ -3,12 +3,13 @@
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use serde_json::json;
 
+use crate::budget::{Budget, TaskBudget};
 use crate::ids::{Attempt, Stage, StepId, TaskId};
-use crate::llm::Usage;
+use crate::llm::{LlmCall, Spend, Usage};
 use crate::store::{
     AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, StoreResult, TaskStatus,
 };
-use crate::wire::{StepMode, StepOutcome, StepRequest, StepResult};
+use crate::wire::{StepMode, StepOutcome, StepRequest, StepResult, StopReason, Variant};
 
 /// Checks that `store` behaves as a [`StateStore`] must, and panics with a message naming the
 /// first behaviour that is missing.
@@ -27,10 +28,13 @@ pub async fn state_store(store: &dyn StateStore) {
     tasks_are_inserted_once(store).await;
     tasks_are_listed_newest_first(store).await;
     task_status_changes(store).await;
+    tasks_move_only_from_the_listed_statuses(store).await;
     attempts_are_reserved_once(store).await;
     results_are_recorded_once(store).await;
     unreserved_results_are_recorded(store).await;
     replay_results_leave_the_task_alone(store).await;
+    llm_calls_are_kept_and_add_up_to_the_tasks_spend(store).await;
+    a_cancelled_task_keeps_its_status_when_results_arrive(store).await;
     attempts_are_listed_in_pipeline_order(store).await;
     unfinished_attempts_are_listed_oldest_first(store).await;
     consumer_offsets_are_kept_per_group_topic_and_partition(store).await;
@@ -40,7 +44,8 @@ pub async fn state_store(store: &dyn StateStore) {
     retention_prunes_only_tasks_that_ended_before_the_cutoff(store).await;
 }
 
-/// A task that ended long ago, with design run twice and a kept outbox; `ended` is when.
+/// A task that ended long ago, with design run twice (one LLM call each) and a kept outbox;
+/// `ended` is when.
 async fn ended_task(store: &dyn StateStore, ended: DateTime<Utc>, status: TaskStatus) -> TaskId {
     let id = TaskId::new();
     ok(store.insert_task(id, "old", ended).await, "insert_task");
@@ -56,7 +61,12 @@ async fn ended_task(store: &dyn StateStore, ended: DateTime<Utc>, status: TaskSt
         ok(
             store
                 .finish_attempt_with_outbox(
-                    &succeeded(&reserved, ended, 5),
+                    &succeeded_after(
+                        &reserved,
+                        ended,
+                        5,
+                        vec![call("test-model", 100, Some(0.5))],
+                    ),
                     Some(status),
                     ended,
                     &[message],
@@ -78,6 +88,20 @@ async fn retention_prunes_only_tasks_that_ended_before_the_cutoff(store: &dyn St
     let old = ended_task(store, t0, TaskStatus::Done).await;
     let failed_old = ended_task(store, t0, TaskStatus::Error).await;
     let running = ended_task(store, t0, TaskStatus::Running).await;
+    let cancel = |id: TaskId, at: DateTime<Utc>| async move {
+        let moved = ok(
+            store
+                .transition_task(id, &TaskStatus::ACTIVE, TaskStatus::Cancelled, at)
+                .await,
+            "transition_task",
+        );
+        assert!(moved, "a running task can be cancelled");
+    };
+    let cancelled_old = ended_task(store, t0, TaskStatus::Running).await;
+    cancel(cancelled_old, t0).await;
+    let cancelled_recently = ended_task(store, t0, TaskStatus::Running).await;
+    cancel(cancelled_recently, cutoff + secs(1)).await;
+    let awaiting = ended_task(store, t0, TaskStatus::AwaitingApproval).await;
     let recent = ended_task(store, cutoff + secs(1), TaskStatus::Done).await;
     let replaying = ended_task(store, t0, TaskStatus::Done).await;
     ok(
@@ -107,7 +131,11 @@ async fn retention_prunes_only_tasks_that_ended_before_the_cutoff(store: &dyn St
         )
     };
     let history = listed(Pruning::History).await;
-    for (id, what) in [(old, "a done task"), (failed_old, "a failed task")] {
+    for (id, what) in [
+        (old, "a done task"),
+        (failed_old, "a failed task"),
+        (cancelled_old, "a cancelled task"),
+    ] {
         assert!(
             history.contains(&id),
             "{what} that ended before the cutoff must be prunable"
@@ -115,7 +143,9 @@ async fn retention_prunes_only_tasks_that_ended_before_the_cutoff(store: &dyn St
     }
     for (id, what) in [
         (running, "a running task"),
+        (awaiting, "a task awaiting approval"),
         (recent, "a task that ended after the cutoff"),
+        (cancelled_recently, "a task cancelled after the cutoff"),
         (replaying, "a task with a replay requested"),
         (replayed, "a task replayed after the cutoff"),
     ] {
@@ -155,7 +185,13 @@ async fn retention_prunes_only_tasks_that_ended_before_the_cutoff(store: &dyn St
         ok(store.outbox(old, design, attempt(2)).await, "outbox").is_empty(),
         "the outbox of a pruned task is dropped"
     );
-    assert_eq!(expect_task(store, old).await.status, TaskStatus::Done);
+    let pruned = expect_task(store, old).await;
+    assert_eq!(pruned.status, TaskStatus::Done);
+    assert_eq!(
+        (pruned.spend.calls, pruned.spend.cost_usd),
+        (2, 1.0),
+        "pruning history keeps what the task spent, the pruned attempt's calls included"
+    );
     assert!(
         !listed(Pruning::History).await.contains(&old),
         "a pruned task has no history left to prune"
@@ -193,6 +229,29 @@ async fn retention_prunes_only_tasks_that_ended_before_the_cutoff(store: &dyn St
             "prune_task"
         ),
         "a failed task is deleted too"
+    );
+    assert!(
+        ok(
+            store
+                .prune_task(cancelled_old, cutoff, Pruning::History)
+                .await,
+            "prune_task"
+        ),
+        "a cancelled task's history is pruned"
+    );
+    assert!(
+        ok(
+            store
+                .prune_task(cancelled_old, cutoff, Pruning::WholeTask)
+                .await,
+            "prune_task"
+        ),
+        "a cancelled task is deleted"
+    );
+    assert_eq!(
+        ok(store.task(cancelled_old).await, "task"),
+        None,
+        "a deleted cancelled task is gone"
     );
 }
 
@@ -670,6 +729,383 @@ async fn task_status_changes(store: &dyn StateStore) {
     );
 }
 
+async fn tasks_move_only_from_the_listed_statuses(store: &dyn StateStore) {
+    let id = TaskId::new();
+    let other = TaskId::new();
+    let t0 = now();
+    ok(
+        store.insert_task(id, "decide on me", t0).await,
+        "insert_task",
+    );
+    ok(
+        store.insert_task(other, "leave me", t0).await,
+        "insert_task",
+    );
+    let design = StepId::v1(Stage::Design);
+    ok(
+        store
+            .set_task_status(id, TaskStatus::Running, Some(design), t0 + secs(1))
+            .await,
+        "set_task_status",
+    );
+    let before = expect_task(store, id).await;
+    let transition = |task: TaskId, from: &'static [TaskStatus], to, at| async move {
+        ok(
+            store.transition_task(task, from, to, at).await,
+            "transition_task",
+        )
+    };
+
+    assert!(
+        !transition(
+            id,
+            &[TaskStatus::Received, TaskStatus::AwaitingApproval],
+            TaskStatus::Cancelled,
+            t0 + secs(2)
+        )
+        .await,
+        "transition_task from statuses the task is not in must return false"
+    );
+    assert_eq!(
+        expect_task(store, id).await,
+        before,
+        "transition_task that does not apply must change nothing"
+    );
+    assert!(
+        !transition(id, &[], TaskStatus::Done, t0 + secs(2)).await,
+        "transition_task from no status must return false"
+    );
+
+    assert!(
+        transition(id, &TaskStatus::ACTIVE, TaskStatus::Cancelled, t0 + secs(3)).await,
+        "transition_task from a listed status must return true"
+    );
+    let task = expect_task(store, id).await;
+    assert_eq!(
+        task.status,
+        TaskStatus::Cancelled,
+        "transition_task must set the new status"
+    );
+    assert_eq!(
+        task.updated_at,
+        t0 + secs(3),
+        "transition_task must set updated_at"
+    );
+    assert_eq!(
+        (task.current_step, task.created_at, task.prompt.as_str()),
+        (Some(design), t0, "decide on me"),
+        "transition_task must keep the current step, created_at and the prompt"
+    );
+    assert!(
+        !transition(id, &TaskStatus::ACTIVE, TaskStatus::Error, t0 + secs(4)).await,
+        "a second decision must not apply once the first moved the task out of `from`"
+    );
+    assert_eq!(
+        expect_task(store, id).await,
+        task,
+        "a decision that does not apply must change nothing"
+    );
+    let untouched = expect_task(store, other).await;
+    assert_eq!(
+        (untouched.status, untouched.updated_at),
+        (TaskStatus::Received, t0),
+        "transition_task must change only its own task"
+    );
+
+    // The other statuses are stored and matched too.
+    ok(
+        store
+            .set_task_status(other, TaskStatus::AwaitingApproval, Some(design), t0)
+            .await,
+        "set_task_status",
+    );
+    assert_eq!(
+        expect_task(store, other).await.status,
+        TaskStatus::AwaitingApproval,
+        "a task awaiting approval must read back so"
+    );
+    assert!(
+        transition(
+            other,
+            &[TaskStatus::AwaitingApproval],
+            TaskStatus::Done,
+            t0 + secs(5)
+        )
+        .await,
+        "transition_task from awaiting_approval must apply to a task awaiting approval"
+    );
+    assert_eq!(expect_task(store, other).await.status, TaskStatus::Done);
+
+    let unknown = TaskId::new();
+    assert!(
+        !transition(unknown, &TaskStatus::ALL, TaskStatus::Cancelled, t0).await,
+        "transition_task of an unknown task must return false"
+    );
+    assert_eq!(
+        ok(store.task(unknown).await, "task"),
+        None,
+        "transition_task of an unknown task must not create it"
+    );
+}
+
+async fn llm_calls_are_kept_and_add_up_to_the_tasks_spend(store: &dyn StateStore) {
+    let id = TaskId::new();
+    let bystander = TaskId::new();
+    let t0 = now();
+    ok(store.insert_task(id, "spend", t0).await, "insert_task");
+    ok(
+        store.insert_task(bystander, "spend nothing", t0).await,
+        "insert_task",
+    );
+    assert_eq!(
+        expect_task(store, id).await.spend,
+        Spend::default(),
+        "a new task has spent nothing"
+    );
+    let [design, implement, test, _] = Stage::ALL.map(StepId::v1);
+
+    // A failure after two calls, one of them to a model without a price.
+    let first = request(id, design, 1, t0);
+    ok(store.reserve_attempt(&first).await, "reserve_attempt");
+    let failed_calls = vec![
+        call("test-model", 1000, Some(0.25)),
+        LlmCall {
+            error: Some("HTTP 500".to_owned()),
+            ..call("unpriced-model", 400, None)
+        },
+    ];
+    let finish = |result: StepResult, status| async move {
+        ok(
+            store.finish_attempt(&result, status, t0 + secs(5)).await,
+            "finish_attempt",
+        )
+    };
+    assert!(
+        finish(
+            failed_after(&first, t0, 10, failed_calls.clone()),
+            Some(TaskStatus::Running)
+        )
+        .await
+    );
+    // A success never reserved, a step stopped by the budget, a replay (which moves no task
+    // but spends all the same) and a success without calls.
+    let second = request(id, design, 2, t0);
+    let success_calls = vec![call("test-model", 2000, Some(0.5))];
+    assert!(
+        finish(
+            succeeded_after(&second, t0, 10, success_calls.clone()),
+            Some(TaskStatus::Running)
+        )
+        .await
+    );
+    let stopped = request(id, implement, 1, t0);
+    ok(store.reserve_attempt(&stopped).await, "reserve_attempt");
+    let stopped_calls = vec![call("test-model", 3000, Some(0.125))];
+    assert!(
+        finish(
+            stopped_after(&stopped, t0, 10, stopped_calls.clone()),
+            Some(TaskStatus::Error)
+        )
+        .await
+    );
+    let replay = StepRequest {
+        mode: StepMode::Replay,
+        ..request(id, design, 3, t0)
+    };
+    ok(store.reserve_attempt(&replay).await, "reserve_attempt");
+    let replay_calls = vec![
+        call("other-model", 500, Some(0.0625)),
+        call("other-model", 700, Some(0.03125)),
+    ];
+    assert!(finish(succeeded_after(&replay, t0, 10, replay_calls.clone()), None).await);
+    let quiet = request(id, test, 1, t0);
+    assert!(finish(succeeded(&quiet, t0, 10), None).await);
+    let open = request(id, test, 2, t0);
+    ok(store.reserve_attempt(&open).await, "reserve_attempt");
+
+    for (request, calls) in [
+        (&first, &failed_calls),
+        (&second, &success_calls),
+        (&stopped, &stopped_calls),
+        (&replay, &replay_calls),
+    ] {
+        assert_eq!(
+            &expect_attempt(store, id, request.step_id, request.attempt.get())
+                .await
+                .calls,
+            calls,
+            "attempt {} of {} must keep its LLM calls, in order, whole",
+            request.attempt,
+            request.step_id
+        );
+    }
+    for request in [&quiet, &open] {
+        assert!(
+            expect_attempt(store, id, request.step_id, request.attempt.get())
+                .await
+                .calls
+                .is_empty(),
+            "an attempt without calls (or still requested) has none"
+        );
+    }
+    let stopped_record = expect_attempt(store, id, implement, 1).await;
+    assert_eq!(
+        (
+            stopped_record.status,
+            stopped_record.error.as_deref(),
+            stopped_record.model.as_deref()
+        ),
+        (
+            AttemptStatus::Failed,
+            Some("the task reached its limit of 0.75 USD"),
+            None
+        ),
+        "a stopped step is recorded as failed, with the reason in words as its error"
+    );
+
+    let expected = Spend {
+        usage: Usage {
+            prompt_tokens: 7600,
+            completion_tokens: 760,
+            total_tokens: 8360,
+        },
+        cost_usd: 0.96875,
+        calls: 6,
+        unpriced_calls: 1,
+    };
+    let task = expect_task(store, id).await;
+    assert_eq!(
+        task.spend, expected,
+        "the task's spend must be the sum of the calls of every recorded attempt (failed, \
+         stopped and replayed ones included)"
+    );
+    let attempts = ok(store.attempts(id).await, "attempts");
+    assert_eq!(
+        attempts.iter().map(|a| Spend::of(&a.calls)).sum::<Spend>(),
+        task.spend,
+        "the task's spend must equal the sum over attempts()"
+    );
+    let listed = ok(store.tasks(usize::MAX).await, "tasks")
+        .into_iter()
+        .find(|t| t.task_id == id)
+        .unwrap_or_else(|| panic!("tasks() must list task {id}"));
+    assert_eq!(listed.spend, expected, "tasks() must show the spend too");
+    assert_eq!(
+        (task.status, task.current_step),
+        (TaskStatus::Error, Some(implement)),
+        "a stopped step moves the task like any result"
+    );
+
+    // Redelivered results, with other calls, must add nothing.
+    assert!(
+        !finish(
+            succeeded_after(&second, t0, 10, vec![call("test-model", 9999, Some(8.0))]),
+            Some(TaskStatus::Running)
+        )
+        .await,
+        "a redelivered result must not be recorded again"
+    );
+    assert!(
+        !finish(
+            failed_after(&first, t0, 10, failed_calls.clone()),
+            Some(TaskStatus::Running)
+        )
+        .await
+    );
+    assert_eq!(
+        expect_task(store, id).await,
+        task,
+        "a redelivered result must not change the task nor add to its spend"
+    );
+    assert_eq!(
+        expect_attempt(store, id, design, 2).await.calls,
+        success_calls,
+        "a redelivered result must not replace the calls kept"
+    );
+    assert_eq!(
+        expect_task(store, bystander).await.spend,
+        Spend::default(),
+        "another task's calls must not count"
+    );
+}
+
+async fn a_cancelled_task_keeps_its_status_when_results_arrive(store: &dyn StateStore) {
+    let id = TaskId::new();
+    let t0 = now();
+    ok(store.insert_task(id, "cancel me", t0).await, "insert_task");
+    let [design, implement, ..] = Stage::ALL.map(StepId::v1);
+    ok(
+        store
+            .set_task_status(id, TaskStatus::Running, Some(design), t0 + secs(1))
+            .await,
+        "set_task_status",
+    );
+    let running = request(id, design, 1, t0 + secs(1));
+    ok(store.reserve_attempt(&running).await, "reserve_attempt");
+    assert!(ok(
+        store
+            .transition_task(id, &TaskStatus::ACTIVE, TaskStatus::Cancelled, t0 + secs(2))
+            .await,
+        "transition_task"
+    ));
+
+    // The step that was running when the task was cancelled reports afterwards.
+    let calls = vec![call("test-model", 1200, Some(0.25))];
+    assert!(
+        ok(
+            store
+                .finish_attempt(
+                    &succeeded_after(&running, t0 + secs(1), 10, calls.clone()),
+                    Some(TaskStatus::Running),
+                    t0 + secs(3)
+                )
+                .await,
+            "finish_attempt"
+        ),
+        "a result of a cancelled task must still be recorded"
+    );
+    let record = expect_attempt(store, id, design, 1).await;
+    assert_eq!(
+        (record.status, record.finished_at, &record.calls),
+        (AttemptStatus::Succeeded, Some(t0 + secs(3)), &calls),
+        "the attempt of a cancelled task must be recorded with its calls"
+    );
+    let task = expect_task(store, id).await;
+    assert_eq!(
+        task.status,
+        TaskStatus::Cancelled,
+        "a result must not move a cancelled task"
+    );
+    assert_eq!(
+        (task.current_step, task.updated_at),
+        (Some(design), t0 + secs(2)),
+        "a result must leave a cancelled task's step and time alone"
+    );
+    assert_eq!(
+        task.spend,
+        Spend::of(&calls),
+        "what a cancelled task's last steps spent still counts"
+    );
+
+    let late = request(id, implement, 1, t0 + secs(4));
+    assert!(ok(
+        store
+            .finish_attempt_with_outbox(
+                &stopped_after(&late, t0 + secs(4), 10, Vec::new()),
+                Some(TaskStatus::Done),
+                t0 + secs(5),
+                &[]
+            )
+            .await,
+        "finish_attempt_with_outbox"
+    ));
+    assert_eq!(
+        expect_task(store, id).await.status,
+        TaskStatus::Cancelled,
+        "no result moves a cancelled task, whatever status it asks for"
+    );
+}
+
 async fn attempts_are_reserved_once(store: &dyn StateStore) {
     let id = TaskId::new();
     let t0 = now();
@@ -682,6 +1118,24 @@ async fn attempts_are_reserved_once(store: &dyn StateStore) {
         round: 2,
         reason: Some("the design missed the rate limit".to_owned()),
         not_before: Some(t0 + secs(30)),
+        budget: Some(TaskBudget {
+            limits: Budget {
+                max_tokens: Some(50_000),
+                max_cost_usd: Some(1.5),
+                max_wall_time_secs: Some(600),
+                max_rounds: Some(3),
+            },
+            started_at: t0 - secs(60),
+            spent: Spend::of(&[call("test-model", 1000, Some(0.25))]),
+        }),
+        require_approval: true,
+        variant: Some(Variant {
+            model: Some("another-model".to_owned()),
+            prompt: Some("an edited prompt".to_owned()),
+            pinned: [(StepId::v1(Stage::Implement), attempt(2))].into(),
+            continue_downstream: true,
+            ..Variant::default()
+        }),
         ..request(id, design, 1, t0)
     };
 
@@ -742,6 +1196,7 @@ async fn results_are_recorded_once(store: &dyn StateStore) {
         model: Some("test-model".to_owned()),
         finished_at: Some(finished_at),
         duration_ms: Some(1500),
+        calls: Vec::new(),
     };
     assert_eq!(
         expect_attempt(store, id, design, 1).await,
@@ -1097,6 +1552,9 @@ fn request(task_id: TaskId, step_id: StepId, n: u32, requested_at: DateTime<Utc>
         reason: None,
         not_before: None,
         requested_at,
+        budget: None,
+        require_approval: false,
+        variant: None,
     }
 }
 
@@ -1108,24 +1566,77 @@ fn requested(request: &StepRequest) -> AttemptRecord {
         model: None,
         finished_at: None,
         duration_ms: None,
+        calls: Vec::new(),
     }
 }
 
+/// A success without LLM calls.
 fn succeeded(request: &StepRequest, started_at: DateTime<Utc>, duration_ms: u64) -> StepResult {
+    succeeded_after(request, started_at, duration_ms, Vec::new())
+}
+
+/// A success after `calls`.
+fn succeeded_after(
+    request: &StepRequest,
+    started_at: DateTime<Utc>,
+    duration_ms: u64,
+    calls: Vec<LlmCall>,
+) -> StepResult {
+    let spend = Spend::of(&calls);
     let outcome = StepOutcome::Succeeded {
         output: json!({ "design_summary": "a summary" }),
         model: "test-model".to_owned(),
-        usage: Usage::default(),
+        usage: spend.usage,
     };
-    StepResult::of(request, outcome, started_at, duration_ms)
+    StepResult::of(request, outcome, calls, started_at, duration_ms)
 }
 
+/// A failure without LLM calls.
 fn failed(request: &StepRequest, started_at: DateTime<Utc>, duration_ms: u64) -> StepResult {
+    failed_after(request, started_at, duration_ms, Vec::new())
+}
+
+/// A failure after `calls`.
+fn failed_after(
+    request: &StepRequest,
+    started_at: DateTime<Utc>,
+    duration_ms: u64,
+    calls: Vec<LlmCall>,
+) -> StepResult {
     let outcome = StepOutcome::Failed {
         error: "the model timed out".to_owned(),
         retryable: true,
     };
-    StepResult::of(request, outcome, started_at, duration_ms)
+    StepResult::of(request, outcome, calls, started_at, duration_ms)
+}
+
+/// A step stopped by its task's budget after `calls`.
+fn stopped_after(
+    request: &StepRequest,
+    started_at: DateTime<Utc>,
+    duration_ms: u64,
+    calls: Vec<LlmCall>,
+) -> StepResult {
+    let outcome = StepOutcome::Stopped {
+        cause: StopReason::BudgetExceeded,
+        detail: "the task reached its limit of 0.75 USD".to_owned(),
+    };
+    StepResult::of(request, outcome, calls, started_at, duration_ms)
+}
+
+/// One LLM call of `model` with `tokens` prompt tokens and a tenth as many completion tokens,
+/// costing `cost_usd` (`None`: the model has no price). Costs in the suite are sums of powers
+/// of two, exact in binary, so that sums in any order are equal.
+fn call(model: &str, tokens: u64, cost_usd: Option<f64>) -> LlmCall {
+    LlmCall {
+        model: model.to_owned(),
+        provider: None,
+        prompt_tokens: tokens,
+        completion_tokens: tokens / 10,
+        cost_usd,
+        duration_ms: tokens / 2,
+        error: None,
+    }
 }
 
 async fn expect_task(store: &dyn StateStore, id: TaskId) -> crate::store::TaskRecord {

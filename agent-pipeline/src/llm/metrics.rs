@@ -8,8 +8,8 @@
 pub const REQUESTS_TOTAL: &str = "agent_pipeline_llm_requests_total";
 /// Counter: tokens the server reported, by `model` and `kind` (`prompt` or `completion`).
 pub const TOKENS_TOTAL: &str = "agent_pipeline_llm_tokens_total";
-/// What the tokens cost in US dollars, by `model`, from [`TokenPrices`](super::TokenPrices);
-/// only when a price is set.
+/// What the tokens cost in US dollars, by `model`, from the [`PriceTable`](super::PriceTable)
+/// (at the price of the model that answered); only when the table has a price for it.
 ///
 /// It only ever grows, but is recorded as a gauge: the facade's counters count whole
 /// numbers, and a cost is a fraction of a dollar.
@@ -31,7 +31,7 @@ pub const ALL: [&str; 5] = [
 
 /// The `outcome` label of [`REQUESTS_TOTAL`] for a call's result: `ok`, or the kind of
 /// failure (`rate_limited` for HTTP 429, `unavailable`, `timeout`, `transport`, `refused`,
-/// `rejected`, `unauthorized`, `protocol`).
+/// `rejected`, `unauthorized`, `protocol`, `budget_exceeded`, `unknown_provider`).
 pub fn outcome<T>(result: &Result<T, super::LlmError>) -> &'static str {
     use super::LlmError;
     match result {
@@ -44,6 +44,8 @@ pub fn outcome<T>(result: &Result<T, super::LlmError>) -> &'static str {
         Err(LlmError::Rejected { .. }) => "rejected",
         Err(LlmError::Unauthorized { .. }) => "unauthorized",
         Err(LlmError::Protocol(_)) => "protocol",
+        Err(LlmError::BudgetExceeded(_)) => "budget_exceeded",
+        Err(LlmError::UnknownProvider(_)) => "unknown_provider",
     }
 }
 
@@ -60,7 +62,7 @@ pub fn describe() {
     );
     metrics::describe_gauge!(
         COST_USD_TOTAL,
-        "What the LLM tokens cost in US dollars (from LLM_PRICE_*_PER_MTOK), by model"
+        "What the LLM tokens cost in US dollars (list prices, LLM_PRICES), by model"
     );
     metrics::describe_histogram!(
         BUDGET_WAIT_SECONDS,

@@ -1,14 +1,18 @@
 //! The `Llm` trait and its providers: the OpenAI-compatible client, the offline model and
 //! the simulated models of the benchmarks; the limits every call of a process goes through
-//! ([`RateLimitedLlm`], guide in `docs/llm-limits.md`) and its [`metrics`].
+//! ([`RateLimitedLlm`], guide in `docs/llm-limits.md`) and its [`metrics`]; what models cost
+//! ([`PriceTable`]) and what each step's calls spent ([`StepMeter`], [`MeteredLlm`]).
 
 mod limits;
+mod metered;
 pub mod metrics;
 mod offline;
 #[cfg(feature = "openai")]
 mod openai;
+mod prices;
 mod settings;
 mod simulated;
+mod usage;
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,11 +26,14 @@ pub use limits::{
     BudgetTimeout, Grant, RateLimitFeedback, RateLimitedLlm, RateLimiter, ServerLimits,
     count_as_budget_wait, parse_duration, timeout_excluding_budget_wait,
 };
+pub use metered::{MeteredLlm, StepMeter};
 pub use offline::{OFFLINE_MODEL, OfflineLlm};
 #[cfg(feature = "openai")]
 pub use openai::OpenAiLlm;
+pub use prices::{PriceEntryError, PriceTable};
 pub use settings::{ApiKey, LlmLimits, LlmSettings, LlmSettingsError, TokenPrices};
 pub use simulated::{INSTANT_MODEL, InstantLlm, Latency, SIMULATED_MODEL, SimulatedLlm};
+pub use usage::{LlmCall, Spend};
 
 /// Who speaks in a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +75,9 @@ pub struct LlmRequest {
     pub schema_name: String,
     /// The strict JSON Schema the answer must follow.
     pub schema: Value,
+    /// Ask this model instead of the configured one (the OpenAI-compatible client sends it as
+    /// the request's `model`; the offline and simulated models ignore it).
+    pub model: Option<String>,
 }
 
 /// Tokens spent by one or more calls.
@@ -142,10 +152,17 @@ pub enum LlmError {
     /// The server's answer is not a Chat Completions response.
     #[error("the LLM server's answer is not a chat completion: {0}")]
     Protocol(String),
+    /// The step's share of the task's budget is spent, so the call was not made.
+    #[error("the task's budget is spent: {0}")]
+    BudgetExceeded(String),
+    /// The call asked for a provider this process does not have.
+    #[error("unknown LLM provider {0}")]
+    UnknownProvider(String),
 }
 
 impl LlmError {
-    /// Whether trying the same call again later may succeed.
+    /// Whether trying the same call again later may succeed: not for a spent budget or an
+    /// unknown provider, which stay so however often the step runs.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -168,6 +185,7 @@ impl LlmError {
 ///         messages: vec![Message::new(Role::User, "Write hello.py")],
 ///         schema_name: "review".into(),
 ///         schema: agent_pipeline::output::strict_schema::<agent_pipeline::output::Review>(),
+///         model: None,
 ///     })
 ///     .await
 ///     .unwrap();
@@ -205,7 +223,7 @@ pub fn from_settings(settings: &LlmSettings) -> Result<Arc<dyn Llm>, LlmError> {
     let limiter = Arc::new(RateLimiter::new(&settings.limits));
     let provider = provider(settings, &limiter)?;
     Ok(Arc::new(
-        RateLimitedLlm::new(provider, limiter).with_prices(settings.prices),
+        RateLimitedLlm::new(provider, limiter).with_prices(settings.prices.clone()),
     ))
 }
 

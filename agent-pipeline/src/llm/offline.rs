@@ -269,6 +269,7 @@ mod tests {
             messages: vec![Message::new(Role::User, format!("## Task\n{prompt}\n"))],
             schema_name: T::SCHEMA_NAME.to_owned(),
             schema: strict_schema::<T>(),
+            model: None,
         };
         let answer = OfflineLlm::new().complete(&request).await;
         let answer = answer.unwrap_or_else(|e| panic!("offline failed: {e}"));

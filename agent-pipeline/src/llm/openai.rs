@@ -41,7 +41,9 @@ const EXCERPT_LIMIT: usize = 100;
 /// speaks the same protocol at [`LlmSettings::base_url`]).
 ///
 /// Answers are requested with a strict `json_schema` response format, so the model's content
-/// is JSON following [`LlmRequest::schema`]. `Debug` shows the settings but never the API key.
+/// is JSON following [`LlmRequest::schema`], from [`LlmRequest::model`] when the request names
+/// one and from [`LlmSettings::model`] otherwise. `Debug` shows the settings but never the API
+/// key.
 ///
 /// ```no_run
 /// use agent_pipeline::llm::{ApiKey, LlmSettings, OpenAiLlm};
@@ -148,8 +150,8 @@ impl OpenAiLlm {
         self
     }
 
-    /// Makes one HTTP request and sorts its outcome.
-    async fn attempt(&self, body: &Value) -> Attempt {
+    /// Makes one HTTP request for `model` and sorts its outcome.
+    async fn attempt(&self, body: &Value, model: &str) -> Attempt {
         let sent_at = tokio::time::Instant::now();
         let sent = self
             .client
@@ -177,10 +179,10 @@ impl OpenAiLlm {
             Ok(text) => text,
             Err(e) => return Attempt::Retry(self.request_error(e), None),
         };
-        tracing::debug!(model = %self.settings.model, status = status.as_u16(), "LLM server answered");
+        tracing::debug!(model, status = status.as_u16(), "LLM server answered");
 
         if status.is_success() {
-            return match parse_completion(&text, &self.settings.model) {
+            return match parse_completion(&text, model) {
                 Ok(response) => Attempt::Done(response),
                 Err(e) => Attempt::Fail(e),
             };
@@ -226,8 +228,9 @@ impl Llm for OpenAiLlm {
     }
 
     async fn complete(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        let model = request.model.as_deref().unwrap_or(&self.settings.model);
         let body = json!({
-            "model": self.settings.model,
+            "model": model,
             "messages": request.messages,
             "response_format": {
                 "type": "json_schema",
@@ -241,8 +244,8 @@ impl Llm for OpenAiLlm {
         let max_attempts = self.settings.max_attempts.max(1);
         let mut attempt: u32 = 1;
         loop {
-            tracing::debug!(model = %self.settings.model, attempt, "calling the LLM server");
-            let (error, wait_hint) = match self.attempt(&body).await {
+            tracing::debug!(model, attempt, "calling the LLM server");
+            let (error, wait_hint) = match self.attempt(&body, model).await {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Fail(error) => return Err(error),
                 Attempt::Retry(error, wait_hint) => (error, wait_hint),
@@ -258,7 +261,7 @@ impl Llm for OpenAiLlm {
                 other => other,
             };
             if attempt >= max_attempts {
-                tracing::warn!(model = %self.settings.model, attempt, %error, "LLM call failed, no attempts left");
+                tracing::warn!(model, attempt, %error, "LLM call failed, no attempts left");
                 return Err(error);
             }
             let wait = wait_hint.unwrap_or_else(|| BACKOFF.backoff(attempt, random_jitter()));
@@ -267,7 +270,7 @@ impl Llm for OpenAiLlm {
                 _ => None,
             };
             tracing::warn!(
-                model = %self.settings.model,
+                model,
                 status,
                 attempt,
                 wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
@@ -334,7 +337,7 @@ struct WireUsage {
 }
 
 /// Reads a successful answer's body.
-fn parse_completion(body: &str, configured_model: &str) -> Result<LlmResponse, LlmError> {
+fn parse_completion(body: &str, asked_model: &str) -> Result<LlmResponse, LlmError> {
     let value: Value = serde_json::from_str(body).map_err(|e| {
         LlmError::Protocol(format!(
             "the body is not JSON ({e}): {:?}",
@@ -369,7 +372,7 @@ fn parse_completion(body: &str, configured_model: &str) -> Result<LlmResponse, L
     let model = completion
         .model
         .filter(|model| !model.is_empty())
-        .unwrap_or_else(|| configured_model.to_owned());
+        .unwrap_or_else(|| asked_model.to_owned());
     Ok(LlmResponse {
         content,
         model,
@@ -459,6 +462,65 @@ mod tests {
                 usage: Usage::default(),
             })
         );
+    }
+
+    /// Serves a Chat Completions endpoint that answers `{}` without naming a model, and
+    /// keeps the `model` of every request it gets.
+    async fn recording_server() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+        use axum::routing::post;
+
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/v1/chat/completions",
+            post(move |axum::Json(body): axum::Json<Value>| {
+                let record = record.clone();
+                async move {
+                    if let Ok(mut seen) = record.lock() {
+                        seen.push(body["model"].clone());
+                    }
+                    axum::Json(json!({
+                        "choices": [{ "message": { "role": "assistant", "content": "{}" } }],
+                    }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a local port");
+        let addr = listener.local_addr().expect("a local address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (format!("http://{addr}/v1"), seen)
+    }
+
+    #[tokio::test]
+    async fn the_request_model_replaces_the_configured_one() {
+        let (base_url, seen) = recording_server().await;
+        let llm = OpenAiLlm::new(LlmSettings {
+            api_key: Some(crate::llm::ApiKey::new("sk-test")),
+            model: "configured".to_owned(),
+            base_url,
+            max_attempts: 1,
+            ..LlmSettings::default()
+        })
+        .expect("a client");
+        let mut request = LlmRequest {
+            messages: Vec::new(),
+            schema_name: "s".to_owned(),
+            schema: json!({}),
+            model: None,
+        };
+        let configured = llm.complete(&request).await.map(|r| r.model);
+        request.model = Some("gpt-4.1-nano".to_owned());
+        let asked = llm.complete(&request).await.map(|r| r.model);
+
+        // A server that does not name the model is taken to have answered as asked.
+        assert_eq!(configured, Ok("configured".to_owned()));
+        assert_eq!(asked, Ok("gpt-4.1-nano".to_owned()));
+        let seen = seen.lock().map(|seen| seen.clone()).unwrap_or_default();
+        assert_eq!(seen, [json!("configured"), json!("gpt-4.1-nano")]);
     }
 
     #[test]

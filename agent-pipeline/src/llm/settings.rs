@@ -4,7 +4,7 @@ use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::time::Duration;
 
-use super::Usage;
+use super::{PriceTable, Usage};
 
 /// `OPENAI_API_KEY`.
 const API_KEY: &str = "OPENAI_API_KEY";
@@ -22,6 +22,8 @@ const TOKENS_PER_MINUTE: &str = "LLM_TOKENS_PER_MINUTE";
 const PRICE_INPUT: &str = "LLM_PRICE_INPUT_PER_MTOK";
 /// `LLM_PRICE_OUTPUT_PER_MTOK`.
 const PRICE_OUTPUT: &str = "LLM_PRICE_OUTPUT_PER_MTOK";
+/// `LLM_PRICES`.
+const PRICES: &str = "LLM_PRICES";
 
 /// An API key that never shows up in logs or `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
@@ -61,13 +63,13 @@ pub struct LlmLimits {
     pub tokens_per_minute: Option<NonZeroU64>,
 }
 
-/// What the model costs, in US dollars per million tokens; a price that is not set counts as
-/// zero, and with neither set no cost is reported.
+/// What one model costs, in US dollars per million tokens (an entry of a [`PriceTable`]); a
+/// price that is not set counts as zero, and with neither set no cost is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct TokenPrices {
-    /// `LLM_PRICE_INPUT_PER_MTOK`: USD per million prompt tokens.
+    /// USD per million prompt tokens.
     pub input_per_mtok: Option<f64>,
-    /// `LLM_PRICE_OUTPUT_PER_MTOK`: USD per million completion tokens.
+    /// USD per million completion tokens.
     pub output_per_mtok: Option<f64>,
 }
 
@@ -108,8 +110,11 @@ pub struct LlmSettings {
     /// Concurrency, requests and tokens per minute (`LLM_MAX_CONCURRENCY`,
     /// `LLM_REQUESTS_PER_MINUTE`, `LLM_TOKENS_PER_MINUTE`).
     pub limits: LlmLimits,
-    /// Prices for the cost metric (`LLM_PRICE_INPUT_PER_MTOK`, `LLM_PRICE_OUTPUT_PER_MTOK`).
-    pub prices: TokenPrices,
+    /// Prices by model, for the cost of each call and the cost metric: the
+    /// [default list prices](PriceTable::default), with `LLM_PRICES` on top, and
+    /// `LLM_PRICE_INPUT_PER_MTOK` / `LLM_PRICE_OUTPUT_PER_MTOK` on top of that for
+    /// [`model`](Self::model).
+    pub prices: PriceTable,
 }
 
 impl Default for LlmSettings {
@@ -121,7 +126,7 @@ impl Default for LlmSettings {
             timeout: Duration::from_secs(120),
             max_attempts: 4,
             limits: LlmLimits::default(),
-            prices: TokenPrices::default(),
+            prices: PriceTable::default(),
         }
     }
 }
@@ -138,7 +143,7 @@ pub struct LlmSettingsError {
 
 impl LlmSettings {
     /// Every variable these settings read, with its default (empty: unset).
-    pub const VARIABLES: [(&'static str, &'static str); 8] = [
+    pub const VARIABLES: [(&'static str, &'static str); 9] = [
         (API_KEY, ""),
         (MODEL, "gpt-4o-mini"),
         (BASE_URL, "https://api.openai.com/v1"),
@@ -147,6 +152,7 @@ impl LlmSettings {
         (TOKENS_PER_MINUTE, ""),
         (PRICE_INPUT, ""),
         (PRICE_OUTPUT, ""),
+        (PRICES, ""),
     ];
 
     /// Reads [`Self::VARIABLES`] from the environment, as [`LlmSettings::from_lookup`] does.
@@ -158,7 +164,8 @@ impl LlmSettings {
     /// environment, say); unset or empty variables keep their defaults.
     ///
     /// A value that cannot be read (`LLM_REQUESTS_PER_MINUTE=lots`) is logged as a warning
-    /// and left at its default; [`LlmSettings::try_from_lookup`] refuses it instead.
+    /// and left at its default; [`LlmSettings::try_from_lookup`] refuses it instead. A price
+    /// list (`LLM_PRICES`) with a bad entry is left out whole.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let (settings, problems) = Self::read(lookup);
         for problem in problems {
@@ -183,7 +190,7 @@ impl LlmSettings {
     /// # Errors
     ///
     /// [`LlmSettingsError`] naming the first variable that is not a number of the kind it
-    /// must be.
+    /// must be, or `LLM_PRICES` and its first entry that is not `model=input/output`.
     pub fn try_from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, LlmSettingsError> {
@@ -233,14 +240,34 @@ impl LlmSettings {
                 }
             }
         };
-        let prices = TokenPrices {
+        let model_prices = TokenPrices {
             input_per_mtok: price(PRICE_INPUT),
             output_per_mtok: price(PRICE_OUTPUT),
         };
         let defaults = Self::default();
+        let model = var(MODEL).unwrap_or(defaults.model);
+        let mut prices = defaults.prices;
+        if let Some(spec) = var(PRICES) {
+            // All or nothing: a list with a bad entry is left out whole, as any other
+            // variable that cannot be read is.
+            if let Err(error) = prices.apply(&spec) {
+                problems.push(LlmSettingsError {
+                    variable: PRICES,
+                    problem: format!(
+                        "{error}; expected model=input/output,… in US dollars per million tokens, \
+                         such as gpt-4o-mini=0.15/0.6"
+                    ),
+                });
+            }
+        }
+        // The two older variables price the configured model, over the table: a deployment
+        // that set them keeps the cost it configured.
+        if model_prices != TokenPrices::default() {
+            prices.set(model.clone(), model_prices);
+        }
         let settings = Self {
             api_key: var(API_KEY).map(ApiKey::new),
-            model: var(MODEL).unwrap_or(defaults.model),
+            model,
             base_url: var(BASE_URL).unwrap_or(defaults.base_url),
             limits,
             prices,
@@ -280,8 +307,56 @@ mod tests {
         assert_eq!(settings.limits.max_concurrency, NonZeroUsize::new(8));
         assert_eq!(settings.limits.requests_per_minute, NonZeroU32::new(500));
         assert_eq!(settings.limits.tokens_per_minute, NonZeroU64::new(200_000));
-        assert_eq!(settings.prices.input_per_mtok, Some(0.15));
-        assert_eq!(settings.prices.output_per_mtok, Some(0.6));
+        assert_eq!(
+            settings.prices.price("gpt-4o-mini"),
+            Some(TokenPrices {
+                input_per_mtok: Some(0.15),
+                output_per_mtok: Some(0.6),
+            })
+        );
+    }
+
+    #[test]
+    fn llm_prices_override_the_defaults_and_the_old_variables_override_the_model() {
+        let settings = LlmSettings::try_from_lookup(lookup(&[
+            (MODEL, "gpt-4.1-mini"),
+            (PRICES, "gpt-4.1-mini=1/2, my-model = 0.5/1.5"),
+            (PRICE_INPUT, "0.3"),
+        ]));
+        let settings = settings.unwrap_or_else(|e| panic!("{e}"));
+        let prices = |input, output| {
+            Some(TokenPrices {
+                input_per_mtok: Some(input),
+                output_per_mtok: Some(output),
+            })
+        };
+        assert_eq!(settings.prices.price("my-model"), prices(0.5, 1.5));
+        // An unset one of the two older variables counts as zero, as it always did.
+        assert_eq!(
+            settings.prices.price("gpt-4.1-mini"),
+            Some(TokenPrices {
+                input_per_mtok: Some(0.3),
+                output_per_mtok: None,
+            })
+        );
+        assert_eq!(
+            settings.prices.price("gpt-4o-mini"),
+            PriceTable::default().price("gpt-4o-mini")
+        );
+    }
+
+    #[test]
+    fn a_bad_price_list_names_the_variable_and_the_entry() {
+        let bad = lookup(&[(PRICES, "gpt-4o=2.5/10,gpt-4o-mini=cheap")]);
+        let error = LlmSettings::try_from_lookup(&bad).map_err(|e| e.to_string());
+        assert!(
+            error
+                .as_ref()
+                .is_err_and(|e| e.starts_with("LLM_PRICES: ") && e.contains("gpt-4o-mini=cheap")),
+            "{error:?}"
+        );
+        // Ignored whole: the good entry before it is not applied either.
+        assert_eq!(LlmSettings::from_lookup(bad), LlmSettings::default());
     }
 
     #[test]
@@ -302,6 +377,7 @@ mod tests {
             (TOKENS_PER_MINUTE, "-5"),
             (PRICE_INPUT, "NaN"),
             (PRICE_OUTPUT, "-0.1"),
+            (PRICES, "gpt-4o-mini"),
         ] {
             let error = LlmSettings::try_from_lookup(lookup(&[(name, bad)]));
             assert_eq!(error.map_err(|e| e.variable), Err(name));

@@ -213,6 +213,7 @@ mod tests {
             )],
             schema_name: T::SCHEMA_NAME.to_owned(),
             schema: strict_schema::<T>(),
+            model: None,
         }
     }
 

@@ -12,12 +12,15 @@ use serde_json::Value;
 
 pub use backoff::{RetryPolicy, random_jitter};
 
+use crate::budget::{BudgetHit, BudgetLimit, TaskBudget};
 use crate::gates::GateVerdict;
-use crate::ids::{Attempt, Stage, StepId};
+use crate::ids::{Attempt, Stage, StepId, TaskId};
+use crate::llm::Spend;
 use crate::output::{Design, Implementation, Review, StageOutput, TestReport};
 use crate::store::TaskStatus;
 use crate::wire::{
-    DeadLetter, ReportEvent, ReportStatus, StepMode, StepOutcome, StepRequest, StepResult,
+    ControlAction, DeadLetter, ReportEvent, ReportStatus, StepMode, StepOutcome, StepRequest,
+    StepResult, StopReason, TaskControl,
 };
 
 /// Something the services must do.
@@ -61,7 +64,16 @@ pub struct Context<'a> {
     pub jitter: f64,
     /// The last attempt of each step of the task so far, for the numbers of new attempts.
     pub last_attempts: LastAttempts,
+    /// What the task has spent, over every recorded attempt and the result at hand.
+    pub spent: Spend,
 }
+
+/// Why a task was stopped on purpose, as the `reason` of its `error` event.
+pub const REASON_BUDGET_EXCEEDED: &str = "budget_exceeded";
+/// The `reason` of the `error` event of a cancelled task.
+pub const REASON_CANCELLED: &str = "cancelled";
+/// The `reason` of the `error` event of a task whose change was rejected.
+pub const REASON_REJECTED: &str = "rejected";
 
 /// The last attempt number of each stage's step of one task.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -86,8 +98,8 @@ impl LastAttempts {
     }
 }
 
-/// The first request of a new task: `design@v1`, attempt 1.
-pub fn first_request(task_id: crate::TaskId, now: DateTime<Utc>) -> StepRequest {
+/// The first request of a new task: `design@v1`, attempt 1, without budget or approval.
+pub fn first_request(task_id: TaskId, now: DateTime<Utc>) -> StepRequest {
     StepRequest {
         task_id,
         step_id: StepId::v1(Stage::Design),
@@ -98,28 +110,85 @@ pub fn first_request(task_id: crate::TaskId, now: DateTime<Utc>) -> StepRequest 
         reason: None,
         not_before: None,
         requested_at: now,
+        budget: None,
+        require_approval: false,
+        variant: None,
     }
 }
 
 /// The request that replays `step` as attempt `attempt`.
 pub fn replay_request(
-    task_id: crate::TaskId,
+    task_id: TaskId,
     step: StepId,
     attempt: Attempt,
     reason: Option<String>,
     now: DateTime<Utc>,
 ) -> StepRequest {
     StepRequest {
-        task_id,
         step_id: step,
         attempt,
-        try_number: 1,
         mode: StepMode::Replay,
-        round: 1,
         reason,
-        not_before: None,
-        requested_at: now,
+        ..first_request(task_id, now)
     }
+}
+
+/// The request of the step after `result` in the same run: the next stage's step, or
+/// Implement again for another round. The budget goes on with what the task spent so far.
+fn next_request(
+    result: &StepResult,
+    step: StepId,
+    round: u32,
+    reason: Option<String>,
+    context: Context<'_>,
+) -> StepRequest {
+    StepRequest {
+        step_id: step,
+        attempt: context.last_attempts.next(step.stage()),
+        round,
+        reason,
+        budget: result.budget.map(|budget| TaskBudget {
+            spent: context.spent,
+            ..budget
+        }),
+        require_approval: result.require_approval,
+        ..first_request(result.task_id, context.now)
+    }
+}
+
+/// The first limit of `result`'s budget the task has reached, if any.
+fn budget_hit(result: &StepResult, context: Context<'_>) -> Option<BudgetHit> {
+    let budget = result.budget?;
+    budget
+        .limits
+        .exceeded(&context.spent, budget.started_at, context.now)
+}
+
+/// The `error` event of a task stopped on purpose, with the reason in one word.
+fn stopped_event(
+    task_id: TaskId,
+    reason: &str,
+    summary: String,
+    context: Context<'_>,
+) -> ReportEvent {
+    let mut event = ReportEvent::new(task_id, ReportStatus::Error, summary, context.now);
+    event.reason = Some(reason.to_owned());
+    event.task_spend = Some(context.spent);
+    event
+}
+
+/// The `error` event of a task that reached a limit of its budget.
+fn budget_event(result: &StepResult, hit: &BudgetHit, context: Context<'_>) -> ReportEvent {
+    let mut event = stopped_event(
+        result.task_id,
+        REASON_BUDGET_EXCEEDED,
+        format!("error: budget exceeded: {hit}"),
+        context,
+    )
+    .with_detail("budget", serde_json::to_value(hit).unwrap_or(Value::Null));
+    event.stage = Some(result.step_id);
+    event.attempt = Some(result.attempt);
+    event
 }
 
 /// What to do with a step result.
@@ -141,27 +210,46 @@ pub fn on_step_result(
                 event.duration_ms = Some(result.duration_ms);
                 event.model = Some(model.clone());
                 event.usage = Some(*usage);
+                event.cost_usd = Some(Spend::of(&result.calls).cost_usd);
+                event.task_spend = Some(context.spent);
                 Command::Report(event)
             };
             let mut commands = vec![Command::SaveArtifact];
+            let continues = result
+                .variant
+                .as_ref()
+                .is_some_and(|variant| variant.continue_downstream);
             if result.mode == StepMode::Replay {
                 commands.push(report(
                     ReportStatus::Replayed,
                     format!("{} replayed (attempt {})", stage.title(), result.attempt),
                 ));
-                return Transition {
-                    task_status: None,
-                    commands,
-                };
+                if !continues {
+                    return Transition {
+                        task_status: None,
+                        commands,
+                    };
+                }
+            } else {
+                commands.push(report(ReportStatus::StageDone, summarize(stage, output)));
+                if let Some(hit) = budget_hit(result, context) {
+                    commands.push(Command::Report(budget_event(result, &hit, context)));
+                    return Transition {
+                        task_status: Some(TaskStatus::Error),
+                        commands,
+                    };
+                }
             }
-            commands.push(report(ReportStatus::StageDone, summarize(stage, output)));
+            // The run goes on; after a replay that continues downstream, as a run of its own
+            // (no budget: the replay was an operator's decision).
             match result.step_id.next() {
-                Some(next) => commands.push(Command::RequestStep(StepRequest {
-                    step_id: next,
-                    attempt: context.last_attempts.next(next.stage()),
-                    round: result.round,
-                    ..first_request(result.task_id, context.now)
-                })),
+                Some(next) => commands.push(Command::RequestStep(next_request(
+                    result,
+                    next,
+                    result.round,
+                    None,
+                    context,
+                ))),
                 None => commands.push(Command::EvaluateGates),
             }
             Transition {
@@ -170,8 +258,39 @@ pub fn on_step_result(
             }
         }
         StepOutcome::Failed { error, retryable } => {
-            on_failure(policy, result, error, *retryable, context)
+            match budget_hit(result, context).filter(|_| result.mode == StepMode::Run) {
+                Some(hit) => Transition {
+                    task_status: Some(TaskStatus::Error),
+                    commands: vec![Command::Report(budget_event(result, &hit, context))],
+                },
+                None => on_failure(policy, result, error, *retryable, context),
+            }
         }
+        StepOutcome::Stopped {
+            cause: StopReason::BudgetExceeded,
+            detail,
+        } => {
+            let mut event = stopped_event(
+                result.task_id,
+                REASON_BUDGET_EXCEEDED,
+                format!("error: budget exceeded: {detail}"),
+                context,
+            );
+            event.stage = Some(result.step_id);
+            event.attempt = Some(result.attempt);
+            Transition {
+                task_status: (result.mode == StepMode::Run).then_some(TaskStatus::Error),
+                commands: vec![Command::Report(event)],
+            }
+        }
+        // The cancellation was reported when it was decided; the attempt is only recorded.
+        StepOutcome::Stopped {
+            cause: StopReason::Cancelled,
+            ..
+        } => Transition {
+            task_status: None,
+            commands: Vec::new(),
+        },
     }
 }
 
@@ -200,6 +319,12 @@ fn on_failure(
             reason: result.reason.clone(),
             not_before: Some(not_before),
             requested_at: context.now,
+            budget: result.budget.map(|budget| TaskBudget {
+                spent: context.spent,
+                ..budget
+            }),
+            require_approval: result.require_approval,
+            variant: result.variant.clone(),
         };
         let event = ReportEvent::new(
             result.task_id,
@@ -287,16 +412,23 @@ pub fn summarize(stage: Stage, output: &Value) -> String {
     summary.unwrap_or_else(|| format!("{} completed", stage.title()))
 }
 
-/// What the gates of a round lead to: publishing and `done` when all passed; else another
-/// round of Implement with the failures as feedback, or `error` when `max_rounds` are spent.
+/// What the gates of a round lead to: publishing and `done` when all passed (or
+/// `awaiting_approval` when the task waits for a person first); else another round of
+/// Implement with the failures as feedback, or `error` (reason `budget_exceeded`) when the
+/// rounds are spent: the task's budget's `max_rounds`, else `gate_rounds`.
 ///
 /// `review` is the result of the round's review, which ended the round.
 pub fn on_gates(
-    max_rounds: u32,
+    gate_rounds: u32,
     review: &StepResult,
     verdicts: &[GateVerdict],
     context: Context<'_>,
 ) -> Transition {
+    let max_rounds = review
+        .budget
+        .and_then(|budget| budget.limits.max_rounds)
+        .unwrap_or(gate_rounds)
+        .max(1);
     let round = review.round;
     let failed: Vec<&GateVerdict> = verdicts.iter().filter(|v| !v.passed).collect();
     let names = |list: &[&GateVerdict]| {
@@ -324,17 +456,24 @@ pub fn on_gates(
             serde_json::to_value(verdicts).unwrap_or(Value::Null),
         );
     let mut commands = vec![Command::Report(gates)];
-    if failed.is_empty() {
-        let mut done = ReportEvent::new(
+    if failed.is_empty() && review.require_approval {
+        let mut waiting = ReportEvent::new(
             review.task_id,
-            ReportStatus::Done,
-            format!("Task completed; artifacts in {}", context.task_dir),
+            ReportStatus::AwaitingApproval,
+            format!("Round {round} passed its gates; waiting for approval before publishing"),
             context.now,
         )
         .with_detail("round", round);
-        done.stage = Some(review.step_id);
-        commands.push(Command::PublishChange);
-        commands.push(Command::Report(done));
+        waiting.stage = Some(review.step_id);
+        waiting.task_spend = Some(context.spent);
+        commands.push(Command::Report(waiting));
+        return Transition {
+            task_status: Some(TaskStatus::AwaitingApproval),
+            commands,
+        };
+    }
+    if failed.is_empty() {
+        commands.extend(finish(review.task_id, Some(review.step_id), round, context));
         return Transition {
             task_status: Some(TaskStatus::Done),
             commands,
@@ -346,17 +485,18 @@ pub fn on_gates(
         .collect::<Vec<_>>()
         .join("\n");
     if round < max_rounds {
+        let reason = format!(
+            "round {round} failed its gates; fix what they found.\n{}",
+            cut(&feedback, FEEDBACK_LIMIT)
+        );
         let implement = StepId::v1(Stage::Implement);
-        commands.push(Command::RequestStep(StepRequest {
-            step_id: implement,
-            attempt: context.last_attempts.next(Stage::Implement),
-            round: round + 1,
-            reason: Some(format!(
-                "round {round} failed its gates; fix what they found.\n{}",
-                cut(&feedback, FEEDBACK_LIMIT)
-            )),
-            ..first_request(review.task_id, context.now)
-        }));
+        commands.push(Command::RequestStep(next_request(
+            review,
+            implement,
+            round + 1,
+            Some(reason),
+            context,
+        )));
         return Transition {
             task_status: Some(TaskStatus::Running),
             commands,
@@ -367,17 +507,23 @@ pub fn on_gates(
     } else {
         format!("{max_rounds} rounds")
     };
-    let mut error = ReportEvent::new(
+    let hit = BudgetHit {
+        limit: BudgetLimit::Rounds,
+        allowed: f64::from(max_rounds),
+        spent: f64::from(round),
+    };
+    let mut error = stopped_event(
         review.task_id,
-        ReportStatus::Error,
+        REASON_BUDGET_EXCEEDED,
         format!(
             "error: gate(s) {} failed after {rounds}: {}",
             names(&failed),
             cut(&first_line_of_each(&failed), 500)
         ),
-        context.now,
+        context,
     )
-    .with_detail("round", round);
+    .with_detail("round", round)
+    .with_detail("budget", serde_json::to_value(hit).unwrap_or(Value::Null));
     error.stage = Some(review.step_id);
     commands.push(Command::Report(error));
     Transition {
@@ -386,18 +532,114 @@ pub fn on_gates(
     }
 }
 
+/// The end of a task whose gates passed (and whose change was approved, when it had to be):
+/// publish its change, then report `done`.
+fn finish(task_id: TaskId, step: Option<StepId>, round: u32, context: Context<'_>) -> [Command; 2] {
+    let mut done = ReportEvent::new(
+        task_id,
+        ReportStatus::Done,
+        format!("Task completed; artifacts in {}", context.task_dir),
+        context.now,
+    )
+    .with_detail("round", round);
+    done.stage = step;
+    done.task_spend = Some(context.spent);
+    [Command::PublishChange, Command::Report(done)]
+}
+
 /// What a failed publication leads to: `error`, with the reason.
-pub fn on_publish_failed(review: &StepResult, error: &str, context: Context<'_>) -> Transition {
+pub fn on_publish_failed(
+    task_id: TaskId,
+    step: Option<StepId>,
+    error: &str,
+    context: Context<'_>,
+) -> Transition {
     let mut event = ReportEvent::new(
-        review.task_id,
+        task_id,
         ReportStatus::Error,
         format!("error: the gates passed but the change could not be published: {error}"),
         context.now,
     );
-    event.stage = Some(review.step_id);
+    event.stage = step;
+    event.task_spend = Some(context.spent);
     Transition {
         task_status: Some(TaskStatus::Error),
         commands: vec![Command::Report(event)],
+    }
+}
+
+/// What a person's decision about a task leads to, once it is known to apply (the task
+/// awaits approval for `approve` and `reject`, and has not ended for `cancel`): approval
+/// publishes the change and ends the task `done`; rejection and cancellation end it with an
+/// `error` event whose `reason` is `rejected` or `cancelled`. `step` is the task's current
+/// step and `round` its round.
+pub fn on_control(
+    control: &TaskControl,
+    step: Option<StepId>,
+    round: u32,
+    context: Context<'_>,
+) -> Transition {
+    let task_id = control.task_id;
+    let by = control
+        .by
+        .as_deref()
+        .map(|by| format!(" by {by}"))
+        .unwrap_or_default();
+    let comment = control
+        .comment
+        .as_deref()
+        .map(|comment| format!(": {comment}"))
+        .unwrap_or_default();
+    let decision = |event: ReportEvent| {
+        let mut event = event.with_detail("action", control.action.as_str());
+        if let Some(by) = &control.by {
+            event = event.with_detail("by", by.clone());
+        }
+        if let Some(comment) = &control.comment {
+            event = event.with_detail("comment", comment.clone());
+        }
+        event.stage = step;
+        event
+    };
+    match control.action {
+        ControlAction::Approve => {
+            let approved = ReportEvent::new(
+                task_id,
+                ReportStatus::Approved,
+                format!("Change approved{by}{comment}"),
+                context.now,
+            );
+            let mut commands = vec![Command::Report(decision(approved))];
+            commands.extend(finish(task_id, step, round, context));
+            Transition {
+                task_status: Some(TaskStatus::Done),
+                commands,
+            }
+        }
+        ControlAction::Reject => {
+            let event = stopped_event(
+                task_id,
+                REASON_REJECTED,
+                format!("error: change rejected{by}{comment}"),
+                context,
+            );
+            Transition {
+                task_status: Some(TaskStatus::Error),
+                commands: vec![Command::Report(decision(event))],
+            }
+        }
+        ControlAction::Cancel => {
+            let event = stopped_event(
+                task_id,
+                REASON_CANCELLED,
+                format!("error: cancelled{by}{comment}"),
+                context,
+            );
+            Transition {
+                task_status: Some(TaskStatus::Cancelled),
+                commands: vec![Command::Report(decision(event))],
+            }
+        }
     }
 }
 

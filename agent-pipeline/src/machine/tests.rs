@@ -5,7 +5,9 @@ use serde_json::json;
 
 use super::*;
 use crate::TaskId;
-use crate::llm::Usage;
+use crate::budget::Budget;
+use crate::llm::{LlmCall, Usage};
+use crate::wire::Variant;
 
 fn context(now: DateTime<Utc>) -> Context<'static> {
     Context {
@@ -14,6 +16,7 @@ fn context(now: DateTime<Utc>) -> Context<'static> {
         now,
         jitter: 0.5,
         last_attempts: LastAttempts::default(),
+        spent: Spend::default(),
     }
 }
 
@@ -35,6 +38,10 @@ fn result(
         outcome,
         started_at: Utc::now(),
         duration_ms: 7,
+        calls: Vec::new(),
+        budget: None,
+        require_approval: false,
+        variant: None,
     }
 }
 
@@ -66,6 +73,30 @@ fn statuses(transition: &Transition) -> Vec<String> {
             Command::PublishChange => "publish".to_owned(),
         })
         .collect()
+}
+
+fn call(tokens: u64, cost: f64) -> LlmCall {
+    LlmCall {
+        model: "m".into(),
+        provider: None,
+        prompt_tokens: tokens,
+        completion_tokens: 0,
+        cost_usd: Some(cost),
+        duration_ms: 1,
+        error: None,
+    }
+}
+
+/// A budget of `max_cost_usd`, started now with nothing spent.
+fn budget(max_cost_usd: f64) -> TaskBudget {
+    TaskBudget {
+        limits: Budget {
+            max_cost_usd: Some(max_cost_usd),
+            ..Budget::default()
+        },
+        started_at: Utc::now(),
+        spent: Spend::default(),
+    }
 }
 
 #[test]
@@ -193,12 +224,199 @@ fn failed_gates_send_the_change_back_to_implement_until_the_rounds_run_out() {
         error.summary,
         "error: gate(s) tests failed after 3 rounds: tests: tests found a problem"
     );
+    assert_eq!(error.reason.as_deref(), Some(REASON_BUDGET_EXCEEDED));
+    assert_eq!(error.details["budget"]["limit"], "rounds");
+
+    // A task's own budget of rounds replaces the pipeline's.
+    let mut two_rounds = review.clone();
+    two_rounds.round = 2;
+    two_rounds.budget = Some(TaskBudget {
+        limits: Budget {
+            max_rounds: Some(2),
+            ..Budget::default()
+        },
+        ..budget(1.0)
+    });
+    let spent = on_gates(3, &two_rounds, &verdicts(&["tests"]), now);
+    assert_eq!(spent.task_status, Some(TaskStatus::Error));
+    two_rounds.round = 1;
+    let again = on_gates(3, &two_rounds, &verdicts(&["tests"]), now);
+    let Some(Command::RequestStep(request)) = again.commands.last() else {
+        panic!("request")
+    };
+    assert_eq!(request.budget.and_then(|b| b.limits.max_rounds), Some(2));
+}
+
+#[test]
+fn the_budget_goes_on_with_what_was_spent_and_stops_the_task_when_reached() {
+    let policy = RetryPolicy::default();
+    let mut design = result(Stage::Design, 1, 1, StepMode::Run, ok());
+    design.budget = Some(budget(0.5));
+    design.require_approval = true;
+    design.calls = vec![call(100, 0.2)];
+    let mut now = context(Utc::now());
+    now.spent = Spend::of(&design.calls);
+    let next = on_step_result(&policy, &design, now);
+    assert_eq!(
+        statuses(&next),
+        ["save", "report stage_done", "request implement@v1 #1"]
+    );
+    let Some(Command::RequestStep(request)) = next.commands.last() else {
+        panic!("request")
+    };
+    let carried = request
+        .budget
+        .map(|b| (b.spent.cost_usd, b.spent.usage.total_tokens));
+    assert_eq!(
+        carried,
+        Some((0.2, 100)),
+        "the next step knows what was spent"
+    );
+    assert!(request.require_approval);
+    let Some(Command::Report(done)) = next.commands.get(1) else {
+        panic!("report")
+    };
+    assert_eq!(done.cost_usd, Some(0.2));
+    assert_eq!(done.task_spend.map(|s| s.calls), Some(1));
+
+    // The next step takes the task over its limit: its artifact is kept, the task stops.
+    let mut implement = result(Stage::Implement, 1, 1, StepMode::Run, ok());
+    implement.budget = request.budget;
+    implement.calls = vec![call(100, 0.3)];
+    now.spent += Spend::of(&implement.calls);
+    let stopped = on_step_result(&policy, &implement, now);
+    assert_eq!(
+        statuses(&stopped),
+        ["save", "report stage_done", "report error"]
+    );
+    assert_eq!(stopped.task_status, Some(TaskStatus::Error));
+    let Some(Command::Report(error)) = stopped.commands.last() else {
+        panic!("error")
+    };
+    assert_eq!(error.reason.as_deref(), Some(REASON_BUDGET_EXCEEDED));
+    assert_eq!(error.details["budget"]["limit"], "cost_usd");
+    assert!(
+        error.summary.contains("budget exceeded"),
+        "{}",
+        error.summary
+    );
+
+    // A failure past the budget is not retried, and a worker's stop ends the task too.
+    let mut failing = result(Stage::Test, 1, 1, StepMode::Run, failed(true));
+    failing.budget = request.budget;
+    let failed = on_step_result(&policy, &failing, now);
+    assert_eq!(statuses(&failed), ["report error"]);
+    let stop = StepOutcome::Stopped {
+        cause: StopReason::BudgetExceeded,
+        detail: "the task's budget is spent".into(),
+    };
+    let worker_stop = on_step_result(
+        &policy,
+        &result(Stage::Test, 1, 1, StepMode::Run, stop),
+        now,
+    );
+    assert_eq!(worker_stop.task_status, Some(TaskStatus::Error));
+    assert_eq!(statuses(&worker_stop), ["report error"]);
+}
+
+#[test]
+fn a_cancelled_step_is_only_recorded() {
+    let stop = StepOutcome::Stopped {
+        cause: StopReason::Cancelled,
+        detail: "the task was cancelled".into(),
+    };
+    let transition = on_step_result(
+        &RetryPolicy::default(),
+        &result(Stage::Implement, 1, 1, StepMode::Run, stop),
+        context(Utc::now()),
+    );
+    assert_eq!(transition.task_status, None);
+    assert!(transition.commands.is_empty());
+}
+
+#[test]
+fn passed_gates_wait_for_approval_when_the_task_asks_for_it() {
+    let mut review = result(Stage::Review, 1, 1, StepMode::Run, ok());
+    review.require_approval = true;
+    let waiting = on_gates(3, &review, &verdicts(&[]), context(Utc::now()));
+    assert_eq!(
+        statuses(&waiting),
+        ["report gates", "report awaiting_approval"]
+    );
+    assert_eq!(waiting.task_status, Some(TaskStatus::AwaitingApproval));
+}
+
+#[test]
+fn decisions_publish_reject_or_cancel() {
+    let task_id = TaskId::new();
+    let step = Some(StepId::v1(Stage::Review));
+    let mut control = TaskControl::new(ControlAction::Approve, task_id);
+    control.by = Some("ada".into());
+    let approved = on_control(&control, step, 2, context(Utc::now()));
+    assert_eq!(
+        statuses(&approved),
+        ["report approved", "publish", "report done"]
+    );
+    assert_eq!(approved.task_status, Some(TaskStatus::Done));
+    let Some(Command::Report(event)) = approved.commands.first() else {
+        panic!("approved")
+    };
+    assert_eq!(event.summary, "Change approved by ada");
+    assert_eq!(event.details["by"], "ada");
+
+    control.action = ControlAction::Reject;
+    control.comment = Some("not this way".into());
+    let rejected = on_control(&control, step, 2, context(Utc::now()));
+    assert_eq!(statuses(&rejected), ["report error"]);
+    assert_eq!(rejected.task_status, Some(TaskStatus::Error));
+    let Some(Command::Report(event)) = rejected.commands.first() else {
+        panic!("rejected")
+    };
+    assert_eq!(event.reason.as_deref(), Some(REASON_REJECTED));
+    assert_eq!(event.summary, "error: change rejected by ada: not this way");
+
+    control.action = ControlAction::Cancel;
+    let cancelled = on_control(&control, step, 1, context(Utc::now()));
+    assert_eq!(cancelled.task_status, Some(TaskStatus::Cancelled));
+    let Some(Command::Report(event)) = cancelled.commands.first() else {
+        panic!("cancelled")
+    };
+    assert_eq!(event.status, ReportStatus::Error);
+    assert_eq!(event.reason.as_deref(), Some(REASON_CANCELLED));
+}
+
+#[test]
+fn a_replay_that_continues_runs_the_later_stages_without_a_budget() {
+    let mut replay = result(Stage::Implement, 3, 1, StepMode::Replay, ok());
+    replay.variant = Some(Variant {
+        model: Some("bigger".into()),
+        continue_downstream: true,
+        ..Variant::default()
+    });
+    replay.require_approval = true;
+    let transition = on_step_result(&RetryPolicy::default(), &replay, context(Utc::now()));
+    assert_eq!(
+        statuses(&transition),
+        ["save", "report replayed", "request test@v1 #1"]
+    );
+    assert_eq!(transition.task_status, Some(TaskStatus::Running));
+    let Some(Command::RequestStep(request)) = transition.commands.last() else {
+        panic!("request")
+    };
+    assert_eq!(request.mode, StepMode::Run);
+    assert!(request.variant.is_none() && request.budget.is_none());
+    assert!(request.require_approval, "the task's approval still holds");
 }
 
 #[test]
 fn a_failed_publication_ends_the_task_in_error() {
     let review = result(Stage::Review, 1, 1, StepMode::Run, ok());
-    let failed = on_publish_failed(&review, "no such repository", context(Utc::now()));
+    let failed = on_publish_failed(
+        review.task_id,
+        Some(review.step_id),
+        "no such repository",
+        context(Utc::now()),
+    );
     assert_eq!(statuses(&failed), ["report error"]);
     assert_eq!(failed.task_status, Some(TaskStatus::Error));
 }

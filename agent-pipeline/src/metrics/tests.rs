@@ -209,6 +209,7 @@ async fn a_task_records_one_duration_per_stage_and_a_redelivered_result_is_not_c
             model: design.model,
             usage: design.usage,
         },
+        design.llm_calls,
         Utc::now(),
         design.duration_ms,
     );

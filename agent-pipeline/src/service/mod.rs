@@ -1,10 +1,12 @@
 //! The services — planner, worker, orchestrator and the mirrors — as library components wired
 //! through the traits. Each consumes one topic as a consumer group.
 
+mod cancellations;
 mod ci_monitor;
 mod mirror;
 mod orchestrator;
 mod planner;
+mod publishing;
 mod runner;
 mod stage_effects;
 mod worker;
@@ -14,16 +16,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent::Agents;
+use crate::budget::Budget;
 use crate::bus::{Bus, Delivery, Topics};
+use crate::llm::PriceTable;
 use crate::machine::RetryPolicy;
 use crate::store::{ArtifactStore, ReportLog, StateStore};
 use crate::wire::{DeadLetter, ReportEvent, ReportStatus, encode};
 use crate::{Result, TaskId};
 
+pub(crate) use cancellations::{Cancellations, follow_cancellations};
 pub(crate) use ci_monitor::CiMonitor;
 pub(crate) use mirror::Mirror;
 pub(crate) use orchestrator::Orchestrator;
-pub(crate) use planner::{Planner, check_replay};
+pub(crate) use planner::{Planner, check_control, check_replay};
 pub(crate) use runner::{Handler, OnStop, run_consumer};
 pub(crate) use stage_effects::Execution;
 pub(crate) use worker::Worker;
@@ -110,6 +115,14 @@ pub(crate) struct Deps {
     pub(crate) step_timeout: Duration,
     pub(crate) worker_concurrency: usize,
     pub(crate) execution: Execution,
+    /// The limits of every task, unless a task sets its own.
+    pub(crate) budget: Budget,
+    /// Whether tasks wait for approval before publishing, unless a task says otherwise.
+    pub(crate) require_approval: bool,
+    /// What LLM calls cost, by model.
+    pub(crate) prices: PriceTable,
+    /// The providers a replay may name (`offline` and those registered).
+    pub(crate) providers: Vec<String>,
 }
 
 impl Deps {

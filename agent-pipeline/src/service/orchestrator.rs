@@ -8,21 +8,20 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::stage_effects::{reviewed_commit, tested_commit};
+use super::publishing::{publish_change, round_artifacts};
+use super::stage_effects::reviewed_commit;
 use super::{Deps, Handler};
 use crate::Result;
 use crate::bus::Delivery;
-use crate::execution::CommitId;
 use crate::gates::{GateInput, GateVerdict};
-use crate::ids::{Stage, StepId, TaskId};
+use crate::ids::{Stage, TaskId};
+use crate::llm::Spend;
 use crate::machine::{
     Command, Context, LastAttempts, on_gates, on_publish_failed, on_step_result, random_jitter,
 };
 use crate::metrics::AppliedResult;
-use crate::output::{Design, Implementation, Review, TestReport};
-use crate::publish::Change;
-use crate::store::{Artifact, AttemptRecord, OutboxMessage};
-use crate::wire::{CiWatch, ReportEvent, ReportStatus, StepOutcome, StepResult, decode, encode};
+use crate::store::{Artifact, AttemptRecord, OutboxMessage, TaskStatus};
+use crate::wire::{StepOutcome, StepResult, decode, encode};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Orchestrator {
@@ -137,6 +136,12 @@ impl Orchestrator {
                     .iter()
                     .map(|record| (record.step_id(), record.attempt())),
             ),
+            spent: Spend::of(
+                attempts
+                    .iter()
+                    .flat_map(|record| &record.calls)
+                    .chain(&result.calls),
+            ),
         };
         let transition = on_step_result(&deps.policy, result, context);
         let mut task_status = transition.task_status;
@@ -166,7 +171,7 @@ impl Orchestrator {
                     applied.dead_lettered();
                 }
                 Command::EvaluateGates => {
-                    round = self.round_artifacts(result).await?;
+                    round = round_artifacts(deps, result.task_id).await?;
                     let verdicts = if deps.execution.execute_code {
                         self.check_gates(result, &round).await?
                     } else {
@@ -178,21 +183,34 @@ impl Orchestrator {
                         queue.push_front(command);
                     }
                 }
+                Command::PublishChange if self.cancelled(result.task_id).await? => {
+                    tracing::info!(task_id = %result.task_id, "the task was cancelled: nothing is published");
+                    task_status = None;
+                    queue.clear();
+                    reports.clear();
+                }
                 Command::PublishChange if !deps.execution.execute_code => {
                     tracing::debug!(task_id = %result.task_id, "code execution is off: nothing to publish");
                 }
-                Command::PublishChange => match self.publish_change(result, &round, now).await? {
-                    Ok((pr, watch)) => {
-                        reports.push(pr);
-                        ci_watch = Some(watch);
+                Command::PublishChange => {
+                    match publish_change(deps, result.task_id, &round, now).await? {
+                        Ok((pr, watch)) => {
+                            reports.push(pr);
+                            ci_watch = Some(watch);
+                        }
+                        Err(error) => {
+                            tracing::warn!(task_id = %result.task_id, %error, "publishing failed");
+                            let failed = on_publish_failed(
+                                result.task_id,
+                                Some(result.step_id),
+                                &error,
+                                context,
+                            );
+                            task_status = failed.task_status;
+                            queue = VecDeque::from(failed.commands);
+                        }
                     }
-                    Err(error) => {
-                        tracing::warn!(task_id = %result.task_id, %error, "publishing failed");
-                        let failed = on_publish_failed(result, &error, context);
-                        task_status = failed.task_status;
-                        queue = VecDeque::from(failed.commands);
-                    }
-                },
+                }
             }
         }
         // The reports and the CI watch are kept with the state change and sent after it: a
@@ -210,9 +228,20 @@ impl Orchestrator {
             .await?;
         applied.record(result, task_status, &deps.topics.step_results);
         if recorded {
+            crate::metrics::step_spent(result.step_id.stage(), &result.calls);
+            if let Some(status) = task_status.filter(|status| status.is_final()) {
+                let reason = reports.iter().find_map(|event| event.reason.as_deref());
+                crate::metrics::task_cost(status, &context.spent, reason);
+            }
             self.send_outbox(outbox).await?;
         }
         Ok(())
+    }
+
+    /// Whether the task was cancelled (so that nothing of it is published any more).
+    async fn cancelled(&self, task_id: TaskId) -> Result<bool> {
+        let task = self.deps.state.task(task_id).await?;
+        Ok(task.is_some_and(|task| task.status == TaskStatus::Cancelled))
     }
 
     /// Sends the messages kept with a result.
@@ -243,32 +272,18 @@ impl Orchestrator {
             attempt: result.attempt,
             model: model.clone(),
             usage: *usage,
+            cost_usd: Spend::of(&result.calls).cost_usd,
+            llm_calls: result.calls.clone(),
             created_at: now,
             duration_ms: result.duration_ms,
             replay_reason: result.reason.clone().filter(|_| replay),
             round: result.round,
             feedback: result.reason.clone().filter(|_| !replay),
+            variant: result.variant.clone(),
         };
         let path = self.deps.artifacts.write_artifact(&artifact).await?;
         tracing::info!(task_id = %result.task_id, step = %result.step_id, attempt = %result.attempt, %path, "artifact stored");
         Ok(())
-    }
-
-    /// The round's canonical artifacts, in stage order.
-    async fn round_artifacts(&self, result: &StepResult) -> Result<Vec<Artifact>> {
-        let mut artifacts = Vec::new();
-        for stage in Stage::ALL {
-            let step = StepId::v1(stage);
-            if let Some(artifact) = self
-                .deps
-                .artifacts
-                .read_artifact(result.task_id, step)
-                .await?
-            {
-                artifacts.push(artifact);
-            }
-        }
-        Ok(artifacts)
     }
 
     /// Checks every gate on the reviewed commit and records the verdicts as
@@ -327,110 +342,4 @@ impl Orchestrator {
         tracing::info!(task_id = %review.task_id, round = review.round, passed = verdicts.iter().all(|v| v.passed), "gates checked");
         Ok(verdicts)
     }
-
-    /// Publishes the tested commit; gives the `pr` report and the `ci_watch` message, or why
-    /// it could not be published.
-    async fn publish_change(
-        &self,
-        review: &StepResult,
-        artifacts: &[Artifact],
-        now: DateTime<Utc>,
-    ) -> Result<std::result::Result<(ReportEvent, CiWatch), String>> {
-        let deps = &self.deps;
-        let Some(commit) = artifacts
-            .iter()
-            .find(|a| a.step.stage() == Stage::Test)
-            .and_then(tested_commit)
-        else {
-            return Ok(Err("no tested commit to publish".to_owned()));
-        };
-        let workspace = match deps.workspace(review.task_id).await {
-            Ok(workspace) => workspace,
-            Err(error) => return Ok(Err(error.to_string())),
-        };
-        let prompt = deps
-            .artifacts
-            .read_task(review.task_id)
-            .await?
-            .map(|task| task.prompt)
-            .unwrap_or_default();
-        let title = change_title(&prompt);
-        let body = change_body(&prompt, artifacts, &commit);
-        let change = Change {
-            task_id: review.task_id,
-            workspace: &workspace,
-            commit: &commit,
-            title: &title,
-            body: &body,
-        };
-        let published = match deps.execution.publisher.publish(&change).await {
-            Ok(published) => published,
-            Err(error) => return Ok(Err(error.to_string())),
-        };
-        tracing::info!(task_id = %review.task_id, branch = %published.branch, commit = %published.commit, repository = %published.repository, "change published");
-        let place = published.url.as_deref().unwrap_or(&published.repository);
-        let mut pr = ReportEvent::new(
-            review.task_id,
-            ReportStatus::Pr,
-            format!("Change published as {} ({place})", published.branch),
-            now,
-        )
-        .with_detail("branch", published.branch.clone())
-        .with_detail("commit", published.commit.clone())
-        .with_detail("repository", published.repository.clone())
-        .with_detail("publisher", deps.execution.publisher.name());
-        if let Some(url) = &published.url {
-            pr = pr.with_detail("url", url.clone());
-        }
-        let watch = CiWatch {
-            task_id: review.task_id,
-            branch: published.branch,
-            commit: published.commit,
-            source_commit: commit,
-            url: published.url,
-            requested_at: now,
-        };
-        Ok(Ok((pr, watch)))
-    }
-}
-
-/// The change's one-line title: the task's prompt, shortened.
-fn change_title(prompt: &str) -> String {
-    let line = prompt.lines().next().unwrap_or_default().trim();
-    let mut title: String = line.chars().take(72).collect();
-    if title.len() < line.len() {
-        title.push('…');
-    }
-    if title.is_empty() {
-        "agent-pipeline change".to_owned()
-    } else {
-        title
-    }
-}
-
-/// The change's description: the task, the design, the tests that ran and the review.
-fn change_body(prompt: &str, artifacts: &[Artifact], commit: &CommitId) -> String {
-    let typed = |stage: Stage| artifacts.iter().find(|a| a.step.stage() == stage);
-    let mut body = format!("## Task\n{}\n", prompt.trim());
-    if let Some(Ok(design)) = typed(Stage::Design).map(Artifact::output_as::<Design>) {
-        body.push_str(&format!("\n## Design\n{}\n", design.design_summary));
-    }
-    if let Some(Ok(implementation)) =
-        typed(Stage::Implement).map(Artifact::output_as::<Implementation>)
-    {
-        body.push_str(&format!("\n## Change\n{}\n", implementation.diff_summary));
-    }
-    if let Some(Ok(tests)) = typed(Stage::Test).map(Artifact::output_as::<TestReport>) {
-        body.push_str(&format!("\n## Tests\n{}\n", tests.summary_line()));
-    }
-    if let Some(Ok(review)) = typed(Stage::Review).map(Artifact::output_as::<Review>) {
-        body.push_str("\n## Review\n");
-        for comment in &review.comments {
-            body.push_str(&format!("- {comment}\n"));
-        }
-    }
-    body.push_str(&format!(
-        "\nWorkspace commit {commit}; published by agent-pipeline.\n"
-    ));
-    body
 }

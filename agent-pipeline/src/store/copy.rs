@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::state::{AttemptRecord, AttemptStatus, NewTaskOutcome, StateStore, TaskRecord};
 use super::{ArtifactStore, StoreError, StoreResult};
-use crate::llm::Usage;
+use crate::llm::{Spend, Usage};
 use crate::wire::{StepOutcome, StepResult};
 
 /// What [`copy_stores`] copied.
@@ -91,13 +91,30 @@ async fn copy_task(
         )));
     }
     let mut attempts = 0;
+    let mut recorded = Spend::default();
     for record in from.attempts(id).await? {
+        recorded += Spend::of(&record.calls);
         let reserved = to.reserve_attempt(&record.request).await?;
+        // Recording the result with its calls adds them to the task's spend in the target,
+        // once: an attempt the target has finished already (an earlier, interrupted copy)
+        // is not recorded again, so its calls are not counted twice.
         let finished = match result_of(&record) {
             Some((result, finished_at)) => to.finish_attempt(&result, None, finished_at).await?,
             None => false,
         };
         attempts += usize::from(reserved || finished);
+    }
+    // Counts, not dollars: sums of the same costs in another order may differ in the last bit.
+    if (recorded.calls, recorded.usage) != (task.spend.calls, task.spend.usage) {
+        // Retention keeps a task's spend when it prunes the attempts that made it; the
+        // target's spend, rebuilt from the attempts left, then lacks theirs.
+        tracing::warn!(
+            task_id = %id,
+            source_calls = task.spend.calls,
+            copied_calls = recorded.calls,
+            "the task's spend differs from the sum of its attempts' calls (pruned history?): \
+             the copy shows the sum of the attempts copied"
+        );
     }
     to.set_task_status(id, task.status, task.current_step, task.updated_at)
         .await?;
@@ -115,6 +132,8 @@ fn result_of(record: &AttemptRecord) -> Option<(StepResult, chrono::DateTime<chr
             model: record.model.clone().unwrap_or_default(),
             usage: Usage::default(),
         },
+        // A stopped attempt is kept as failed with its reason as the error: recorded as a
+        // failure, it reads back the same.
         AttemptStatus::Failed => StepOutcome::Failed {
             error: record.error.clone().unwrap_or_default(),
             retryable: false,
@@ -123,6 +142,7 @@ fn result_of(record: &AttemptRecord) -> Option<(StepResult, chrono::DateTime<chr
     let result = StepResult::of(
         &record.request,
         outcome,
+        record.calls.clone(),
         record.request.requested_at,
         record.duration_ms.unwrap_or(0),
     );

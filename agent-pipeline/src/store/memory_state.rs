@@ -12,6 +12,7 @@ use super::state::{
     TaskRecord, TaskStatus,
 };
 use crate::ids::{Attempt, StepId, TaskId};
+use crate::llm::Spend;
 use crate::wire::{StepOutcome, StepRequest, StepResult};
 
 /// A [`StateStore`] in memory; everything is lost when it is dropped.
@@ -63,6 +64,9 @@ pub(crate) fn finished_record(
             reason: result.reason.clone(),
             not_before: None,
             requested_at: result.started_at,
+            budget: result.budget,
+            require_approval: result.require_approval,
+            variant: result.variant.clone(),
         },
     };
     let (status, error, model) = match &result.outcome {
@@ -70,6 +74,9 @@ pub(crate) fn finished_record(
             (AttemptStatus::Succeeded, None, Some(model.clone()))
         }
         StepOutcome::Failed { error, .. } => (AttemptStatus::Failed, Some(error.clone()), None),
+        // A stopped step did not produce its artifact: it is kept as failed, with the reason
+        // in words as its error, so that the stores need no status of their own for it.
+        StepOutcome::Stopped { detail, .. } => (AttemptStatus::Failed, Some(detail.clone()), None),
     };
     AttemptRecord {
         request,
@@ -78,6 +85,7 @@ pub(crate) fn finished_record(
         model,
         finished_at: Some(now),
         duration_ms: Some(result.duration_ms),
+        calls: result.calls.clone(),
     }
 }
 
@@ -106,6 +114,7 @@ impl StateStore for MemoryStateStore {
                 current_step: None,
                 created_at: now,
                 updated_at: now,
+                spend: Spend::default(),
             },
         );
         Ok(NewTaskOutcome::Created)
@@ -158,8 +167,28 @@ impl StateStore for MemoryStateStore {
                 model: None,
                 finished_at: None,
                 duration_ms: None,
+                calls: Vec::new(),
             },
         );
+        Ok(true)
+    }
+
+    async fn transition_task(
+        &self,
+        task_id: TaskId,
+        from: &[TaskStatus],
+        to: TaskStatus,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut state = self.lock();
+        let Some(task) = state.tasks.get_mut(&task_id) else {
+            return Ok(false);
+        };
+        if !from.contains(&task.status) {
+            return Ok(false);
+        }
+        task.status = to;
+        task.updated_at = now;
         Ok(true)
     }
 
@@ -187,12 +216,17 @@ impl StateStore for MemoryStateStore {
         }
         let record = finished_record(result, reserved, now);
         state.attempts.insert(key, record);
-        if let Some(task_status) = task_status
-            && let Some(task) = state.tasks.get_mut(&result.task_id)
-        {
-            task.status = task_status;
-            task.current_step = Some(result.step_id);
-            task.updated_at = now;
+        if let Some(task) = state.tasks.get_mut(&result.task_id) {
+            task.spend += Spend::of(&result.calls);
+            // A cancelled task stays cancelled: a step that was running when it was cancelled
+            // still reports, and its result must not bring the task back.
+            if let Some(task_status) = task_status
+                && task.status != TaskStatus::Cancelled
+            {
+                task.status = task_status;
+                task.current_step = Some(result.step_id);
+                task.updated_at = now;
+            }
         }
         state
             .outbox
@@ -405,7 +439,7 @@ impl State {
                 .iter()
                 .filter(move |((task, _, _), _)| *task == task_id)
         };
-        let ended = matches!(task.status, TaskStatus::Done | TaskStatus::Error)
+        let ended = task.status.is_final()
             && task.updated_at < cutoff
             && !attempts().any(|(_, record)| {
                 record.status == AttemptStatus::Requested

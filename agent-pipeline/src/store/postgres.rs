@@ -15,7 +15,7 @@ use super::state::{
     AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, Pruning, StateStore,
     TaskRecord, TaskStatus,
 };
-use super::stored::{self, StoredAttempt, StoredLease, StoredTask, stage_order};
+use super::stored::{self, SpendColumns, StoredAttempt, StoredLease, StoredTask, stage_order};
 use super::{StoreError, StoreResult};
 use crate::ids::{Attempt, StepId, TaskId};
 use crate::wire::{StepRequest, StepResult};
@@ -118,6 +118,11 @@ impl PostgresStateStore {
             current_step: self.column(row, "current_step")?,
             created_at: self.column(row, "created_at")?,
             updated_at: self.column(row, "updated_at")?,
+            prompt_tokens: self.column(row, "prompt_tokens")?,
+            completion_tokens: self.column(row, "completion_tokens")?,
+            cost_usd: self.column(row, "cost_usd")?,
+            llm_calls: self.column(row, "llm_calls")?,
+            unpriced_calls: self.column(row, "unpriced_calls")?,
         }
         .decode()
         .map_err(|reason| self.corrupt(reason))
@@ -131,6 +136,7 @@ impl PostgresStateStore {
             model: self.column(row, "model")?,
             finished_at: self.column(row, "finished_at")?,
             duration_ms: self.column(row, "duration_ms")?,
+            calls: self.column(row, "calls")?,
         }
         .decode()
         .map_err(|reason| self.corrupt(reason))
@@ -159,7 +165,8 @@ fn bigint(n: impl TryInto<i64>) -> i64 {
 /// so that the queries built on it stay static strings).
 macro_rules! select_attempts {
     () => {
-        "SELECT request::text AS request, status, error, model, finished_at, duration_ms
+        "SELECT request::text AS request, status, error, model, finished_at, duration_ms,
+                calls::text AS calls
          FROM attempts "
     };
 }
@@ -167,7 +174,7 @@ macro_rules! select_attempts {
 /// `SELECT` of the columns of tasks that [`PostgresStateStore::task_of`] reads.
 macro_rules! select_tasks {
     () => {
-        "SELECT task_id, prompt, status, current_step, created_at, updated_at FROM tasks "
+        concat!("SELECT ", stored::task_columns!(), "FROM tasks ")
     };
 }
 
@@ -270,6 +277,30 @@ impl StateStore for PostgresStateStore {
         Ok(inserted == 1)
     }
 
+    async fn transition_task(
+        &self,
+        task_id: TaskId,
+        from: &[TaskStatus],
+        to: TaskStatus,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let from: Vec<&str> = from.iter().map(|status| status.as_str()).collect();
+        // One statement under the row's lock: two decisions at once cannot both apply.
+        let moved = sqlx::query(
+            "UPDATE tasks SET status = $1, updated_at = $2
+             WHERE task_id = $3 AND status = ANY($4)",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(task_id.to_string())
+        .bind(from)
+        .execute(&self.pool)
+        .await
+        .map_err(database)?
+        .rows_affected();
+        Ok(moved == 1)
+    }
+
     async fn attempt(
         &self,
         task_id: TaskId,
@@ -304,19 +335,22 @@ impl StateStore for PostgresStateStore {
         let json = serde_json::to_string(&record.request)
             .map_err(|e| StoreError::Database(format!("encoding step request: {e}")))?;
         let status = record.status.as_str();
+        let calls = stored::calls_json(&record.calls)?;
         let mut transaction = self.pool.begin().await.map_err(database)?;
         // Under concurrent finishes of one attempt, the row lock makes the second wait and
         // then find the attempt no longer requested.
         let updated = sqlx::query(
             "UPDATE attempts
-             SET status = $1, error = $2, model = $3, finished_at = $4, duration_ms = $5
-             WHERE task_id = $6 AND step_id = $7 AND attempt = $8 AND status = $9",
+             SET status = $1, error = $2, model = $3, finished_at = $4, duration_ms = $5,
+                 calls = $6::jsonb
+             WHERE task_id = $7 AND step_id = $8 AND attempt = $9 AND status = $10",
         )
         .bind(status)
         .bind(&record.error)
         .bind(&record.model)
         .bind(now)
         .bind(duration_ms)
+        .bind(&calls)
         .bind(&task_id)
         .bind(&step_id)
         .bind(attempt)
@@ -331,8 +365,8 @@ impl StateStore for PostgresStateStore {
             || sqlx::query(
                 "INSERT INTO attempts
                      (task_id, step_id, attempt, stage_order, status, request,
-                      error, model, requested_at, finished_at, duration_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11)
+                      error, model, requested_at, finished_at, duration_ms, calls)
+                 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12::jsonb)
                  ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
             )
             .bind(&task_id)
@@ -346,23 +380,35 @@ impl StateStore for PostgresStateStore {
             .bind(record.request.requested_at)
             .bind(now)
             .bind(duration_ms)
+            .bind(&calls)
             .execute(&mut *transaction)
             .await
             .map_err(database)?
             .rows_affected()
                 == 1;
+        // Only a newly recorded result counts: a redelivered one was counted already.
+        if recorded && !record.calls.is_empty() {
+            let spend = SpendColumns::of(&record.calls);
+            sqlx::query(stored::ADD_SPEND)
+                .bind(spend.prompt_tokens)
+                .bind(spend.completion_tokens)
+                .bind(spend.cost_usd)
+                .bind(spend.llm_calls)
+                .bind(spend.unpriced_calls)
+                .bind(&task_id)
+                .execute(&mut *transaction)
+                .await
+                .map_err(database)?;
+        }
         if recorded && let Some(task_status) = task_status {
-            sqlx::query(
-                "UPDATE tasks SET status = $1, current_step = $2, updated_at = $3
-                 WHERE task_id = $4",
-            )
-            .bind(task_status.as_str())
-            .bind(&step_id)
-            .bind(now)
-            .bind(&task_id)
-            .execute(&mut *transaction)
-            .await
-            .map_err(database)?;
+            sqlx::query(stored::MOVE_FINISHED_TASK)
+                .bind(task_status.as_str())
+                .bind(&step_id)
+                .bind(now)
+                .bind(&task_id)
+                .execute(&mut *transaction)
+                .await
+                .map_err(database)?;
         }
         if recorded {
             sqlx::query("DELETE FROM outbox WHERE task_id = $1")

@@ -33,7 +33,7 @@ use super::state::{
     AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, Pruning, StateStore,
     TaskRecord, TaskStatus,
 };
-use super::stored::{self, stage_order};
+use super::stored::{self, SpendColumns, stage_order};
 use super::{StoreError, StoreResult};
 use crate::ids::{Attempt, StepId, TaskId};
 use crate::wire::{StepRequest, StepResult};
@@ -220,8 +220,11 @@ impl StateStore for SqliteStateStore {
         self.read(move |connection, decoder| {
             fetch_optional(
                 connection,
-                "SELECT task_id, prompt, status, current_step, created_at, updated_at
-                 FROM tasks WHERE task_id = ?1",
+                concat!(
+                    "SELECT ",
+                    stored::task_columns!(),
+                    "FROM tasks WHERE task_id = ?1"
+                ),
                 [id],
                 |row| decoder.task(row),
             )
@@ -233,8 +236,11 @@ impl StateStore for SqliteStateStore {
         self.read(move |connection, decoder| {
             fetch_all(
                 connection,
-                "SELECT task_id, prompt, status, current_step, created_at, updated_at
-                 FROM tasks ORDER BY created_at DESC, task_id DESC LIMIT ?1",
+                concat!(
+                    "SELECT ",
+                    stored::task_columns!(),
+                    "FROM tasks ORDER BY created_at DESC, task_id DESC LIMIT ?1"
+                ),
                 [integer(limit)],
                 |row| decoder.task(row),
             )
@@ -289,6 +295,30 @@ impl StateStore for SqliteStateStore {
         Ok(inserted == 1)
     }
 
+    async fn transition_task(
+        &self,
+        task_id: TaskId,
+        from: &[TaskStatus],
+        to: TaskStatus,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        // One statement: the check and the change cannot be split by another write.
+        let moved = self
+            .writer
+            .execute(
+                "UPDATE tasks SET status = ?1, updated_at = ?2
+                 WHERE task_id = ?3 AND status IN (SELECT value FROM json_each(?4))",
+                vec![
+                    to.as_str().to_owned().into(),
+                    time_text(now).into(),
+                    task_id.to_string().into(),
+                    stored::statuses_json(from)?.into(),
+                ],
+            )
+            .await?;
+        Ok(moved == 1)
+    }
+
     async fn attempt(
         &self,
         task_id: TaskId,
@@ -303,7 +333,7 @@ impl StateStore for SqliteStateStore {
         self.read(move |connection, decoder| {
             fetch_optional(
                 connection,
-                "SELECT request, status, error, model, finished_at, duration_ms
+                "SELECT request, status, error, model, finished_at, duration_ms, calls
                  FROM attempts WHERE task_id = ?1 AND step_id = ?2 AND attempt = ?3",
                 params![task_id, step_id, attempt],
                 |row| decoder.attempt(row),
@@ -332,6 +362,8 @@ impl StateStore for SqliteStateStore {
             .map_err(|e| StoreError::Database(format!("encoding step request: {e}")))?;
         let order = stage_order(result.step_id);
         let requested_at = time_text(record.request.requested_at);
+        let calls = stored::calls_json(&record.calls)?;
+        let spend = (!record.calls.is_empty()).then(|| SpendColumns::of(&record.calls));
         let recorded = self
             .writer
             .write(Box::new(move |connection| {
@@ -339,14 +371,16 @@ impl StateStore for SqliteStateStore {
                 let updated = execute(
                     connection,
                     "UPDATE attempts
-                     SET status = ?1, error = ?2, model = ?3, finished_at = ?4, duration_ms = ?5
-                     WHERE task_id = ?6 AND step_id = ?7 AND attempt = ?8 AND status = ?9",
+                     SET status = ?1, error = ?2, model = ?3, finished_at = ?4, duration_ms = ?5,
+                         calls = ?6
+                     WHERE task_id = ?7 AND step_id = ?8 AND attempt = ?9 AND status = ?10",
                     params![
                         status,
                         record.error,
                         record.model,
                         finished_at,
                         duration_ms,
+                        calls,
                         task_id,
                         step_id,
                         attempt,
@@ -360,8 +394,8 @@ impl StateStore for SqliteStateStore {
                         connection,
                         "INSERT INTO attempts
                              (task_id, step_id, attempt, stage_order, status, request,
-                              error, model, requested_at, finished_at, duration_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                              error, model, requested_at, finished_at, duration_ms, calls)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                          ON CONFLICT (task_id, step_id, attempt) DO NOTHING",
                         params![
                             task_id,
@@ -374,14 +408,29 @@ impl StateStore for SqliteStateStore {
                             record.model,
                             requested_at,
                             finished_at,
-                            duration_ms
+                            duration_ms,
+                            calls
                         ],
                     )? == 1;
+                // Only a newly recorded result counts: a redelivered one was counted already.
+                if recorded && let Some(spend) = &spend {
+                    execute(
+                        connection,
+                        stored::ADD_SPEND,
+                        params![
+                            spend.prompt_tokens,
+                            spend.completion_tokens,
+                            spend.cost_usd,
+                            spend.llm_calls,
+                            spend.unpriced_calls,
+                            task_id
+                        ],
+                    )?;
+                }
                 if recorded && let Some(task_status) = task_status {
                     execute(
                         connection,
-                        "UPDATE tasks SET status = ?1, current_step = ?2, updated_at = ?3
-                         WHERE task_id = ?4",
+                        stored::MOVE_FINISHED_TASK,
                         params![task_status.as_str(), step_id, finished_at, task_id],
                     )?;
                 }
@@ -449,7 +498,7 @@ impl StateStore for SqliteStateStore {
         self.read(move |connection, decoder| {
             fetch_all(
                 connection,
-                "SELECT request, status, error, model, finished_at, duration_ms
+                "SELECT request, status, error, model, finished_at, duration_ms, calls
                  FROM attempts WHERE task_id = ?1
                  ORDER BY stage_order, step_id, attempt",
                 [task_id],
@@ -479,7 +528,7 @@ impl StateStore for SqliteStateStore {
         self.read(move |connection, decoder| {
             fetch_all(
                 connection,
-                "SELECT request, status, error, model, finished_at, duration_ms
+                "SELECT request, status, error, model, finished_at, duration_ms, calls
                  FROM attempts WHERE status = 'requested'
                  ORDER BY requested_at, task_id, stage_order, step_id, attempt",
                 [],

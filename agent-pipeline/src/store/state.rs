@@ -7,9 +7,11 @@ use chrono::{DateTime, Utc};
 
 use super::StoreResult;
 use crate::ids::{Attempt, StepId, TaskId};
+use crate::llm::{LlmCall, Spend};
 use crate::wire::{StepMode, StepRequest, StepResult};
 
-/// Where a task stands; serialized as `received`, `running`, `done` or `error`.
+/// Where a task stands; serialized as `received`, `running`, `awaiting_approval`, `done`,
+/// `error` or `cancelled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
@@ -17,33 +19,54 @@ pub enum TaskStatus {
     Received,
     /// Steps are running.
     Running,
+    /// The gates passed; the change waits for a person's approval before it is published.
+    AwaitingApproval,
     /// All stages finished.
     Done,
-    /// A step failed for good.
+    /// A step failed for good, a budget ran out, or the change was rejected.
     Error,
+    /// Cancelled by a person before it ended.
+    Cancelled,
 }
 
 impl TaskStatus {
+    /// Every status.
+    pub const ALL: [TaskStatus; 6] = [
+        TaskStatus::Received,
+        TaskStatus::Running,
+        TaskStatus::AwaitingApproval,
+        TaskStatus::Done,
+        TaskStatus::Error,
+        TaskStatus::Cancelled,
+    ];
+
+    /// The statuses of a task that has not ended (it can still be cancelled).
+    pub const ACTIVE: [TaskStatus; 3] = [
+        TaskStatus::Received,
+        TaskStatus::Running,
+        TaskStatus::AwaitingApproval,
+    ];
+
     /// The status as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Received => "received",
             TaskStatus::Running => "running",
+            TaskStatus::AwaitingApproval => "awaiting_approval",
             TaskStatus::Done => "done",
             TaskStatus::Error => "error",
+            TaskStatus::Cancelled => "cancelled",
         }
     }
 
     /// Parses a stored status.
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            TaskStatus::Received,
-            TaskStatus::Running,
-            TaskStatus::Done,
-            TaskStatus::Error,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Whether the task has ended: `done`, `error` or `cancelled`.
+    pub fn is_final(self) -> bool {
+        !Self::ACTIVE.contains(&self)
     }
 }
 
@@ -93,7 +116,8 @@ impl AttemptStatus {
 }
 
 /// A task as the state store knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+// Not `Eq`: its spend holds a cost in US dollars, an `f64`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
     /// The task.
     pub task_id: TaskId,
@@ -107,6 +131,8 @@ pub struct TaskRecord {
     pub created_at: DateTime<Utc>,
     /// When its status last changed.
     pub updated_at: DateTime<Utc>,
+    /// What its LLM calls spent, over every recorded attempt.
+    pub spend: Spend,
 }
 
 /// One attempt of one step.
@@ -124,6 +150,8 @@ pub struct AttemptRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// How long the worker took.
     pub duration_ms: Option<u64>,
+    /// The LLM calls it made, once it finished.
+    pub calls: Vec<LlmCall>,
 }
 
 impl AttemptRecord {
@@ -233,6 +261,17 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// attempt is already recorded.
     async fn reserve_attempt(&self, request: &StepRequest) -> StoreResult<bool>;
 
+    /// Moves the task to `to` (at `now`, keeping its current step) when its status is one of
+    /// `from`; returns whether it did. This is how a decision (approve, reject, cancel)
+    /// applies once, whatever else happens to the task at the same time.
+    async fn transition_task(
+        &self,
+        task_id: TaskId,
+        from: &[TaskStatus],
+        to: TaskStatus,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
     /// One attempt.
     async fn attempt(
         &self,
@@ -241,8 +280,9 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         attempt: Attempt,
     ) -> StoreResult<Option<AttemptRecord>>;
 
-    /// Records `result` and, in the same transaction, moves the task to `task_status` with
-    /// the result's step as its current step (`None` leaves the task as it is: a replay).
+    /// Records `result` (with its LLM calls, added to the task's spend) and, in the same
+    /// transaction, moves the task to `task_status` with the result's step as its current
+    /// step (`None` leaves the task as it is: a replay). A cancelled task keeps its status.
     ///
     /// Returns `false` (and changes nothing) when a result for that attempt is already
     /// recorded, so that a redelivered result has no effect. An attempt that was never
@@ -344,9 +384,9 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// The leases running at `now` whose resource starts with `prefix`, by resource.
     async fn leases(&self, prefix: &str, now: DateTime<Utc>) -> StoreResult<Vec<Lease>>;
 
-    /// Tasks that `pruning` may touch, oldest first, at most `limit`: ended (`done` or
-    /// `error`) before `cutoff`, with no attempt requested, running or finished since, and
-    /// (for [`Pruning::History`]) something left to prune. A task still running is never
+    /// Tasks that `pruning` may touch, oldest first, at most `limit`: ended (`done`,
+    /// `error` or `cancelled`) before `cutoff`, with no attempt requested, running or finished
+    /// since, and (for [`Pruning::History`]) something left to prune. A task still running is never
     /// among them.
     async fn prunable_tasks(
         &self,
@@ -372,12 +412,7 @@ mod tests {
 
     #[test]
     fn statuses_serialize_as_they_are_stored() {
-        for status in [
-            TaskStatus::Received,
-            TaskStatus::Running,
-            TaskStatus::Done,
-            TaskStatus::Error,
-        ] {
+        for status in TaskStatus::ALL {
             let json = serde_json::to_string(&status).ok();
             assert_eq!(json, Some(format!("\"{}\"", status.as_str())));
         }

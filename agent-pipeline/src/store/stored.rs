@@ -4,14 +4,26 @@
 use chrono::{DateTime, Utc};
 
 use crate::ids::{Attempt, Stage, StepId, TaskId};
+use crate::llm::{LlmCall, Spend, Usage};
 use crate::store::state::{
     AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, TaskRecord, TaskStatus,
 };
 use crate::store::{StoreError, StoreResult};
 use crate::wire::StepRequest;
 
+/// The columns of a task row that [`StoredTask`] reads, in a `SELECT` (a macro, so that the
+/// queries built on it stay static strings).
+macro_rules! task_columns {
+    () => {
+        "task_id, prompt, status, current_step, created_at, updated_at,
+         prompt_tokens, completion_tokens, cost_usd, llm_calls, unpriced_calls "
+    };
+}
+pub(crate) use task_columns;
+
 /// The columns of a task row: `task_id, prompt, status, current_step, created_at,
-/// updated_at`.
+/// updated_at`, and its spend: `prompt_tokens, completion_tokens, cost_usd, llm_calls,
+/// unpriced_calls`.
 pub(crate) struct StoredTask {
     pub(crate) task_id: String,
     pub(crate) prompt: String,
@@ -19,6 +31,11 @@ pub(crate) struct StoredTask {
     pub(crate) current_step: Option<String>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) prompt_tokens: i64,
+    pub(crate) completion_tokens: i64,
+    pub(crate) cost_usd: f64,
+    pub(crate) llm_calls: i64,
+    pub(crate) unpriced_calls: i64,
 }
 
 impl StoredTask {
@@ -35,6 +52,21 @@ impl StoredTask {
             .map(|s| s.parse::<StepId>())
             .transpose()
             .map_err(|e| format!("task {task_id}: {e}"))?;
+        let count = |name: &str, stored: i64| {
+            u64::try_from(stored).map_err(|_| format!("task {task_id}: negative {name} {stored}"))
+        };
+        let prompt_tokens = count("prompt_tokens", self.prompt_tokens)?;
+        let completion_tokens = count("completion_tokens", self.completion_tokens)?;
+        let spend = Spend {
+            usage: Usage {
+                prompt_tokens,
+                completion_tokens,
+                total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            },
+            cost_usd: self.cost_usd,
+            calls: count("llm_calls", self.llm_calls)?,
+            unpriced_calls: count("unpriced_calls", self.unpriced_calls)?,
+        };
         Ok(TaskRecord {
             task_id,
             prompt: self.prompt,
@@ -42,12 +74,70 @@ impl StoredTask {
             current_step,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            spend,
         })
     }
 }
 
+/// A spend as the `tasks` columns of [`ADD_SPEND`] store it.
+pub(crate) struct SpendColumns {
+    pub(crate) prompt_tokens: i64,
+    pub(crate) completion_tokens: i64,
+    pub(crate) cost_usd: f64,
+    pub(crate) llm_calls: i64,
+    pub(crate) unpriced_calls: i64,
+}
+
+impl SpendColumns {
+    /// What `calls` add to their task's spend.
+    pub(crate) fn of(calls: &[LlmCall]) -> Self {
+        let spend = Spend::of(calls);
+        // Counts beyond i64 cannot come from real calls; saturating keeps the row valid.
+        let column = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        Self {
+            prompt_tokens: column(spend.usage.prompt_tokens),
+            completion_tokens: column(spend.usage.completion_tokens),
+            cost_usd: spend.cost_usd,
+            llm_calls: column(spend.calls),
+            unpriced_calls: column(spend.unpriced_calls),
+        }
+    }
+}
+
+/// Adds a spend to task `$6`: `$1` prompt tokens, `$2` completion tokens, `$3` US dollars,
+/// `$4` calls and `$5` calls without a price (in the order of [`SpendColumns`]).
+pub(crate) const ADD_SPEND: &str = "UPDATE tasks SET
+         prompt_tokens = prompt_tokens + $1,
+         completion_tokens = completion_tokens + $2,
+         cost_usd = cost_usd + $3,
+         llm_calls = llm_calls + $4,
+         unpriced_calls = unpriced_calls + $5
+     WHERE task_id = $6";
+
+/// Moves task `$4` to status `$1` at step `$2`, at `$3`, when a result of it is recorded;
+/// a cancelled task keeps its status (a step that was running when it was cancelled still
+/// reports, and must not bring the task back).
+pub(crate) const MOVE_FINISHED_TASK: &str =
+    "UPDATE tasks SET status = $1, current_step = $2, updated_at = $3
+     WHERE task_id = $4 AND status <> 'cancelled'";
+
+/// The JSON of an attempt's LLM calls, as the `attempts.calls` column keeps it.
+pub(crate) fn calls_json(calls: &[LlmCall]) -> StoreResult<String> {
+    serde_json::to_string(calls)
+        .map_err(|e| StoreError::Database(format!("encoding LLM calls: {e}")))
+}
+
+/// The statuses `from` of [`crate::store::StateStore::transition_task`] as one JSON array of
+/// their stored names, bound as one parameter so that the statement stays the same whatever
+/// the list.
+pub(crate) fn statuses_json(from: &[TaskStatus]) -> StoreResult<String> {
+    let names: Vec<&str> = from.iter().map(|status| status.as_str()).collect();
+    serde_json::to_string(&names)
+        .map_err(|e| StoreError::Database(format!("encoding task statuses: {e}")))
+}
+
 /// The columns of an attempt row: `request, status, error, model, finished_at,
-/// duration_ms`.
+/// duration_ms, calls`.
 pub(crate) struct StoredAttempt {
     pub(crate) request: String,
     pub(crate) status: String,
@@ -55,6 +145,9 @@ pub(crate) struct StoredAttempt {
     pub(crate) model: Option<String>,
     pub(crate) finished_at: Option<DateTime<Utc>>,
     pub(crate) duration_ms: Option<i64>,
+    /// The JSON array of the attempt's LLM calls; `NULL` while it is requested, and in rows
+    /// written before calls were kept.
+    pub(crate) calls: Option<String>,
 }
 
 impl StoredAttempt {
@@ -73,6 +166,17 @@ impl StoredAttempt {
             .map(u64::try_from)
             .transpose()
             .map_err(|e| format!("attempts.duration_ms: {e}"))?;
+        let calls = self
+            .calls
+            .map(|json| serde_json::from_str::<Vec<LlmCall>>(&json))
+            .transpose()
+            .map_err(|e| {
+                format!(
+                    "attempt {} {} {}: calls: {e}",
+                    request.task_id, request.step_id, request.attempt
+                )
+            })?
+            .unwrap_or_default();
         Ok(AttemptRecord {
             request,
             status,
@@ -80,6 +184,7 @@ impl StoredAttempt {
             model: self.model,
             finished_at: self.finished_at,
             duration_ms,
+            calls,
         })
     }
 }
@@ -152,11 +257,12 @@ pub(crate) const ACQUIRE_LEASE: &str =
      WHERE leases.holder = excluded.holder OR leases.expires_at <= $4
      RETURNING epoch";
 
-/// The condition of a task (`t`) that retention may touch: ended before the cutoff `$1`,
-/// and no attempt requested, running or finished since.
+/// The condition of a task (`t`) that retention may touch: ended (done, failed or
+/// cancelled, as [`TaskStatus::is_final`] says) before the cutoff `$1`, and no attempt
+/// requested, running or finished since.
 macro_rules! ended_before_cutoff {
     () => {
-        "t.status IN ('done', 'error') AND t.updated_at < $1
+        "t.status IN ('done', 'error', 'cancelled') AND t.updated_at < $1
          AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.task_id = t.task_id
              AND (a.status = 'requested' OR a.requested_at >= $1 OR a.finished_at >= $1)) "
     };

@@ -13,8 +13,8 @@ mod task;
 pub use ci::CiWatch;
 pub use dead_letter::DeadLetter;
 pub use report::{ReportEvent, ReportStatus};
-pub use step::{StepMode, StepOutcome, StepRequest, StepResult};
-pub use task::{NewTask, ReplayStep, TaskCommand};
+pub use step::{StepMode, StepOutcome, StepRequest, StepResult, StopReason, Variant};
+pub use task::{ControlAction, NewTask, ReplayStep, TaskCommand, TaskControl};
 
 /// A message that could not be understood, with the reason in words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::ids::{Attempt, StepId, TaskId};
-use crate::llm::Usage;
+use crate::llm::{Spend, Usage};
 
 /// What a report event says happened.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -33,6 +33,10 @@ pub enum ReportStatus {
     Dlq,
     /// The gates of a round were evaluated (passed or not).
     Gates,
+    /// The task passed its gates and waits for a person to approve or reject its change.
+    AwaitingApproval,
+    /// A person approved the task's change; it is published next.
+    Approved,
     /// A status this version does not know, kept as written.
     Other(String),
 }
@@ -51,6 +55,8 @@ impl ReportStatus {
             ReportStatus::Retry => "retry",
             ReportStatus::Dlq => "dlq",
             ReportStatus::Gates => "gates",
+            ReportStatus::AwaitingApproval => "awaiting_approval",
+            ReportStatus::Approved => "approved",
             ReportStatus::Other(other) => other,
         }
     }
@@ -67,6 +73,8 @@ impl ReportStatus {
             "retry" => ReportStatus::Retry,
             "dlq" => ReportStatus::Dlq,
             "gates" => ReportStatus::Gates,
+            "awaiting_approval" => ReportStatus::AwaitingApproval,
+            "approved" => ReportStatus::Approved,
             other => ReportStatus::Other(other.to_owned()),
         }
     }
@@ -122,6 +130,16 @@ pub struct ReportEvent {
     /// Tokens the step spent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// What the step's LLM calls cost in US dollars (calls without a price count as free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// What the task has spent so far, over every LLM call of every attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_spend: Option<Spend>,
+    /// Why the task ended in `error`, in one word, when it was stopped on purpose:
+    /// `budget_exceeded`, `cancelled` or `rejected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Everything else the event says, at the top level: the branch and commit of a `pr`,
     /// the outcome and output of a `ci`, the verdicts of `gates`, and the fields of later
     /// versions, which are kept as they are.
@@ -147,6 +165,9 @@ impl ReportEvent {
             duration_ms: None,
             model: None,
             usage: None,
+            cost_usd: None,
+            task_spend: None,
+            reason: None,
             details: Map::new(),
         }
     }
@@ -185,13 +206,14 @@ mod tests {
         assert_eq!(value["task_id"], task_id.to_string());
 
         let later = format!(
-            r#"{{"task_id":"{task_id}","status":"paused","summary":"x","timestamp":"2026-01-01T00:00:00Z","cost_usd":0.1}}"#
+            r#"{{"task_id":"{task_id}","status":"paused","summary":"x","timestamp":"2026-01-01T00:00:00Z","cost_usd":0.1,"later_field":7}}"#
         );
         let parsed: Result<ReportEvent, _> = serde_json::from_str(&later);
         let parsed = parsed.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed.status, ReportStatus::Other("paused".into()));
-        assert_eq!(parsed.details["cost_usd"], 0.1, "unknown fields are kept");
+        assert_eq!(parsed.cost_usd, Some(0.1));
+        assert_eq!(parsed.details["later_field"], 7, "unknown fields are kept");
         let again = serde_json::to_value(&parsed).unwrap_or_default();
-        assert_eq!(again["cost_usd"], 0.1, "and written again");
+        assert_eq!(again["later_field"], 7, "and written again");
     }
 }

@@ -1,11 +1,14 @@
 //! Messages between planner, orchestrator and workers: step requests and step results.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use crate::budget::TaskBudget;
 use crate::ids::{Attempt, StepId, TaskId};
-use crate::llm::Usage;
+use crate::llm::{LlmCall, Usage};
 
 /// Why a step runs: as part of the pipeline, or replayed on request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,7 +25,7 @@ pub enum StepMode {
 ///
 /// It names the inputs rather than carrying them: the worker reads the prompt and the earlier
 /// artifacts from the artifact store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRequest {
     /// The task.
     pub task_id: TaskId,
@@ -49,6 +52,73 @@ pub struct StepRequest {
     pub not_before: Option<DateTime<Utc>>,
     /// When the request was made.
     pub requested_at: DateTime<Utc>,
+    /// The task's limits and what it had spent, for the steps of its run (replays have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<TaskBudget>,
+    /// Whether the task waits for a person's approval before its change is published.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_approval: bool,
+    /// What a replay changes and the upstream attempts it reads (replays only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<Variant>,
+}
+
+/// How a replayed step differs from the run it replays, and which upstream artifacts it reads.
+///
+/// The upstream attempts are pinned when the replay is requested, so that the step reads
+/// exactly those (nothing upstream runs again, nothing upstream is billed again), whatever
+/// happens to the canonical artifacts meanwhile.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Variant {
+    /// Another model than the configured one, by its name at the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Another provider than the default one, by the name it was registered under
+    /// ([`PipelineBuilder::llm_provider`](crate::PipelineBuilder::llm_provider)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// An edited task prompt, used for this attempt only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Edited outputs of upstream steps, used instead of their stored artifacts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<StepId, Map<String, Value>>,
+    /// The attempt of each upstream step the replay reads (those not edited).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pinned: BTreeMap<StepId, Attempt>,
+    /// Whether the later stages run again from this attempt once it succeeds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continue_downstream: bool,
+}
+
+impl Variant {
+    /// Whether the attempt ran with anything edited or another model or provider.
+    pub fn changes_anything(&self) -> bool {
+        self.model.is_some()
+            || self.provider.is_some()
+            || self.prompt.is_some()
+            || !self.inputs.is_empty()
+    }
+}
+
+/// Why a step was stopped before it could succeed or fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The task reached a limit of its budget.
+    BudgetExceeded,
+    /// The task was cancelled.
+    Cancelled,
+}
+
+impl StopReason {
+    /// The reason as written in events: `budget_exceeded` or `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::BudgetExceeded => "budget_exceeded",
+            StopReason::Cancelled => "cancelled",
+        }
+    }
 }
 
 fn first_try() -> u32 {
@@ -78,6 +148,13 @@ pub enum StepOutcome {
         error: String,
         /// Whether running it again may succeed.
         retryable: bool,
+    },
+    /// The step was stopped: the task reached its budget or was cancelled.
+    Stopped {
+        /// Why (named apart from the result's `reason`, which says why the step ran).
+        cause: StopReason,
+        /// In words.
+        detail: String,
     },
 }
 
@@ -109,13 +186,26 @@ pub struct StepResult {
     pub started_at: DateTime<Utc>,
     /// How long the step took.
     pub duration_ms: u64,
+    /// Every LLM call the step made, whatever its outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<LlmCall>,
+    /// The request's budget, carried on to the next steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<TaskBudget>,
+    /// The request's approval requirement, carried on to the gates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_approval: bool,
+    /// The request's variant (replays only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<Variant>,
 }
 
 impl StepResult {
-    /// The result of `request` with `outcome`.
+    /// The result of `request` with `outcome`, after `calls`.
     pub fn of(
         request: &StepRequest,
         outcome: StepOutcome,
+        calls: Vec<LlmCall>,
         started_at: DateTime<Utc>,
         duration_ms: u64,
     ) -> Self {
@@ -130,6 +220,44 @@ impl StepResult {
             outcome,
             started_at,
             duration_ms,
+            calls,
+            budget: request.budget,
+            require_approval: request.require_approval,
+            variant: request.variant.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_survives_the_wire_beside_the_results_reason() {
+        let request = StepRequest {
+            reason: Some("why it ran".into()),
+            ..crate::machine::first_request(TaskId::new(), Utc::now())
+        };
+        let outcomes = [
+            StepOutcome::Succeeded {
+                output: serde_json::json!({"design_summary": "x"}),
+                model: "m".into(),
+                usage: Usage::default(),
+            },
+            StepOutcome::Failed {
+                error: "boom".into(),
+                retryable: true,
+            },
+            StepOutcome::Stopped {
+                cause: StopReason::Cancelled,
+                detail: "the task was cancelled".into(),
+            },
+        ];
+        for outcome in outcomes {
+            let result = StepResult::of(&request, outcome, Vec::new(), Utc::now(), 5);
+            let decoded: StepResult = serde_json::from_slice(&crate::wire::encode(&result))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(decoded, result);
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Shared set-up of the pipeline tests: a pipeline in a temporary data directory.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod openai;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,8 @@
-//! `/`: the enqueue form and the most recent reports; `POST /` enqueues.
+//! `/`: the enqueue form and the most recent reports; `POST /` enqueues, optionally with a
+//! budget of the task's own and waiting for approval before publishing.
 
+use agent_pipeline::budget::Budget;
+use agent_pipeline::wire::NewTask;
 use axum::Form;
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
@@ -23,14 +26,112 @@ pub(crate) struct EnqueueForm {
     /// What to build.
     #[serde(default)]
     prompt: String,
+    /// The task's limit of cost in US dollars (blank: the server's default).
+    #[serde(default)]
+    max_cost_usd: String,
+    /// Its limit of tokens (blank: the server's default).
+    #[serde(default)]
+    max_tokens: String,
+    /// Its limit of wall time in seconds (blank: the server's default).
+    #[serde(default)]
+    max_wall_time_secs: String,
+    /// Its limit of rounds (blank: the server's default).
+    #[serde(default)]
+    max_rounds: String,
+    /// Present when the change must wait for approval before it is published.
+    #[serde(default)]
+    require_approval: Option<String>,
     /// The token of the page the form came from.
     #[serde(default)]
     csrf: String,
 }
 
+impl EnqueueForm {
+    /// Whether any option beyond the prompt was given, so that a refused form shows them.
+    fn has_options(&self) -> bool {
+        self.require_approval.is_some()
+            || [
+                &self.max_cost_usd,
+                &self.max_tokens,
+                &self.max_wall_time_secs,
+                &self.max_rounds,
+            ]
+            .iter()
+            .any(|field| !field.trim().is_empty())
+    }
+
+    /// The task the form asks for; a limit that is not a number it can be is a 400 that
+    /// names the field.
+    fn task(&self) -> Result<NewTask, WebError> {
+        let budget = Budget {
+            max_cost_usd: limit(&self.max_cost_usd, "Max cost", parse_cost)?,
+            max_tokens: limit(&self.max_tokens, "Max tokens", |t| {
+                whole(t)
+                    .filter(|n| *n >= 1)
+                    .ok_or("a whole number of tokens of at least 1")
+            })?,
+            max_wall_time_secs: limit(&self.max_wall_time_secs, "Max wall time", |t| {
+                whole(t)
+                    .filter(|n| *n >= 1)
+                    .ok_or("a whole number of seconds of at least 1")
+            })?,
+            max_rounds: limit(&self.max_rounds, "Max rounds", |t| {
+                whole(t)
+                    .filter(|n| *n >= 1)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or("a whole number of rounds of at least 1")
+            })?,
+        };
+        budget.check().map_err(|problem| {
+            WebError::BadRequest(format!("the budget cannot be used: {problem}"))
+        })?;
+        let mut task = NewTask::new(self.prompt.clone());
+        if !budget.is_unlimited() {
+            task = task.with_budget(budget);
+        }
+        // Unchecked leaves the server's default, so that a form cannot turn off an approval
+        // the operator requires for every task.
+        if self.require_approval.is_some() {
+            task = task.with_approval(true);
+        }
+        Ok(task)
+    }
+}
+
+/// A limit of the form: blank is none, else `parse` must accept it.
+fn limit<T>(
+    text: &str,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, &'static str>,
+) -> Result<Option<T>, WebError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    parse(text).map(Some).map_err(|expected| {
+        WebError::BadRequest(format!("{name} must be {expected}, not {text:?}"))
+    })
+}
+
+/// A whole number, without sign or fraction.
+fn whole(text: &str) -> Option<u64> {
+    text.parse::<u64>().ok()
+}
+
+/// US dollars of more than 0, with or without a leading `$`.
+fn parse_cost(text: &str) -> Result<f64, &'static str> {
+    text.strip_prefix('$')
+        .unwrap_or(text)
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|usd| usd.is_finite() && *usd > 0.0)
+        .ok_or("US dollars of more than 0, such as 0.50")
+}
+
 /// `GET /`.
 pub(crate) async fn home(State(state): State<WebState>) -> Response {
-    render(&state, "", None).await
+    render(&state, &EnqueueForm::default(), None).await
 }
 
 /// `POST /`: enqueues the prompt and goes to the task's page; a refusal shows the start page
@@ -43,21 +144,24 @@ pub(crate) async fn enqueue(
         Ok(Form(form)) => form,
         Err(rejection) => {
             let error = WebError::BadRequest(rejection.body_text());
-            return render(&state, "", Some(&error)).await;
+            return render(&state, &EnqueueForm::default(), Some(&error)).await;
         }
     };
     let enqueued = match security::check_csrf(&state, &form.csrf) {
-        Ok(()) => actions::enqueue(&state, &form.prompt).await,
+        Ok(()) => match form.task() {
+            Ok(task) => actions::enqueue(&state, task).await,
+            Err(refusal) => Err(refusal),
+        },
         Err(refusal) => Err(refusal),
     };
     match enqueued {
         Ok(task_id) => Redirect::to(&format!("/task/{task_id}?enqueued=1")).into_response(),
-        Err(error) => render(&state, &form.prompt, Some(&error)).await,
+        Err(error) => render(&state, &form, Some(&error)).await,
     }
 }
 
-/// The start page, with the status of `error` (200 without one).
-async fn render(state: &WebState, prompt: &str, error: Option<&WebError>) -> Response {
+/// The start page with `form` as typed, with the status of `error` (200 without one).
+async fn render(state: &WebState, form: &EnqueueForm, error: Option<&WebError>) -> Response {
     let filter = ReportFilter {
         per_page: Some(RECENT_REPORTS),
         ..ReportFilter::default()
@@ -77,7 +181,7 @@ async fn render(state: &WebState, prompt: &str, error: Option<&WebError>) -> Res
             @if let Some(error) = error {
                 (layout::flash(FlashKind::Error, &error.to_string()))
             }
-            (enqueue_form(state, prompt))
+            (enqueue_form(state, form))
         }
         section.recent {
             div.section-head {
@@ -99,19 +203,59 @@ async fn render(state: &WebState, prompt: &str, error: Option<&WebError>) -> Res
     (status, frame.render(state, body)).into_response()
 }
 
-/// The form, disabled with the reason when this server takes no work.
-fn enqueue_form(state: &WebState, prompt: &str) -> Markup {
+/// The form, disabled with the reason when this server takes no work. The budget and the
+/// approval are folded away, so that the usual case stays one text box and one button.
+fn enqueue_form(state: &WebState, form: &EnqueueForm) -> Markup {
     let read_only = state.settings().read_only.as_deref();
+    let disabled = read_only.is_some();
+    let number =
+        |id: &str, label: &str, unit: &str, value: &str, step: &str, min: &str, hint: &str| {
+            html! {
+                div.field {
+                    label for=(id) {
+                    (label)
+                    @if !unit.is_empty() { " " span.muted { "(" (unit) ")" } }
+                }
+                    input id=(id) name=(id) type="number" min=(min) step=(step)
+                        value=(value) placeholder="no limit" disabled[disabled]
+                        aria-describedby={ (id) "-hint" };
+                    span.field-hint id={ (id) "-hint" } { (hint) }
+                }
+            }
+        };
     html! {
         form #enqueue-form .stacked method="post" action="/" {
             label for="prompt" { "What should the agents build?" }
-            textarea #prompt name="prompt" rows="6" disabled[read_only.is_some()]
+            textarea #prompt name="prompt" rows="6" disabled[disabled]
                 placeholder="Write a tiny Python program that prints 'Hello Earthling'" {
-                (prompt)
+                (form.prompt)
+            }
+            details #enqueue-options .enqueue-options open[form.has_options()] {
+                summary { "Budget and approval " span.muted { "(optional)" } }
+                div.option-fields {
+                    (number("max_cost_usd", "Max cost", "USD", &form.max_cost_usd, "any", "0",
+                        "Over every LLM call of the task."))
+                    (number("max_tokens", "Max tokens", "", &form.max_tokens, "1", "1",
+                        "Prompt and completion, over every call."))
+                    (number("max_wall_time_secs", "Max wall time", "seconds", &form.max_wall_time_secs, "1", "1",
+                        "From its arrival to its end."))
+                    (number("max_rounds", "Max rounds", "", &form.max_rounds, "1", "1",
+                        "Of implement → test → review, to pass the gates."))
+                    label.checkbox.wide for="require_approval" {
+                        input #require_approval type="checkbox" name="require_approval" value="1"
+                            checked[form.require_approval.is_some()] disabled[disabled];
+                        " Wait for my approval before publishing the change"
+                    }
+                    p.field-hint.wide {
+                        "Blank limits are the server's defaults. A task that reaches a limit stops "
+                        "with the reason " em { "budget exceeded" } "; what it did so far is kept. "
+                        "Unchecked, the server's default approval applies."
+                    }
+                }
             }
             (layout::csrf_field(state))
             div.form-actions {
-                button #enqueue type="submit" disabled[read_only.is_some()] { "Enqueue" }
+                button #enqueue type="submit" disabled[disabled] { "Enqueue" }
                 @match read_only {
                     Some(reason) => span.form-note.read-only { "This server takes no work: " (reason) },
                     None => span.form-note {
@@ -119,6 +263,74 @@ fn enqueue_form(state: &WebState, prompt: &str) -> Markup {
                     },
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(fields: &[(&str, &str)]) -> EnqueueForm {
+        let fields: serde_json::Map<String, serde_json::Value> = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+            .collect();
+        serde_json::from_value(serde_json::Value::Object(fields)).expect("a form")
+    }
+
+    #[test]
+    fn blank_limits_are_none_and_given_ones_become_the_tasks_budget() {
+        let plain = form(&[("prompt", "hi"), ("max_cost_usd", " "), ("max_rounds", "")])
+            .task()
+            .expect("a task");
+        assert_eq!(plain.budget, None);
+        assert_eq!(plain.require_approval, None);
+        let limited = form(&[
+            ("prompt", "hi"),
+            ("max_cost_usd", "$0.50"),
+            ("max_tokens", "20000"),
+            ("max_wall_time_secs", "600"),
+            ("max_rounds", "2"),
+            ("require_approval", "1"),
+        ])
+        .task()
+        .expect("a task");
+        assert_eq!(
+            limited.budget,
+            Some(Budget {
+                max_cost_usd: Some(0.5),
+                max_tokens: Some(20_000),
+                max_wall_time_secs: Some(600),
+                max_rounds: Some(2),
+            })
+        );
+        assert_eq!(limited.require_approval, Some(true));
+    }
+
+    #[test]
+    fn a_bad_limit_is_refused_naming_the_field() {
+        for (field, value, expected) in [
+            ("max_cost_usd", "abc", "Max cost must be US dollars"),
+            ("max_cost_usd", "-1", "Max cost must be US dollars"),
+            ("max_cost_usd", "NaN", "Max cost must be US dollars"),
+            ("max_tokens", "1.5", "Max tokens must be a whole number"),
+            (
+                "max_wall_time_secs",
+                "-3",
+                "Max wall time must be a whole number of seconds",
+            ),
+            (
+                "max_rounds",
+                "0",
+                "Max rounds must be a whole number of rounds of at least 1",
+            ),
+        ] {
+            let error = form(&[("prompt", "hi"), (field, value)])
+                .task()
+                .expect_err("refused");
+            assert!(matches!(error, WebError::BadRequest(_)), "{error:?}");
+            assert!(error.to_string().contains(expected), "{error}");
         }
     }
 }

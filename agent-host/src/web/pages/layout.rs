@@ -89,6 +89,23 @@ pub(crate) fn badge(status: &str) -> Markup {
     html! { span class={ "badge status-" (status) } { (status) } }
 }
 
+/// A task's status as a coloured badge, worded for people (`awaiting approval`); the class
+/// keeps the status as stored (`status-awaiting_approval`).
+pub(crate) fn task_badge(status: agent_pipeline::store::TaskStatus) -> Markup {
+    let status = status.as_str();
+    html! { span class={ "badge status-" (status) } { (words(status)) } }
+}
+
+/// Why a task was stopped on purpose (`budget_exceeded`, `rejected`, `cancelled`) as a badge.
+pub(crate) fn reason_badge(reason: &str) -> Markup {
+    html! { span class={ "badge reason reason-" (reason) } title="why it ended" { (words(reason)) } }
+}
+
+/// A name as written on the wire, for people: `budget_exceeded` → `budget exceeded`.
+pub(crate) fn words(name: &str) -> String {
+    name.replace('_', " ")
+}
+
 /// A time: UTC in the page, turned into the reader's local time by the page's script.
 pub(crate) fn time(at: DateTime<Utc>) -> Markup {
     html! {

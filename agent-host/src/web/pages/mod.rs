@@ -1,6 +1,7 @@
 //! The HTML pages, rendered on the server with maud. Each page reads what its JSON twin in
 //! [`super::api`] returns (the [`crate::views`]) and renders it for people.
 
+mod control;
 mod diff;
 mod dlq;
 mod home;
@@ -8,9 +9,12 @@ mod layout;
 mod login;
 mod not_found;
 mod reports;
+mod spend;
 mod task;
 mod tasks;
+mod variant;
 
+pub(crate) use control::{approve, cancel, reject};
 pub(crate) use diff::diff;
 pub(crate) use dlq::{dlq, redrive};
 pub(crate) use home::{enqueue, home};

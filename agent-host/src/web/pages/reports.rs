@@ -209,9 +209,17 @@ pub(super) fn events_table(id: &str, events: &[ReportEvent], columns: Columns) -
                             }
                         }
                         td.summary {
+                            @if let Some(reason) = &event.reason {
+                                (layout::reason_badge(reason)) " "
+                            }
                             (event.summary)
                             @if let Some(ms) = event.duration_ms {
                                 span.muted { " · " (layout::millis(ms)) }
+                            }
+                            @if let Some(cost) = event.cost_usd {
+                                span.muted.event-cost title="cost of the step's LLM calls" {
+                                    " · " (super::spend::usd(cost))
+                                }
                             }
                         }
                     }

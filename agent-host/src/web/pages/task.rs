@@ -1,4 +1,5 @@
-//! `/task/{id}`: one task, its steps, attempts and artifacts; `POST /task/{id}/replay`.
+//! `/task/{id}`: one task, its steps, attempts and artifacts, what it spent against its
+//! budget, and the decisions it awaits; `POST /task/{id}/replay`.
 //!
 //! Artifacts are rendered for reading, by stage: the design as text, the implementation's
 //! files highlighted, the test run's real output, the review's verdict. Fields a stage does
@@ -8,8 +9,8 @@ use std::collections::HashMap;
 
 use agent_pipeline::execution::TaskWorkspace;
 use agent_pipeline::output::TestReport;
-use agent_pipeline::store::Artifact;
-use agent_pipeline::wire::StepMode;
+use agent_pipeline::store::{Artifact, AttemptRecord, TaskFile, TaskRecord, TaskStatus};
+use agent_pipeline::wire::{ReportEvent, ReportStatus, StepMode};
 use agent_pipeline::{Attempt, Stage, StepId, TaskId};
 use axum::Form;
 use axum::extract::rejection::{FormRejection, QueryRejection};
@@ -21,32 +22,27 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::control;
 use super::layout::{self, FlashKind, Nav, Page};
+use super::spend::{self, BudgetUse};
+use super::variant::{self, ReplayForm};
 use crate::views::{self, AttemptView, StepView, TaskDetails, ViewError};
 use crate::web::actions::{self, TaskLookup};
 use crate::web::highlight::highlight;
 use crate::web::{WebError, WebState, security};
 
-/// `?enqueued=1&replayed=<step>`: what the user just did, to say so at the top.
+/// `?enqueued=1&replayed=<step>&continued=1&decided=<action>`: what the user just did, to say
+/// so at the top.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct TaskQuery {
     /// `1` right after the task was enqueued from the home page.
     enqueued: Option<String>,
     /// The step whose replay was just requested.
     replayed: Option<String>,
-}
-
-/// The replay form of a step.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ReplayForm {
-    /// The step to run again, e.g. `implement@v1`.
-    step: String,
-    /// Why, recorded in the new attempt.
-    #[serde(default)]
-    reason: Option<String>,
-    /// The token of the page the form came from (missing reads as empty, and is refused).
-    #[serde(default)]
-    csrf: String,
+    /// `1` when that replay continues with the later stages.
+    continued: Option<String>,
+    /// The decision just sent: `approve`, `reject` or `cancel`.
+    decided: Option<String>,
 }
 
 /// `GET /task/{task_id}?enqueued=1&replayed=<step>`.
@@ -67,7 +63,12 @@ pub(crate) async fn task(
         .replayed
         .as_deref()
         .and_then(|step| step.trim().parse::<StepId>().ok());
+    let continued = query.continued.as_deref() == Some("1");
+    let decided = control::decided_notice(query.decided.as_deref());
     let notices = html! {
+        @if let Some(decided) = decided {
+            (layout::flash(FlashKind::Success, decided))
+        }
         @if enqueued {
             div #enqueued .flash.success role="status" {
                 "Task " code { (task_id) } " was enqueued on topic "
@@ -75,18 +76,26 @@ pub(crate) async fn task(
             }
         }
         @if let Some(step) = replayed {
-            (layout::flash(FlashKind::Success, &format!(
-                "Replay of {step} requested: it runs on its own (the later steps are not run \
-                 again), and its new attempt appears below when it finishes."
-            )))
+            @if continued {
+                (layout::flash(FlashKind::Success, &format!(
+                    "Replay of {step} requested: its new attempt appears below when it \
+                     finishes, and the later stages then run again from it."
+                )))
+            } @else {
+                (layout::flash(FlashKind::Success, &format!(
+                    "Replay of {step} requested: it runs on its own (the later steps are not \
+                     run again), and its new attempt appears below when it finishes."
+                )))
+            }
         }
     };
     render_task(&state, task_id, notices, None).await
 }
 
-/// `POST /task/{task_id}/replay` with `step`, `reason` and `csrf`: 303 back to the step, or
-/// the task page again with the refusal and its status (409 when the step's inputs are
-/// missing).
+/// `POST /task/{task_id}/replay` with `step`, `reason`, the variant's fields (`model`,
+/// `provider`, `prompt`, `input_step` and `input_json`, `continue_downstream`) and `csrf`:
+/// 303 back to the step, or the task page again with the refusal and its status (400 for an
+/// edited output that is not a JSON object, 409 when the step's inputs are missing).
 pub(crate) async fn replay(
     State(state): State<WebState>,
     Path(task_id): Path<String>,
@@ -97,8 +106,9 @@ pub(crate) async fn replay(
         Err(error) => return layout::error_page(&state, &error),
     };
     match try_replay(&state, task_id, form).await {
-        Ok(step) => Redirect::to(&format!(
-            "/task/{task_id}?replayed={step}#step-{}",
+        Ok((step, continued)) => Redirect::to(&format!(
+            "/task/{task_id}?replayed={step}{}#step-{}",
+            if continued { "&continued=1" } else { "" },
             step.stage()
         ))
         .into_response(),
@@ -109,20 +119,24 @@ pub(crate) async fn replay(
     }
 }
 
+/// Sends the replay the form asks for; gives the step and whether the later stages follow.
 async fn try_replay(
     state: &WebState,
     task_id: TaskId,
     form: Result<Form<ReplayForm>, FormRejection>,
-) -> Result<StepId, WebError> {
+) -> Result<(StepId, bool), WebError> {
     let Form(form) = form.map_err(|e| WebError::BadRequest(e.body_text()))?;
     security::check_csrf(state, &form.csrf)?;
-    actions::replay(state, task_id, &form.step, form.reason.as_deref()).await
+    let command = form.command(task_id)?;
+    let continued = command.continue_downstream;
+    let step = actions::replay(state, command).await?;
+    Ok((step, continued))
 }
 
 /// The task page with `notices` at the top, answered with the status of `refusal` when a
 /// request was refused (200 otherwise); when the task cannot be shown, the error page of the
 /// refusal (its reason matters more to the user) or of the lookup.
-async fn render_task(
+pub(super) async fn render_task(
     state: &WebState,
     task_id: TaskId,
     notices: Markup,
@@ -134,7 +148,9 @@ async fn render_task(
     };
     let status = refusal.map_or(StatusCode::OK, WebError::status);
     let shown = match lookup {
-        TaskLookup::Found(details) => gather(state, *details).await.map(Shown::Found),
+        TaskLookup::Found(details) => gather(state, *details)
+            .await
+            .map(|gathered| Shown::Found(Box::new(gathered))),
         TaskLookup::Queued(at) => Ok(Shown::Queued(at)),
     };
     let shown = match shown {
@@ -158,25 +174,56 @@ async fn render_task(
 /// What the page shows of a task.
 enum Shown {
     /// Recorded by the planner, with everything read from the stores.
-    Found(Gathered),
+    Found(Box<Gathered>),
     /// Enqueued by this server at that time, not recorded yet.
     Queued(DateTime<Utc>),
 }
 
-/// A task with the artifact of each attempt and the sources of its test files.
+/// A task with the artifact and record of each attempt, what it spent and may spend, the
+/// decision made about it, and the sources of its test files.
 struct Gathered {
     details: TaskDetails,
     /// Per step (in the order of `details.steps`): each attempt's own artifact, when it has
     /// one.
     attempt_artifacts: Vec<HashMap<Attempt, Artifact>>,
+    /// Per step (in the order of `details.steps`): each attempt's record: its LLM calls, and
+    /// the request that says how a replay differed.
+    attempt_records: Vec<HashMap<Attempt, AttemptRecord>>,
+    /// The task's record, with what its calls spent.
+    record: Option<TaskRecord>,
+    /// `task.json`, with the task's budget and whether it needs approval.
+    task_file: Option<TaskFile>,
+    /// The approval, rejection or cancellation recorded for it.
+    decision: Option<Decision>,
+    /// The `error` event that ended it, when it ended in error.
+    ending: Option<ReportEvent>,
     /// The test files of each tested commit: path and content.
     test_sources: HashMap<String, Vec<(String, String)>>,
 }
 
-/// Reads what the page shows beyond [`TaskDetails`]: older attempts' artifacts and the test
-/// files of each test run.
+/// A person's decision about a task, as the planner records it (`approval.json`,
+/// `cancellation.json`).
+#[derive(Debug, Clone, Deserialize)]
+struct Decision {
+    /// `approve`, `reject` or `cancel`.
+    action: String,
+    /// Who decided, when they said.
+    #[serde(default)]
+    by: Option<String>,
+    /// Why, when they said.
+    #[serde(default)]
+    comment: Option<String>,
+    /// When.
+    #[serde(default)]
+    decided_at: Option<DateTime<Utc>>,
+}
+
+/// Reads what the page shows beyond [`TaskDetails`]: older attempts' artifacts and records,
+/// the task's spend, budget and decision, why it ended, and the test files of each test run.
 async fn gather(state: &WebState, details: TaskDetails) -> Result<Gathered, WebError> {
-    let artifacts = state.pipeline().artifacts();
+    let pipeline = state.pipeline();
+    let artifacts = pipeline.artifacts();
+    let store_error = |e| WebError::from(ViewError::from(e));
     let task_id = details.task.task_id;
     let mut attempt_artifacts = Vec::with_capacity(details.steps.len());
     for step in &details.steps {
@@ -185,19 +232,107 @@ async fn gather(state: &WebState, details: TaskDetails) -> Result<Gathered, WebE
             let artifact = artifacts
                 .read_attempt(task_id, step.step, attempt.attempt)
                 .await
-                .map_err(|e| WebError::from(ViewError::from(e)))?;
+                .map_err(store_error)?;
             if let Some(artifact) = artifact {
                 own.insert(attempt.attempt, artifact);
             }
         }
         attempt_artifacts.push(own);
     }
+    let records = pipeline
+        .state()
+        .attempts(task_id)
+        .await
+        .map_err(store_error)?;
+    let attempt_records = details
+        .steps
+        .iter()
+        .map(|step| {
+            records
+                .iter()
+                .filter(|record| record.step_id() == step.step)
+                .map(|record| (record.attempt(), record.clone()))
+                .collect()
+        })
+        .collect();
+    let record = pipeline.state().task(task_id).await.map_err(store_error)?;
+    let task_file = artifacts.read_task(task_id).await.map_err(store_error)?;
+    let mut decision = None;
+    for name in ["cancellation.json", "approval.json"] {
+        // A record of another shape is left out rather than failing the page.
+        if let Ok(Some(found)) = artifacts.read_record::<Decision>(task_id, name).await {
+            decision = Some(found);
+        }
+    }
+    // Why a task ended in error is said by its last `error` event; the report log is read
+    // for such tasks only.
+    let ending = match record.as_ref().map(|r| r.status) {
+        Some(TaskStatus::Error | TaskStatus::Cancelled) => pipeline
+            .report_log()
+            .read_all()
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .rev()
+            .find(|e| e.task_id == task_id && e.status == ReportStatus::Error),
+        _ => None,
+    };
     let test_sources = read_test_sources(state, task_id, &details, &attempt_artifacts).await;
     Ok(Gathered {
         details,
         attempt_artifacts,
+        attempt_records,
+        record,
+        task_file,
+        decision,
+        ending,
         test_sources,
     })
+}
+
+impl Gathered {
+    /// What the task's limits allow and what it used, when it has limits.
+    fn budget_use(&self) -> Option<BudgetUse> {
+        let budget = self.task_file.as_ref()?.budget?;
+        if budget.is_unlimited() {
+            return None;
+        }
+        let task = &self.details.task;
+        let end = if task.status.is_final() {
+            task.updated_at
+        } else {
+            Utc::now()
+        };
+        let rounds = self
+            .attempt_records
+            .iter()
+            .flat_map(HashMap::values)
+            .filter(|record| record.mode() == StepMode::Run)
+            .map(|record| record.request.round)
+            .max()
+            .unwrap_or(1);
+        Some(BudgetUse {
+            budget,
+            spend: self.record.as_ref().map(|r| r.spend).unwrap_or_default(),
+            wall_secs: (end - task.created_at).num_milliseconds().max(0) as f64 / 1000.0,
+            rounds,
+        })
+    }
+
+    /// Why the task was stopped on purpose, when it was: `budget_exceeded`, `rejected` or
+    /// `cancelled`.
+    fn stop_reason(&self) -> Option<&str> {
+        if let Some(reason) = self.ending.as_ref().and_then(|e| e.reason.as_deref()) {
+            return Some(reason);
+        }
+        match self.details.task.status {
+            TaskStatus::Cancelled => Some("cancelled"),
+            TaskStatus::Error if self.decision.as_ref().is_some_and(|d| d.action == "reject") => {
+                Some("rejected")
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The content of the test files of every test report, read from the task's workspace at
@@ -286,10 +421,11 @@ fn page(state: &WebState, task_id: TaskId, notices: &Markup, shown: &Shown) -> M
             .steps
             .iter()
             .zip(&gathered.attempt_artifacts)
-            .map(|(step, own)| {
+            .zip(&gathered.attempt_records)
+            .map(|((step, own), records)| {
                 (
                     step.step,
-                    step_body(task_id, step, own, &gathered.test_sources),
+                    step_body(task_id, step, own, records, &gathered.test_sources),
                 )
             })
             .collect(),
@@ -303,8 +439,17 @@ fn page(state: &WebState, task_id: TaskId, notices: &Markup, shown: &Shown) -> M
         (notices)
         div #task-header .task-header data-live {
             @match shown {
-                Shown::Found(gathered) => (header(task_id, &gathered.details)),
+                Shown::Found(gathered) => (header(task_id, gathered)),
                 Shown::Queued(at) => (queued_header(state, *at)),
+            }
+        }
+        // The decisions the task allows now; live, so that Approve appears when the task
+        // starts waiting for it (the script leaves a region alone while it holds the focus).
+        div #task-actions .task-actions data-live {
+            @match shown {
+                Shown::Found(gathered) => (control::panel(state, task_id, gathered.details.task.status)),
+                // Nothing to decide until the planner has recorded it; filled in live then.
+                Shown::Queued(_) => {},
             }
         }
         section.prompt-section {
@@ -322,7 +467,7 @@ fn page(state: &WebState, task_id: TaskId, notices: &Markup, shown: &Shown) -> M
                     h2 { (step.stage().title()) " " span.step-id { (step) } }
                 }
                 div.step-body id={ "step-" (step.stage()) "-body" } data-live { (body) }
-                (replay_form(state, task_id, *step))
+                (variant::replay_form(state, task_id, *step))
             }
         }
     };
@@ -334,26 +479,83 @@ fn short_id(task_id: TaskId) -> String {
     task_id.to_string().chars().take(8).collect()
 }
 
-/// The status, step, times and directory of a recorded task.
-fn header(task_id: TaskId, details: &TaskDetails) -> Markup {
-    let task = &details.task;
-    let status = task.status.as_str();
+/// The status (and why it ended, when it was stopped), step, times, spend, budget and
+/// directory of a recorded task.
+fn header(task_id: TaskId, gathered: &Gathered) -> Markup {
+    let task = &gathered.details.task;
     let elapsed = (task.updated_at - task.created_at)
         .num_milliseconds()
         .max(0);
+    let spend = gathered
+        .record
+        .as_ref()
+        .map(|r| r.spend)
+        .unwrap_or_default();
+    let require_approval = gathered
+        .task_file
+        .as_ref()
+        .is_some_and(|file| file.require_approval);
+    let stop_reason = gathered.stop_reason();
     html! {
         p.task-status-line {
-            span #task-status class={ "badge status-" (status) } { (status) }
+            span #task-status class={ "badge status-" (task.status.as_str()) } {
+                (layout::words(task.status.as_str()))
+            }
+            @if let Some(reason) = stop_reason.filter(|r| *r != task.status.as_str()) {
+                " " (layout::reason_badge(reason))
+            }
             @if let Some(step) = task.current_step {
                 " at " a href={ "#step-" (step.stage()) } { code { (step) } }
             }
+        }
+        @if let Some(ending) = &gathered.ending {
+            p #task-ending .ending { (ending.summary) }
+        }
+        @if let Some(decision) = &gathered.decision {
+            (decision_line(decision))
         }
         dl.meta.task-meta {
             dt { "Created" } dd { (layout::time(task.created_at)) }
             dt { "Updated" } dd { (layout::time(task.updated_at)) }
             dt { "Duration" } dd { (layout::millis(elapsed.unsigned_abs())) }
+            dt { "Cost" }
+            dd #task-cost {
+                @if spend.is_empty() {
+                    span.muted { "no LLM call yet" }
+                } @else {
+                    (spend::cost(&spend)) " · " (spend::tokens(&spend.usage)) " · "
+                    (spend.calls) " LLM " (spend::calls_word(spend.calls))
+                }
+            }
+            @if require_approval {
+                dt { "Approval" } dd { "required before publishing" }
+            }
             dt { "Stored in" } dd { code.path { (task.dir) } }
             dt { "Raw" } dd { a href={ "/api/task/" (task_id) } { "JSON of this task" } }
+        }
+        @if let Some(used) = gathered.budget_use() {
+            details.budget-details open {
+                summary { "Budget" }
+                (spend::budget_table(&used))
+            }
+        }
+    }
+}
+
+/// Who decided what about the task, when, and why.
+fn decision_line(decision: &Decision) -> Markup {
+    let verb = match decision.action.as_str() {
+        "approve" => "Approved",
+        "reject" => "Rejected",
+        "cancel" => "Cancelled",
+        _ => "Decided",
+    };
+    html! {
+        p #task-decision .decision-record {
+            strong { (verb) }
+            @if let Some(by) = &decision.by { " by " (by) }
+            @if let Some(at) = decision.decided_at { " at " (layout::time(at)) }
+            @if let Some(comment) = &decision.comment { ": " q { (comment) } }
         }
     }
 }
@@ -377,6 +579,7 @@ fn step_body(
     task_id: TaskId,
     step: &StepView,
     own: &HashMap<Attempt, Artifact>,
+    records: &HashMap<Attempt, AttemptRecord>,
     test_sources: &HashMap<String, Vec<(String, String)>>,
 ) -> Markup {
     if step.is_untouched() {
@@ -390,7 +593,19 @@ fn step_body(
             h3 { "Attempts" }
             ol.attempts {
                 @for attempt in &step.attempts {
-                    (attempt_item(step, attempt, own.get(&attempt.attempt), canonical_attempt, test_sources))
+                    @let shown = AttemptShown {
+                        artifact: own.get(&attempt.attempt),
+                        record: records.get(&attempt.attempt),
+                        is_canonical: canonical_attempt == Some(attempt.attempt),
+                        // The attempt it is compared with: the one before it with an artifact.
+                        previous: with_artifacts
+                            .iter()
+                            .rev()
+                            .find(|a| **a < attempt.attempt)
+                            .copied()
+                            .filter(|_| own.contains_key(&attempt.attempt)),
+                    };
+                    (attempt_item(task_id, step, attempt, &shown, test_sources))
                 }
             }
         }
@@ -410,20 +625,42 @@ fn step_body(
     }
 }
 
-/// One attempt: what ran, how it ended, and its own artifact when it is not the current one.
+/// What the page knows of one attempt beyond its [`AttemptView`].
+struct AttemptShown<'a> {
+    /// Its own artifact, when it has one.
+    artifact: Option<&'a Artifact>,
+    /// Its record: LLM calls, and the request with the replay's variant.
+    record: Option<&'a AttemptRecord>,
+    /// Whether its artifact is the step's current one.
+    is_canonical: bool,
+    /// The attempt before it that has an artifact, when both have one.
+    previous: Option<Attempt>,
+}
+
+/// One attempt: what ran, how it ended, what it spent, how a replay differed, and its own
+/// artifact when it is not the current one.
 fn attempt_item(
+    task_id: TaskId,
     step: &StepView,
     attempt: &AttemptView,
-    artifact: Option<&Artifact>,
-    canonical_attempt: Option<Attempt>,
+    shown: &AttemptShown<'_>,
     test_sources: &HashMap<String, Vec<(String, String)>>,
 ) -> Markup {
-    let is_canonical = canonical_attempt == Some(attempt.attempt);
+    let is_canonical = shown.is_canonical;
     // A step's only attempt lives in the canonical file alone.
     let file = attempt
         .file
         .as_deref()
         .or(step.file.as_deref().filter(|_| is_canonical));
+    let calls = shown.record.map_or(&[][..], |r| r.calls.as_slice());
+    let spent = spend::attempt_spend(calls, shown.artifact);
+    let variant = shown
+        .record
+        .and_then(|r| r.request.variant.as_ref())
+        .or_else(|| shown.artifact.and_then(|a| a.variant.as_ref()));
+    let asked_model = variant
+        .and_then(|v| v.model.as_deref())
+        .filter(|asked| attempt.model.as_deref() != Some(*asked));
     html! {
         li.attempt data-attempt=(attempt.attempt) {
             div.attempt-line {
@@ -432,6 +669,13 @@ fn attempt_item(
                 (layout::badge(attempt.status.as_str()))
                 @if let Some(model) = &attempt.model {
                     span.attempt-model title="model" { (model) }
+                }
+                @if let Some(asked) = asked_model {
+                    span.attempt-asked title="the model the replay asked for" { "asked for " (asked) }
+                }
+                @if let Some(spent) = &spent {
+                    span.attempt-tokens { (spend::tokens(&spent.usage)) }
+                    span.attempt-cost title="cost of its LLM calls" { (spend::cost(spent)) }
                 }
                 @if let Some(ms) = attempt.duration_ms {
                     span.attempt-duration title="duration" { (layout::millis(ms)) }
@@ -442,6 +686,15 @@ fn attempt_item(
                 @if is_canonical {
                     span.attempt-current { "current artifact" }
                 }
+                @if let Some(previous) = shown.previous {
+                    a.attempt-compare
+                        href={ "/task/" (task_id) "/diff/" (step.step) "?from=" (previous) "&to=" (attempt.attempt) } {
+                        "Compare with #" (previous)
+                    }
+                }
+            }
+            @if let Some(variant) = variant {
+                (variant::variant_summary(variant))
             }
             @if let Some(error) = &attempt.error {
                 pre.attempt-error { (error) }
@@ -449,7 +702,7 @@ fn attempt_item(
             @if let Some(file) = file {
                 p.attempt-file { code.path { (file) } }
             }
-            @if let Some(artifact) = artifact.filter(|_| !is_canonical) {
+            @if let Some(artifact) = shown.artifact.filter(|_| !is_canonical) {
                 details.attempt-artifact {
                     summary { "Artifact of attempt " (attempt.attempt) }
                     (artifact_meta_short(artifact))
@@ -472,7 +725,8 @@ pub(super) fn default_pair(with_artifacts: &[Attempt]) -> (Option<Attempt>, Opti
     (second, newest)
 }
 
-/// The form that opens the diff of two of `with_artifacts`, with `from` and `to` selected.
+/// The form that opens the comparison of two of `with_artifacts`, with `from` and `to`
+/// selected.
 pub(super) fn diff_form(
     task_id: TaskId,
     step: StepId,
@@ -491,33 +745,7 @@ pub(super) fn diff_form(
             label { "Compare " select name="from" { (options(from)) } }
             label { " with " select name="to" { (options(to)) } }
             " "
-            button.diff-button type="submit" { "Diff" }
-        }
-    }
-}
-
-/// The replay form of a step; outside the live region, so that a typed reason survives
-/// updates.
-fn replay_form(state: &WebState, task_id: TaskId, step: StepId) -> Markup {
-    let read_only = state
-        .settings()
-        .read_only
-        .as_deref()
-        .map(|reason| format!("This server takes no work: {reason}"));
-    html! {
-        form.replay-form method="post" action={ "/task/" (task_id) "/replay" } {
-            input type="hidden" name="step" value=(step);
-            (layout::csrf_field(state))
-            label {
-                "Reason "
-                input type="text" name="reason" maxlength="2000"
-                    placeholder="optional: why run it again";
-            }
-            " "
-            button.replay-button type="submit" disabled[read_only.is_some()] title=[read_only] {
-                "Replay"
-            }
-            span.muted.replay-help { "Runs this step again on its own; later steps are not re-run." }
+            button.diff-button type="submit" { "Compare" }
         }
     }
 }
@@ -549,7 +777,8 @@ fn meta_entries(artifact: &Artifact) -> Markup {
         dt { "Model" } dd { (artifact.model) }
         dt { "Created" } dd { (layout::time(artifact.created_at)) }
         dt { "Took" } dd { (layout::millis(artifact.duration_ms)) }
-        dt { "Tokens" } dd { (artifact.usage.total_tokens) }
+        dt { "Tokens" } dd { (spend::tokens(&artifact.usage)) }
+        dt { "Cost" } dd { (spend::usd(artifact.cost_usd)) }
         @if artifact.round > 1 {
             dt { "Round" } dd { (artifact.round) }
         }

@@ -41,25 +41,48 @@
     return active && active !== document.body && region.contains(active);
   }
 
-  // Which <details> of a region the reader opened or closed, so that a swap keeps them so. A
-  // <details> is known by its id, else by its position among the region's <details>.
-  function detailsKey(element, index) {
-    return element.id || 'index:' + index;
+  // Which <details> of a region the reader opened or closed, so that a swap keeps them so.
+  // Only those the reader toggled are kept (the others take what the server sends, which may
+  // differ as the page grows), each known by its id, else by its summary's text and how many
+  // before it have the same text: new attempts add <details> before older ones, so a position
+  // would name another one after a swap.
+  function markServed(region) {
+    region.querySelectorAll('details').forEach(function (element) {
+      element.dataset.servedOpen = element.open ? '1' : '0';
+    });
+  }
+
+  function detailsKeys(region) {
+    var seen = {};
+    var keys = [];
+    region.querySelectorAll('details').forEach(function (element) {
+      var key = element.id;
+      if (!key) {
+        var summary = element.querySelector('summary');
+        var text = summary ? summary.textContent.trim() : '';
+        seen[text] = (seen[text] || 0) + 1;
+        key = 'summary:' + text + ':' + seen[text];
+      }
+      keys.push([key, element]);
+    });
+    return keys;
   }
 
   function openDetails(region) {
     var state = {};
-    region.querySelectorAll('details').forEach(function (element, index) {
-      state[detailsKey(element, index)] = element.open;
+    detailsKeys(region).forEach(function (pair) {
+      var element = pair[1];
+      if (element.open !== (element.dataset.servedOpen === '1')) {
+        state[pair[0]] = element.open;
+      }
     });
     return state;
   }
 
   function reopenDetails(region, state) {
-    region.querySelectorAll('details').forEach(function (element, index) {
-      var key = detailsKey(element, index);
-      if (Object.prototype.hasOwnProperty.call(state, key)) {
-        element.open = state[key];
+    detailsKeys(region).forEach(function (pair) {
+      if (Object.prototype.hasOwnProperty.call(state, pair[0])) {
+        pair[1].open = state[pair[0]];
       }
     });
   }
@@ -76,6 +99,7 @@
       }
       var opened = openDetails(region);
       region.innerHTML = replacement.innerHTML;
+      markServed(region);
       reopenDetails(region, opened);
     });
     showLocalTimes(document);
@@ -154,6 +178,7 @@
   }
 
   function start() {
+    document.querySelectorAll('[data-live]').forEach(markServed);
     showLocalTimes(document);
     var url = document.body.dataset.events;
     if (url) {

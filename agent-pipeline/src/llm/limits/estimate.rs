@@ -65,6 +65,7 @@ mod tests {
             messages: vec![Message::new(Role::User, "x".repeat(400))],
             schema_name: "s".into(),
             schema: serde_json::json!({}),
+            model: None,
         };
         let mut estimator = TokenEstimator::default();
         let prompt = 100 + 1 + TOKENS_PER_MESSAGE;

@@ -9,7 +9,7 @@ use super::limiter::RateLimiter;
 use crate::llm::metrics::{
     BUDGET_WAIT_SECONDS, COST_USD_TOTAL, IN_FLIGHT, REQUESTS_TOTAL, TOKENS_TOTAL, outcome,
 };
-use crate::llm::{Llm, LlmError, LlmRequest, LlmResponse, TokenPrices};
+use crate::llm::{Llm, LlmError, LlmRequest, LlmResponse, PriceTable};
 
 /// Wraps any [`Llm`]: each call waits for a slot and budget of the shared [`RateLimiter`],
 /// then runs, then corrects the budget with the usage it reports, and records the LLM
@@ -31,7 +31,7 @@ use crate::llm::{Llm, LlmError, LlmRequest, LlmResponse, TokenPrices};
 pub struct RateLimitedLlm {
     inner: Arc<dyn Llm>,
     limiter: Arc<RateLimiter>,
-    prices: TokenPrices,
+    prices: PriceTable,
 }
 
 impl fmt::Debug for RateLimitedLlm {
@@ -50,13 +50,15 @@ impl RateLimitedLlm {
         Self {
             inner,
             limiter,
-            prices: TokenPrices::default(),
+            prices: PriceTable::empty(),
         }
     }
 
     /// Reports what the tokens cost, at `prices`, in
-    /// [`COST_USD_TOTAL`](crate::llm::metrics::COST_USD_TOTAL).
-    pub fn with_prices(mut self, prices: TokenPrices) -> Self {
+    /// [`COST_USD_TOTAL`](crate::llm::metrics::COST_USD_TOTAL): at the price of the model
+    /// that answered, or of the configured model when the table has none for it. Without
+    /// prices (the default) no cost is reported.
+    pub fn with_prices(mut self, prices: PriceTable) -> Self {
         self.prices = prices;
         self
     }
@@ -102,7 +104,8 @@ impl Llm for RateLimitedLlm {
 
         metrics::counter!(REQUESTS_TOTAL, "model" => model.to_owned(), "outcome" => outcome(&result))
             .increment(1);
-        if let Some(usage) = usage {
+        if let Ok(response) = &result {
+            let usage = &response.usage;
             for (kind, tokens) in [
                 ("prompt", usage.prompt_tokens),
                 ("completion", usage.completion_tokens),
@@ -110,7 +113,14 @@ impl Llm for RateLimitedLlm {
                 metrics::counter!(TOKENS_TOTAL, "model" => model.to_owned(), "kind" => kind)
                     .increment(tokens);
             }
-            if let Some(usd) = self.prices.cost_usd(usage) {
+            // The server names the snapshot that answered (`gpt-4o-mini-2024-07-18`), or
+            // another model when the request asked for one; the configured model's price is
+            // the best guess when the table knows neither.
+            let prices = self
+                .prices
+                .price(&response.model)
+                .or_else(|| self.prices.price(model));
+            if let Some(usd) = prices.and_then(|prices| prices.cost_usd(usage)) {
                 metrics::gauge!(COST_USD_TOTAL, "model" => model.to_owned()).increment(usd);
             }
         }

@@ -14,8 +14,8 @@ use tokio::time::{Instant, sleep};
 
 use super::{RateLimitFeedback, RateLimitedLlm, RateLimiter, ServerLimits};
 use crate::llm::{
-    InstantLlm, Llm, LlmError, LlmLimits, LlmRequest, LlmResponse, Message, Role, TokenPrices,
-    Usage, timeout_excluding_budget_wait,
+    InstantLlm, Llm, LlmError, LlmLimits, LlmRequest, LlmResponse, Message, PriceTable, Role,
+    TokenPrices, Usage, timeout_excluding_budget_wait,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -111,6 +111,7 @@ fn request() -> LlmRequest {
         messages: vec![Message::new(Role::User, "x".repeat(400))],
         schema_name: "s".into(),
         schema: serde_json::json!({}),
+        model: None,
     }
 }
 
@@ -338,10 +339,14 @@ async fn calls_are_counted_in_the_metrics() {
         requests_per_minute: rpm(60),
         ..LlmLimits::default()
     }));
-    let prices = TokenPrices {
-        input_per_mtok: Some(0.5),
-        output_per_mtok: Some(2.0),
-    };
+    let mut prices = PriceTable::empty();
+    prices.set(
+        "instant",
+        TokenPrices {
+            input_per_mtok: Some(0.5),
+            output_per_mtok: Some(2.0),
+        },
+    );
     let llm = RateLimitedLlm::new(Arc::new(InstantLlm::new().with_usage(1_000, 250)), limiter)
         .with_prices(prices);
     for _ in 0..3 {
@@ -390,6 +395,73 @@ async fn calls_are_counted_in_the_metrics() {
     assert!(
         (waits[1] - 61.0 / 60.0).abs() <= 1e-3,
         "then one per 61/60 s: {waits:?}"
+    );
+}
+
+/// Answers as the model the request asks for, else as a dated snapshot of `gpt-4o-mini`.
+#[derive(Debug)]
+struct Snapshots;
+
+#[async_trait]
+impl Llm for Snapshots {
+    fn model(&self) -> &str {
+        "gpt-4o-mini"
+    }
+
+    async fn complete(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        Ok(LlmResponse {
+            content: "{}".into(),
+            model: request
+                .model
+                .clone()
+                .unwrap_or_else(|| "gpt-4o-mini-2024-07-18".into()),
+            usage: usage(1_000_000, 100_000),
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_cost_metric_prices_the_model_that_answered() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let limiter = Arc::new(RateLimiter::new(&LlmLimits::default()));
+    let llm = RateLimitedLlm::new(Arc::new(Snapshots), limiter).with_prices(PriceTable::default());
+    for model in [None, Some("gpt-4o"), Some("a-model-without-a-price")] {
+        let request = LlmRequest {
+            model: model.map(str::to_owned),
+            ..request()
+        };
+        llm.complete(&request).await.expect("an answer");
+    }
+
+    let cost = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .find(|(key, ..)| key.key().name() == "agent_pipeline_llm_cost_usd_total")
+        .map(|(key, _, _, value)| {
+            (
+                key.key()
+                    .labels()
+                    .map(|l| l.value().to_owned())
+                    .collect::<Vec<_>>(),
+                value,
+            )
+        });
+    let Some((labels, DebugValue::Gauge(cost))) = cost else {
+        panic!("no cost: {cost:?}");
+    };
+    // The label stays the configured model, so that the label set stays small.
+    assert_eq!(labels, ["gpt-4o-mini"]);
+    // gpt-4o-mini's snapshot, gpt-4o, then gpt-4o-mini's price again for the unknown model.
+    let mini = 0.15 + 0.1 * 0.6;
+    let expected = mini + (2.5 + 0.1 * 10.0) + mini;
+    assert!(
+        (cost.into_inner() - expected).abs() < 1e-9,
+        "{cost} != {expected}"
     );
 }
 

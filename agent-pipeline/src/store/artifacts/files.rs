@@ -330,11 +330,14 @@ mod tests {
             attempt: Attempt::new(attempt).unwrap_or(Attempt::FIRST),
             model: "offline".into(),
             usage: Usage::default(),
+            cost_usd: 0.0,
+            llm_calls: Vec::new(),
             created_at: Utc::now(),
             duration_ms: 3,
             replay_reason: None,
             round: 1,
             feedback: None,
+            variant: None,
         }
     }
 

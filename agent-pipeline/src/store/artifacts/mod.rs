@@ -15,15 +15,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{StoreError, StoreResult};
+use crate::budget::Budget;
 use crate::ids::{Attempt, StepId, TaskId};
-use crate::llm::Usage;
+use crate::llm::{LlmCall, Usage};
+use crate::wire::Variant;
 
 pub use files::FileArtifactStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresArtifactStore;
 
 /// The task as first received, kept beside its artifacts as `task.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Not `Eq`: a budget's cost limit is an `f64`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskFile {
     /// The task.
     pub task_id: TaskId,
@@ -31,13 +34,20 @@ pub struct TaskFile {
     pub prompt: String,
     /// When it was received.
     pub created_at: DateTime<Utc>,
+    /// The limits it runs under (the pipeline's defaults with its own on top), when any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// Whether its change waits for a person's approval before it is published.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_approval: bool,
 }
 
 /// One step's artifact: the stage output's fields at the top level (the contract), with
 /// what produced them beside them.
 ///
-/// The names `task_id`, `step`, `attempt`, `model`, `usage`, `created_at`, `duration_ms`,
-/// `replay_reason`, `round` and `feedback` are reserved for this record; a stage output must not use them.
+/// The names `task_id`, `step`, `attempt`, `model`, `usage`, `cost_usd`, `llm_calls`,
+/// `created_at`, `duration_ms`, `replay_reason`, `round`, `feedback` and `variant` are reserved
+/// for this record; a stage output must not use them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Artifact {
     /// The stage output, e.g. `design_summary` and `files_touched`.
@@ -53,6 +63,13 @@ pub struct Artifact {
     pub model: String,
     /// Tokens spent.
     pub usage: Usage,
+    /// What the step's LLM calls cost in US dollars (the sum of `llm_calls`; calls without a
+    /// price count as free).
+    #[serde(default)]
+    pub cost_usd: f64,
+    /// Every LLM call the step made: model, tokens, cost and duration of each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub llm_calls: Vec<LlmCall>,
     /// When it was stored.
     pub created_at: DateTime<Utc>,
     /// How long the step took.
@@ -67,6 +84,10 @@ pub struct Artifact {
     /// What the gates of the last round found, when this step ran to fix it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<String>,
+    /// How a replay differed from the run (model, provider, edited prompt or inputs) and the
+    /// upstream attempts it read; replays only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<Variant>,
 }
 
 fn first_round() -> u32 {
@@ -136,7 +157,13 @@ pub(crate) fn check_document_name(name: &str) -> StoreResult<()> {
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = tempfile::tempdir()?;
 /// let store: std::sync::Arc<dyn ArtifactStore> = std::sync::Arc::new(FileArtifactStore::new(dir.path()));
-/// let task = TaskFile { task_id: TaskId::new(), prompt: "Write a haiku".into(), created_at: chrono::Utc::now() };
+/// let task = TaskFile {
+///     task_id: TaskId::new(),
+///     prompt: "Write a haiku".into(),
+///     created_at: chrono::Utc::now(),
+///     budget: None,
+///     require_approval: false,
+/// };
 /// store.write_task(&task).await?;
 /// assert_eq!(store.read_task(task.task_id).await?, Some(task.clone()));
 /// assert_eq!(store.documents(task.task_id).await?, ["task.json"]);

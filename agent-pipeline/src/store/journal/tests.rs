@@ -20,6 +20,8 @@ fn task(task_id: TaskId, prompt: &str) -> TaskFile {
         task_id,
         prompt: prompt.to_owned(),
         created_at: chrono::Utc::now(),
+        budget: None,
+        require_approval: false,
     }
 }
 

@@ -39,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "documents",
         sql: include_str!("migrations/0004_documents.sql"),
     },
+    Migration {
+        version: 5,
+        name: "spend",
+        sql: include_str!("migrations/0005_spend.sql"),
+    },
 ];
 
 /// The advisory lock the migrating process holds (any constant unlikely to be used by

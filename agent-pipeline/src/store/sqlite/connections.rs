@@ -10,8 +10,12 @@ use super::rows::Decoder;
 use crate::store::StoreResult;
 use crate::store::sqlite_writer::database;
 
-/// The schema version this code reads and writes.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema version this code reads and writes: [`SCHEMA`] creates version 1, and each
+/// step of [`MIGRATIONS`] brings it one version further.
+const SCHEMA_VERSION: i64 = 2;
+
+// Every version after the first has its migration.
+const _: () = assert!(MIGRATIONS.len() as i64 + 1 == SCHEMA_VERSION);
 
 /// How long a connection waits for another one's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,6 +86,19 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 ";
 
+/// The steps from one schema version to the next: `MIGRATIONS[n]` moves version `n + 1` to
+/// `n + 2`. Added columns have defaults, so that rows written before read as they did (no
+/// LLM calls, nothing spent) and a program that writes without them still works.
+const MIGRATIONS: &[&str] = &[
+    // 2: the LLM calls of each attempt (a JSON array) and what each task spent.
+    "ALTER TABLE attempts ADD COLUMN calls TEXT;
+     ALTER TABLE tasks ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE tasks ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE tasks ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+     ALTER TABLE tasks ADD COLUMN llm_calls INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE tasks ADD COLUMN unpriced_calls INTEGER NOT NULL DEFAULT 0;",
+];
+
 /// The writing connection to the file at `path` (created if missing), in WAL mode with
 /// durable commits, with the schema in place. Blocks: call it off the async threads.
 pub(super) fn open_writer(path: &Path, decoder: &Decoder) -> StoreResult<Connection> {
@@ -146,26 +163,57 @@ pub(super) fn open_in_memory(decoder: &Decoder) -> StoreResult<Connection> {
     Ok(connection)
 }
 
-/// Settings every writing connection shares, then the schema and the check of its version.
+/// Settings every writing connection shares, then the schema, brought up to date, and the
+/// check of its version.
 fn prepare(connection: &Connection, decoder: &Decoder) -> StoreResult<()> {
     connection
         .execute_batch("PRAGMA foreign_keys = ON;")
         .map_err(database)?;
     connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    // One transaction, so that two processes creating the same file do not interleave.
+    // One transaction, so that two processes creating or migrating the same file do not
+    // interleave: the second waits for the lock and then finds the schema up to date.
     connection
-        .execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+        .execute_batch("BEGIN IMMEDIATE")
         .map_err(database)?;
+    let prepared = create_and_migrate(connection, decoder)
+        .and_then(|()| connection.execute_batch("COMMIT").map_err(database));
+    if prepared.is_err() && !connection.is_autocommit() {
+        // Nothing of a failed migration may stay; the error that matters is the first one.
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    prepared
+}
+
+/// Creates the schema (version 1) when it is missing and applies the migrations the file
+/// lacks, inside the transaction [`prepare`] holds.
+fn create_and_migrate(connection: &Connection, decoder: &Decoder) -> StoreResult<()> {
+    connection.execute_batch(SCHEMA).map_err(database)?;
     let version: i64 = connection
         .query_row("SELECT MAX(version) FROM schema_version", [], |row| {
             Ok(row.get(0))
         })
         .map_err(database)?
         .map_err(|e| decoder.corrupt(format!("schema_version: {e}")))?;
-    if version != SCHEMA_VERSION {
+    // Newer than this program (its columns may mean things this one does not know), or no
+    // version at all: reading or migrating it could only do harm.
+    if !(1..=SCHEMA_VERSION).contains(&version) {
         return Err(decoder.corrupt(format!(
             "schema version {version}, this program knows version {SCHEMA_VERSION}"
         )));
+    }
+    for (from, migration) in (1..)
+        .zip(MIGRATIONS)
+        .skip_while(|(from, _)| *from < version)
+    {
+        connection.execute_batch(migration).map_err(|e| {
+            decoder.corrupt(format!(
+                "migrating the schema from version {from} to {}: {e}",
+                from + 1
+            ))
+        })?;
+        connection
+            .execute("UPDATE schema_version SET version = ?1", [from + 1])
+            .map_err(database)?;
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ impl Decoder {
         }
     }
 
-    /// A task from a row of `task_id, prompt, status, current_step, created_at, updated_at`.
+    /// A task from a row of [`stored::task_columns`].
     pub(super) fn task(&self, row: &Row<'_>) -> StoreResult<TaskRecord> {
         StoredTask {
             task_id: self.column(row, "task_id")?,
@@ -46,12 +46,18 @@ impl Decoder {
             current_step: self.column(row, "current_step")?,
             created_at: self.time(row, "created_at")?,
             updated_at: self.time(row, "updated_at")?,
+            prompt_tokens: self.column(row, "prompt_tokens")?,
+            completion_tokens: self.column(row, "completion_tokens")?,
+            cost_usd: self.column(row, "cost_usd")?,
+            llm_calls: self.column(row, "llm_calls")?,
+            unpriced_calls: self.column(row, "unpriced_calls")?,
         }
         .decode()
         .map_err(|reason| self.corrupt(reason))
     }
 
-    /// An attempt from a row of `request, status, error, model, finished_at, duration_ms`.
+    /// An attempt from a row of `request, status, error, model, finished_at, duration_ms,
+    /// calls`.
     pub(super) fn attempt(&self, row: &Row<'_>) -> StoreResult<AttemptRecord> {
         let finished_at: Option<String> = self.column(row, "finished_at")?;
         StoredAttempt {
@@ -63,6 +69,7 @@ impl Decoder {
                 .map(|text| self.parse_time("attempts.finished_at", &text))
                 .transpose()?,
             duration_ms: self.column(row, "duration_ms")?,
+            calls: self.column(row, "calls")?,
         }
         .decode()
         .map_err(|reason| self.corrupt(reason))

@@ -138,6 +138,7 @@ fn request() -> LlmRequest {
         messages: vec![Message::new(Role::User, "Write hello.py")],
         schema_name: "design".into(),
         schema: json!({}),
+        model: None,
     }
 }
 

@@ -1,0 +1,132 @@
+//! Publishing a change that passed its gates: the branch `agent/<task_id>` with a title and a
+//! description made of the task's artifacts, the `pr` report and the ci-monitor's `ci_watch`.
+//! The orchestrator publishes when the gates pass; the planner when a person approves.
+
+use chrono::{DateTime, Utc};
+
+use super::Deps;
+use super::stage_effects::tested_commit;
+use crate::Result;
+use crate::execution::CommitId;
+use crate::ids::{Stage, StepId, TaskId};
+use crate::output::{Design, Implementation, Review, TestReport};
+use crate::publish::Change;
+use crate::store::Artifact;
+use crate::wire::{CiWatch, ReportEvent, ReportStatus};
+
+/// The round's canonical artifacts, in stage order.
+pub(crate) async fn round_artifacts(deps: &Deps, task_id: TaskId) -> Result<Vec<Artifact>> {
+    let mut artifacts = Vec::new();
+    for stage in Stage::ALL {
+        let step = StepId::v1(stage);
+        if let Some(artifact) = deps.artifacts.read_artifact(task_id, step).await? {
+            artifacts.push(artifact);
+        }
+    }
+    Ok(artifacts)
+}
+
+/// Publishes the tested commit; gives the `pr` report and the `ci_watch` message, or why
+/// it could not be published.
+pub(crate) async fn publish_change(
+    deps: &Deps,
+    task_id: TaskId,
+    artifacts: &[Artifact],
+    now: DateTime<Utc>,
+) -> Result<std::result::Result<(ReportEvent, CiWatch), String>> {
+    let Some(commit) = artifacts
+        .iter()
+        .find(|a| a.step.stage() == Stage::Test)
+        .and_then(tested_commit)
+    else {
+        return Ok(Err("no tested commit to publish".to_owned()));
+    };
+    let workspace = match deps.workspace(task_id).await {
+        Ok(workspace) => workspace,
+        Err(error) => return Ok(Err(error.to_string())),
+    };
+    let prompt = deps
+        .artifacts
+        .read_task(task_id)
+        .await?
+        .map(|task| task.prompt)
+        .unwrap_or_default();
+    let title = change_title(&prompt);
+    let body = change_body(&prompt, artifacts, &commit);
+    let change = Change {
+        task_id,
+        workspace: &workspace,
+        commit: &commit,
+        title: &title,
+        body: &body,
+    };
+    let published = match deps.execution.publisher.publish(&change).await {
+        Ok(published) => published,
+        Err(error) => return Ok(Err(error.to_string())),
+    };
+    tracing::info!(task_id = %task_id, branch = %published.branch, commit = %published.commit, repository = %published.repository, "change published");
+    let place = published.url.as_deref().unwrap_or(&published.repository);
+    let mut pr = ReportEvent::new(
+        task_id,
+        ReportStatus::Pr,
+        format!("Change published as {} ({place})", published.branch),
+        now,
+    )
+    .with_detail("branch", published.branch.clone())
+    .with_detail("commit", published.commit.clone())
+    .with_detail("repository", published.repository.clone())
+    .with_detail("publisher", deps.execution.publisher.name());
+    if let Some(url) = &published.url {
+        pr = pr.with_detail("url", url.clone());
+    }
+    let watch = CiWatch {
+        task_id,
+        branch: published.branch,
+        commit: published.commit,
+        source_commit: commit,
+        url: published.url,
+        requested_at: now,
+    };
+    Ok(Ok((pr, watch)))
+}
+
+/// The change's one-line title: the task's prompt, shortened.
+fn change_title(prompt: &str) -> String {
+    let line = prompt.lines().next().unwrap_or_default().trim();
+    let mut title: String = line.chars().take(72).collect();
+    if title.len() < line.len() {
+        title.push('…');
+    }
+    if title.is_empty() {
+        "agent-pipeline change".to_owned()
+    } else {
+        title
+    }
+}
+
+/// The change's description: the task, the design, the tests that ran and the review.
+fn change_body(prompt: &str, artifacts: &[Artifact], commit: &CommitId) -> String {
+    let typed = |stage: Stage| artifacts.iter().find(|a| a.step.stage() == stage);
+    let mut body = format!("## Task\n{}\n", prompt.trim());
+    if let Some(Ok(design)) = typed(Stage::Design).map(Artifact::output_as::<Design>) {
+        body.push_str(&format!("\n## Design\n{}\n", design.design_summary));
+    }
+    if let Some(Ok(implementation)) =
+        typed(Stage::Implement).map(Artifact::output_as::<Implementation>)
+    {
+        body.push_str(&format!("\n## Change\n{}\n", implementation.diff_summary));
+    }
+    if let Some(Ok(tests)) = typed(Stage::Test).map(Artifact::output_as::<TestReport>) {
+        body.push_str(&format!("\n## Tests\n{}\n", tests.summary_line()));
+    }
+    if let Some(Ok(review)) = typed(Stage::Review).map(Artifact::output_as::<Review>) {
+        body.push_str("\n## Review\n");
+        for comment in &review.comments {
+            body.push_str(&format!("- {comment}\n"));
+        }
+    }
+    body.push_str(&format!(
+        "\nWorkspace commit {commit}; published by agent-pipeline.\n"
+    ));
+    body
+}
