@@ -5,54 +5,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
+use common::http::Answer;
 use common::openai::ChatServer;
-use common::{HELLO, Host, Sandbox, TIMEOUT};
+use common::{HELLO, Host, Sandbox};
 
-/// One HTTP answer.
-struct Answer {
-    status: u16,
-    /// The header lines, lowercased.
-    headers: String,
-    body: String,
-}
-
-/// `GET path` on `base` (`http://host:port`) over HTTP/1.1, with a bearer token if given.
+/// `GET path` on `base` (`http://host:port`), with a bearer token if given.
 fn get(base: &str, path: &str, bearer: Option<&str>) -> Answer {
-    let authority = base
-        .strip_prefix("http://")
-        .unwrap_or_else(|| panic!("not an http:// URL: {base}"));
-    let mut stream = TcpStream::connect(authority).expect("the server accepts connections");
-    stream
-        .set_read_timeout(Some(TIMEOUT))
-        .expect("a read timeout");
-    let authorization = bearer
-        .map(|token| format!("Authorization: Bearer {token}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\n{authorization}Connection: close\r\n\r\n"
-    )
-    .expect("the request is sent");
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .expect("the answer is read");
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status: {head}"));
-    Answer {
-        status,
-        headers: head.to_ascii_lowercase(),
-        body: body.to_owned(),
-    }
+    common::http::request(base, "GET", path, bearer, None)
 }
 
 /// The value of the sample `series` (name and labels, as Prometheus prints them).

@@ -151,15 +151,7 @@ async fn walk_through(session: &Session, base: &str, shots: &Path) {
     );
 
     // Watch it finish without reloading.
-    let status = session
-        .wait_for(
-            "`#task-status` to read done (or error), live",
-            TASK_TIMEOUT,
-            "const s = document.querySelector('#task-header[data-live] #task-status'); \
-             const t = s ? s.textContent.trim() : ''; \
-             return t === 'done' || t === 'error' ? t : null;",
-        )
-        .await;
+    let status = final_status(session, "`#task-status` to read done (or error), live").await;
     assert_eq!(
         status,
         json!("done"),
@@ -457,15 +449,11 @@ async fn approve_then_compare_variants(session: &Session, base: &str, shots: &Pa
         )
         .await;
     assert!(refused.is_null(), "the approval was refused: {refused}");
-    let status = session
-        .wait_for(
-            "`#task-status` to read done after the approval, live",
-            TASK_TIMEOUT,
-            "const s = document.querySelector('#task-header[data-live] #task-status'); \
-             const t = s ? s.textContent.trim() : ''; \
-             return t === 'done' || t === 'error' ? t : null;",
-        )
-        .await;
+    let status = final_status(
+        session,
+        "`#task-status` to read done after the approval, live",
+    )
+    .await;
     assert_eq!(
         status,
         json!("done"),
@@ -660,6 +648,19 @@ async fn tasks_page_is_live(session: &Session, base: &str, first_task: &str) {
 
 /// Checks that the prompt's markup ran nowhere on the current page (no dialog, no script in
 /// `#main`) and, when `shown`, that the page shows it literally.
+/// Waits until the live task header says `done` or `error`, without a reload; gives which.
+async fn final_status(session: &Session, what: &str) -> serde_json::Value {
+    session
+        .wait_for(
+            what,
+            TASK_TIMEOUT,
+            "const s = document.querySelector('#task-header[data-live] #task-status'); \
+             const t = s ? s.textContent.trim() : ''; \
+             return t === 'done' || t === 'error' ? t : null;",
+        )
+        .await
+}
+
 async fn assert_markup_not_run(session: &Session, page: &str, shown: bool) {
     assert_eq!(
         session.open_dialog().await,

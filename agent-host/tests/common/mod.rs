@@ -5,6 +5,8 @@
 
 pub(crate) mod http;
 pub(crate) mod kafka;
+#[allow(unreachable_pub)] // shared with the agent-pipeline tests, where it is `pub`
+#[path = "../../../agent-pipeline/tests/common/openai.rs"]
 pub(crate) mod openai;
 pub(crate) mod processes;
 pub(crate) mod web;

@@ -1,6 +1,7 @@
 //! A local HTTP server that speaks the Chat Completions protocol: the stand-in for a remote
 //! LLM API. It answers what the offline model would, names the model it was asked for, counts
-//! tokens as a real server would (about four characters each), and can hold calls.
+//! tokens as a real server would (about four characters each), and can hold calls. The
+//! agent-host tests use it too (by path).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -120,6 +121,32 @@ impl ChatServer {
             let _ = axum::serve(listener, app).await;
         });
         server
+    }
+
+    /// A server on a runtime of its own, for the tests that drive the binary from a plain
+    /// thread: the runtime serves while the test waits for a command (drop it last).
+    pub fn start_on_own_runtime() -> (tokio::runtime::Runtime, Self) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the server");
+        let server = runtime.block_on(Self::start());
+        (runtime, server)
+    }
+
+    /// Its base URL, as `OPENAI_BASE_URL` or a provider of `LLM_PROVIDERS` names it.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The variables that make `agent-host` call this server for `model`.
+    pub fn env(&self, model: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("OPENAI_API_KEY", "sk-test-0123456789abcdef".to_owned()),
+            ("OPENAI_BASE_URL", self.base_url()),
+            ("OPENAI_MODEL", model.to_owned()),
+        ]
     }
 
     /// The OpenAI-compatible client of `model` at this server.
