@@ -387,22 +387,15 @@ impl StateStore for PostgresStateStore {
             .rows_affected()
                 == 1;
         // Only a newly recorded result counts: a redelivered one was counted already.
-        if recorded && !record.calls.is_empty() {
-            let spend = SpendColumns::of(&record.calls);
-            sqlx::query(stored::ADD_SPEND)
+        let spend = SpendColumns::of(&record.calls);
+        if recorded && (task_status.is_some() || !spend.is_empty()) {
+            sqlx::query(stored::RECORD_RESULT_ON_TASK)
                 .bind(spend.prompt_tokens)
                 .bind(spend.completion_tokens)
                 .bind(spend.cost_usd)
                 .bind(spend.llm_calls)
                 .bind(spend.unpriced_calls)
-                .bind(&task_id)
-                .execute(&mut *transaction)
-                .await
-                .map_err(database)?;
-        }
-        if recorded && let Some(task_status) = task_status {
-            sqlx::query(stored::MOVE_FINISHED_TASK)
-                .bind(task_status.as_str())
+                .bind(task_status.map(TaskStatus::as_str))
                 .bind(&step_id)
                 .bind(now)
                 .bind(&task_id)

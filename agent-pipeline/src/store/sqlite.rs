@@ -363,7 +363,7 @@ impl StateStore for SqliteStateStore {
         let order = stage_order(result.step_id);
         let requested_at = time_text(record.request.requested_at);
         let calls = stored::calls_json(&record.calls)?;
-        let spend = (!record.calls.is_empty()).then(|| SpendColumns::of(&record.calls));
+        let spend = SpendColumns::of(&record.calls);
         let recorded = self
             .writer
             .write(Box::new(move |connection| {
@@ -413,25 +413,21 @@ impl StateStore for SqliteStateStore {
                         ],
                     )? == 1;
                 // Only a newly recorded result counts: a redelivered one was counted already.
-                if recorded && let Some(spend) = &spend {
+                if recorded && (task_status.is_some() || !spend.is_empty()) {
                     execute(
                         connection,
-                        stored::ADD_SPEND,
+                        stored::RECORD_RESULT_ON_TASK,
                         params![
                             spend.prompt_tokens,
                             spend.completion_tokens,
                             spend.cost_usd,
                             spend.llm_calls,
                             spend.unpriced_calls,
+                            task_status.map(TaskStatus::as_str),
+                            step_id,
+                            finished_at,
                             task_id
                         ],
-                    )?;
-                }
-                if recorded && let Some(task_status) = task_status {
-                    execute(
-                        connection,
-                        stored::MOVE_FINISHED_TASK,
-                        params![task_status.as_str(), step_id, finished_at, task_id],
                     )?;
                 }
                 if recorded {

@@ -79,7 +79,7 @@ impl StoredTask {
     }
 }
 
-/// A spend as the `tasks` columns of [`ADD_SPEND`] store it.
+/// A spend as the `tasks` columns of [`RECORD_RESULT_ON_TASK`] store it.
 pub(crate) struct SpendColumns {
     pub(crate) prompt_tokens: i64,
     pub(crate) completion_tokens: i64,
@@ -89,6 +89,11 @@ pub(crate) struct SpendColumns {
 }
 
 impl SpendColumns {
+    /// Whether it adds nothing (no call).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.llm_calls == 0
+    }
+
     /// What `calls` add to their task's spend.
     pub(crate) fn of(calls: &[LlmCall]) -> Self {
         let spend = Spend::of(calls);
@@ -104,22 +109,21 @@ impl SpendColumns {
     }
 }
 
-/// Adds a spend to task `$6`: `$1` prompt tokens, `$2` completion tokens, `$3` US dollars,
-/// `$4` calls and `$5` calls without a price (in the order of [`SpendColumns`]).
-pub(crate) const ADD_SPEND: &str = "UPDATE tasks SET
+/// Records a result on task `$9`, in one statement: adds its spend (`$1` prompt tokens, `$2`
+/// completion tokens, `$3` US dollars, `$4` calls, `$5` calls without a price, in the order of
+/// [`SpendColumns`]) and, when `$6` is a status, moves the task to it at step `$7` at `$8`. A
+/// cancelled task keeps its status (a step that was running when it was cancelled still
+/// reports, and must not bring the task back); its spend still grows.
+pub(crate) const RECORD_RESULT_ON_TASK: &str = "UPDATE tasks SET
          prompt_tokens = prompt_tokens + $1,
          completion_tokens = completion_tokens + $2,
          cost_usd = cost_usd + $3,
          llm_calls = llm_calls + $4,
-         unpriced_calls = unpriced_calls + $5
-     WHERE task_id = $6";
-
-/// Moves task `$4` to status `$1` at step `$2`, at `$3`, when a result of it is recorded;
-/// a cancelled task keeps its status (a step that was running when it was cancelled still
-/// reports, and must not bring the task back).
-pub(crate) const MOVE_FINISHED_TASK: &str =
-    "UPDATE tasks SET status = $1, current_step = $2, updated_at = $3
-     WHERE task_id = $4 AND status <> 'cancelled'";
+         unpriced_calls = unpriced_calls + $5,
+         status = CASE WHEN CAST($6 AS TEXT) IS NULL OR status = 'cancelled' THEN status ELSE $6 END,
+         current_step = CASE WHEN $6 IS NULL OR status = 'cancelled' THEN current_step ELSE $7 END,
+         updated_at = CASE WHEN $6 IS NULL OR status = 'cancelled' THEN updated_at ELSE $8 END
+     WHERE task_id = $9";
 
 /// The JSON of an attempt's LLM calls, as the `attempts.calls` column keeps it.
 pub(crate) fn calls_json(calls: &[LlmCall]) -> StoreResult<String> {
