@@ -70,6 +70,8 @@ use anyhow::{Context, Result, bail};
 use crate::database::{ARTIFACT_STORE, ArtifactPlace, DATABASE_URL, StateDatabase, Stores};
 
 mod control;
+#[cfg(test)]
+mod properties;
 
 pub(crate) use control::{
     ProviderConfig, describe_budget, describe_limits, parse_cost, parse_rounds, parse_tokens,

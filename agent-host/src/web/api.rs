@@ -124,7 +124,7 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, WebError> {
 
 fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, WebError> {
     body.map(|Json(b)| b)
-        .map_err(|e| WebError::BadRequest(e.body_text()))
+        .map_err(|e| WebError::rejected(e.status(), e.body_text()))
 }
 
 /// `GET /healthz`: the process answers.
@@ -323,7 +323,7 @@ async fn decide(
 ) -> ApiResult<(StatusCode, Json<ControlQueued>)> {
     let task_id = actions::parse_task_id(&task_id)?;
     let request = request
-        .map_err(|e| WebError::BadRequest(e.body_text()))?
+        .map_err(|e| WebError::rejected(e.status(), e.body_text()))?
         .map(|Json(request)| request)
         .unwrap_or_default();
     let control = TaskControl {

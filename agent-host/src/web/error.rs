@@ -26,6 +26,9 @@ pub enum WebError {
     /// 401: `WEB_TOKEN` is set and the request does not carry it.
     #[error("{0}")]
     Unauthorized(String),
+    /// 413: the request's body is larger than the server takes.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// 503: this process cannot do it (read-only, or the bus is down).
     #[error("{0}")]
     Unavailable(String),
@@ -43,6 +46,7 @@ impl WebError {
             WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            WebError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -68,6 +72,16 @@ impl WebError {
                 WebError::Unavailable(error.to_string())
             }
             _ => internal(&error),
+        }
+    }
+
+    /// A body or query the extractor refused: 413 when the body was over the limit, 400
+    /// otherwise.
+    pub(crate) fn rejected(status: StatusCode, text: String) -> Self {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            WebError::PayloadTooLarge(text)
+        } else {
+            WebError::BadRequest(text)
         }
     }
 

@@ -24,7 +24,8 @@
 //! forms carry a CSRF token and cross-site POSTs are refused; with `WEB_TOKEN` set, every
 //! route but the probes, the login page and the static files needs the token (a bearer
 //! header, or the cookie the login page sets); `/metrics` takes the bearer header only, and
-//! answers 401 rather than sending a scraper to the login page.
+//! answers 401 rather than sending a scraper to the login page. A request body over 2 MiB
+//! is refused with 413.
 
 mod actions;
 mod api;
@@ -196,7 +197,11 @@ pub fn router(state: WebState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/static/{file}", get(assets::serve))
         .fallback(pages::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            security::MAX_BODY_BYTES,
+        ))
         .layer(axum::middleware::from_fn(security::refuse_cross_site_posts))
+        .layer(axum::middleware::from_fn(security::limit_body))
         .layer(axum::middleware::from_fn(security::headers))
         .with_state(state)
 }

@@ -1,8 +1,10 @@
 //! A local HTTP server that speaks the Chat Completions protocol: the stand-in for a remote
 //! LLM API. It answers what the offline model would, names the model it was asked for, counts
-//! tokens as a real server would (about four characters each), and can hold calls. The
-//! agent-host tests use it too (by path).
+//! tokens as a real server would (about four characters each), and can hold calls. It can also
+//! answer a queue of [`Fault`]s, one per request, as a failing provider would. The agent-host
+//! tests use it too (by path).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,8 @@ use agent_pipeline::llm::{
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -30,6 +34,41 @@ pub struct ChatServer {
     hold: watch::Sender<bool>,
     /// How long each call takes.
     delay: Arc<Mutex<Duration>>,
+    /// The faults still to answer with.
+    faults: Arc<Mutex<Faults>>,
+}
+
+/// How the server answers one request instead of the offline model's plain answer: the ways a
+/// provider fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The offline model's answer, as without faults.
+    Ok,
+    /// The offline model's answer after this long: beyond the client's timeout, the call times
+    /// out and the server sees it abandoned.
+    Delay(Duration),
+    /// This HTTP status with an OpenAI-style error body and no `Retry-After`.
+    Status(u16),
+    /// HTTP 429 with `Retry-After: 0`: a rate limit that allows an immediate retry.
+    TooManyRequests,
+    /// A 200 whose JSON body stops in the middle.
+    Truncated,
+    /// A 200 with an HTML error page, as a proxy in front of the API sends.
+    NotJson,
+    /// A valid completion whose content lacks the schema's first field and has every other
+    /// field of the wrong type.
+    SchemaViolation,
+    /// A completion whose `refusal` is set and whose `content` is null.
+    Refusal,
+}
+
+/// The queue of faults, and which requests consume them.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Only requests for this response schema (`design`, `implementation`, …) consume faults;
+    /// any request does when `None`.
+    schema: Option<String>,
+    queue: VecDeque<Fault>,
 }
 
 /// Counts a call as abandoned when its handler is dropped before it answers.
@@ -43,15 +82,59 @@ impl Drop for Answering {
     }
 }
 
-async fn chat(State(server): State<ChatServer>, Json(body): Json<Value>) -> Json<Value> {
+async fn chat(State(server): State<ChatServer>, Json(body): Json<Value>) -> Response {
     let mut answering = Answering(server.abandoned.clone(), false);
     if let Ok(mut seen) = server.seen.lock() {
         seen.push(body.clone());
     }
+    let fault = server.next_fault(
+        body["response_format"]["json_schema"]["name"]
+            .as_str()
+            .unwrap_or_default(),
+    );
     let delay = server.delay.lock().map(|d| *d).unwrap_or_default();
     tokio::time::sleep(delay).await;
     let mut hold = server.hold.subscribe();
     let _ = hold.wait_for(|held| !*held).await;
+    if let Fault::Delay(delay) = fault {
+        tokio::time::sleep(delay).await;
+    }
+    let error = |status: StatusCode, message: &str| {
+        let body = json!({"error": {"message": message, "type": "server_error"}});
+        (status, Json(body))
+    };
+    match fault {
+        Fault::Status(code) => {
+            answering.1 = true;
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return error(
+                status,
+                "The server had an error while processing your request.",
+            )
+            .into_response();
+        }
+        Fault::TooManyRequests => {
+            answering.1 = true;
+            let answer = error(StatusCode::TOO_MANY_REQUESTS, "Rate limit reached.");
+            return ([(header::RETRY_AFTER, "0")], answer).into_response();
+        }
+        Fault::NotJson => {
+            answering.1 = true;
+            let page = "<html><head><title>502 Bad Gateway</title></head>\
+                        <body><h1>502 Bad Gateway</h1></body></html>";
+            return ([(header::CONTENT_TYPE, "text/html")], page).into_response();
+        }
+        Fault::Refusal => {
+            answering.1 = true;
+            let message = json!({
+                "role": "assistant",
+                "content": null,
+                "refusal": "I'm sorry, I can't help with that.",
+            });
+            return Json(completion(&body, message, 10, 10)).into_response();
+        }
+        Fault::Ok | Fault::Delay(_) | Fault::Truncated | Fault::SchemaViolation => {}
+    }
     let messages: Vec<Message> = body["messages"]
         .as_array()
         .into_iter()
@@ -75,30 +158,66 @@ async fn chat(State(server): State<ChatServer>, Json(body): Json<Value>) -> Json
         schema: body["response_format"]["json_schema"]["schema"].clone(),
         model: None,
     };
-    let content = OfflineLlm::new()
+    let mut content = OfflineLlm::new()
         .complete(&request)
         .await
         .map(|answer| answer.content)
         .unwrap_or_default();
+    if fault == Fault::SchemaViolation {
+        content = violate_schema(&content);
+    }
     let prompt_tokens = (prompt_chars / 4).max(1);
     let completion_tokens = (content.len() / 4).max(1);
     answering.1 = true;
-    Json(json!({
+    let message = json!({"role": "assistant", "content": content, "refusal": null});
+    let answer = completion(&body, message, prompt_tokens, completion_tokens);
+    if fault == Fault::Truncated {
+        let text = answer.to_string();
+        let cut: String = text.chars().take(text.chars().count() / 2).collect();
+        return ([(header::CONTENT_TYPE, "application/json")], cut).into_response();
+    }
+    Json(answer).into_response()
+}
+
+/// A chat completion of the model `request` asked for, with one choice of `message`.
+fn completion(
+    request: &Value,
+    message: Value,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+) -> Value {
+    json!({
         "id": "chatcmpl-test",
         "object": "chat.completion",
         "created": 1_700_000_000,
-        "model": body["model"],
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": content, "refusal": null},
-            "finish_reason": "stop",
-        }],
+        "model": request["model"],
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         },
-    }))
+    })
+}
+
+/// The answer `content` with its first field left out and every other field of the wrong type.
+fn violate_schema(content: &str) -> String {
+    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(content) else {
+        return json!({"unexpected": true}).to_string();
+    };
+    let wrong: serde_json::Map<String, Value> = fields
+        .into_iter()
+        .skip(1)
+        .map(|(name, value)| {
+            let wrong = if value.is_number() {
+                json!("42")
+            } else {
+                json!(42)
+            };
+            (name, wrong)
+        })
+        .collect();
+    Value::Object(wrong).to_string()
 }
 
 impl ChatServer {
@@ -113,6 +232,7 @@ impl ChatServer {
             abandoned: Arc::default(),
             hold: watch::channel(false).0,
             delay: Arc::default(),
+            faults: Arc::default(),
         };
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -190,5 +310,45 @@ impl ChatServer {
     /// The calls whose client went away before the answer.
     pub fn abandoned(&self) -> usize {
         self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// Answers the next requests with `faults`, one each, in order (replacing any left); once
+    /// they are used up, the server answers as usual.
+    pub fn set_faults(&self, faults: Vec<Fault>) {
+        self.replace_faults(None, faults);
+    }
+
+    /// Like [`ChatServer::set_faults`], but only requests for the response schema `schema`
+    /// (`design`, `implementation`, `test_plan`, `review`) consume the faults.
+    pub fn set_faults_for(&self, schema: &str, faults: Vec<Fault>) {
+        self.replace_faults(Some(schema.to_owned()), faults);
+    }
+
+    /// How many faults have not been answered yet.
+    pub fn faults_left(&self) -> usize {
+        self.faults
+            .lock()
+            .map(|f| f.queue.len())
+            .unwrap_or_default()
+    }
+
+    fn replace_faults(&self, schema: Option<String>, faults: Vec<Fault>) {
+        if let Ok(mut current) = self.faults.lock() {
+            *current = Faults {
+                schema,
+                queue: faults.into(),
+            };
+        }
+    }
+
+    /// The fault to answer a request for `schema` with.
+    fn next_fault(&self, schema: &str) -> Fault {
+        let Ok(mut faults) = self.faults.lock() else {
+            return Fault::Ok;
+        };
+        if faults.schema.as_deref().is_some_and(|only| only != schema) {
+            return Fault::Ok;
+        }
+        faults.queue.pop_front().unwrap_or(Fault::Ok)
     }
 }

@@ -91,7 +91,7 @@ async fn try_control(
     task_id: TaskId,
     form: Result<Form<ControlForm>, FormRejection>,
 ) -> Result<(), WebError> {
-    let Form(form) = form.map_err(|e| WebError::BadRequest(e.body_text()))?;
+    let Form(form) = form.map_err(|e| WebError::rejected(e.status(), e.body_text()))?;
     security::check_csrf(state, &form.csrf)?;
     for (name, text) in [("comment", &form.comment), ("name", &form.by)] {
         let length = text.as_deref().map_or(0, |t| t.chars().count());

@@ -150,7 +150,7 @@ async fn try_redrive(
     id: &str,
     form: Result<Form<RedriveForm>, FormRejection>,
 ) -> Result<usize, WebError> {
-    let Form(form) = form.map_err(|e| WebError::BadRequest(e.body_text()))?;
+    let Form(form) = form.map_err(|e| WebError::rejected(e.status(), e.body_text()))?;
     security::check_csrf(state, &form.csrf)?;
     // Ids are line numbers; anything else names no dead letter.
     let id = id

@@ -143,7 +143,7 @@ pub(crate) async fn enqueue(
     let form = match form {
         Ok(Form(form)) => form,
         Err(rejection) => {
-            let error = WebError::BadRequest(rejection.body_text());
+            let error = WebError::rejected(rejection.status(), rejection.body_text());
             return render(&state, &EnqueueForm::default(), Some(&error)).await;
         }
     };

@@ -58,7 +58,8 @@ pub(crate) async fn login(
     let form = match form {
         Ok(Form(form)) => form,
         Err(rejection) => {
-            return layout::error_page(&state, &WebError::BadRequest(rejection.body_text()));
+            let error = WebError::rejected(rejection.status(), rejection.body_text());
+            return layout::error_page(&state, &error);
         }
     };
     let next = safe_next(&form.next);

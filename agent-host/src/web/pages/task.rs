@@ -125,7 +125,7 @@ async fn try_replay(
     task_id: TaskId,
     form: Result<Form<ReplayForm>, FormRejection>,
 ) -> Result<(StepId, bool), WebError> {
-    let Form(form) = form.map_err(|e| WebError::BadRequest(e.body_text()))?;
+    let Form(form) = form.map_err(|e| WebError::rejected(e.status(), e.body_text()))?;
     security::check_csrf(state, &form.csrf)?;
     let command = form.command(task_id)?;
     let continued = command.continue_downstream;

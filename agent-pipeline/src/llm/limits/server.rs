@@ -133,7 +133,11 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 fn seconds_to_duration(seconds: f64) -> Option<Duration> {
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    // `try_`: more seconds than a `Duration` holds (`1e20`, `99999999999999h`) are no
+    // duration rather than a panic.
+    (seconds.is_finite() && seconds >= 0.0)
+        .then(|| Duration::try_from_secs_f64(seconds).ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -159,7 +163,21 @@ mod tests {
             );
         }
         assert_eq!(parse_duration("250us"), Some(Duration::from_micros(250)));
-        for bad in ["", "s", "1x", "-1s", "1m-3s", "m5", "1.2.3s"] {
+        // More seconds than a `Duration` holds (a server's header, a setting) are no
+        // duration, not a panic.
+        for bad in [
+            "",
+            "s",
+            "1x",
+            "-1s",
+            "1m-3s",
+            "m5",
+            "1.2.3s",
+            "1e20",
+            "5130000000000000h",
+            "NaN",
+            "inf",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
     }
