@@ -137,8 +137,30 @@ impl TestBroker {
         true
     }
 
+    /// Whether this can stop and restart the broker: only a tansu process this started, never
+    /// an external broker (`REDPANDA_BROKERS`).
+    pub fn can_restart(&self) -> bool {
+        self.tansu.is_some()
+    }
+
+    /// Starts a broker stopped by [`Self::kill`] again, on the same port and storage, and
+    /// waits until it accepts connections. Returns `false` for an external broker; does
+    /// nothing (and returns `true`) when the broker runs.
+    ///
+    /// # Panics
+    /// When tansu does not start again.
+    pub fn restart(&mut self) -> bool {
+        let Some(tansu) = &mut self.tansu else {
+            return false;
+        };
+        if tansu.child.is_none() {
+            tansu.launch();
+        }
+        true
+    }
+
     /// Stops a broker this started (SIGKILL), to test what happens while it is away. A later
-    /// [`Self::restart_after`] brings it back.
+    /// [`Self::restart`] or [`Self::restart_after`] brings it back.
     pub fn kill(&mut self) -> bool {
         match &mut self.tansu {
             Some(tansu) => {

@@ -67,7 +67,11 @@ impl ReportLog {
         bytes.push(b'\n');
         let appender = self.appender.get_or_init(|| {
             let path = self.path.clone();
-            batch_thread::spawn_or_log("report-log", MAX_BATCH, move |lines| append(&path, lines))
+            // Whether the last append failed, possibly leaving part of a line behind.
+            let mut failed = false;
+            batch_thread::spawn_or_log("report-log", MAX_BATCH, move |lines| {
+                append(&path, lines, &mut failed);
+            })
         });
         batch_thread::ask(appender, "report log", |done| Line { bytes, done }).await
     }
@@ -110,13 +114,15 @@ impl ReportLog {
     }
 }
 
-/// Appends `lines` with one write and one sync, and answers each.
-fn append(path: &Path, lines: Vec<Line>) {
+/// Appends `lines` with one write and one sync, and answers each. `failed` says whether the
+/// previous append failed, and is updated.
+fn append(path: &Path, lines: Vec<Line>, failed: &mut bool) {
     let mut bytes = Vec::with_capacity(lines.iter().map(|l| l.bytes.len()).sum());
     for line in &lines {
         bytes.extend_from_slice(&line.bytes);
     }
-    let appended = append_bytes(path, &bytes);
+    let appended = append_bytes(path, &bytes, *failed);
+    *failed = appended.is_err();
     for line in lines {
         let _ = line.done.send(match &appended {
             Ok(()) => Ok(()),
@@ -129,10 +135,33 @@ fn append(path: &Path, lines: Vec<Line>) {
     }
 }
 
-fn append_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Appends `bytes` in one write. After a failed append (`after_failure`), a write cut short
+/// (the disk full) may have left part of a line at the end: the bytes then start on a line
+/// of their own, so that the fragment stays one unreadable line and does not swallow the
+/// first of them.
+fn append_bytes(path: &Path, bytes: &[u8], after_failure: bool) -> std::io::Result<()> {
     let mut file = open_current(path)?;
-    file.write_all(bytes)?;
+    if after_failure && !ends_with_newline(&file)? {
+        let mut separated = Vec::with_capacity(bytes.len() + 1);
+        separated.push(b'\n');
+        separated.extend_from_slice(bytes);
+        file.write_all(&separated)?;
+    } else {
+        file.write_all(bytes)?;
+    }
     file.sync_data()
+}
+
+/// Whether the file is empty or its last byte is a newline.
+fn ends_with_newline(file: &File) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8];
+    file.read_at(&mut last, len - 1)?;
+    Ok(last[0] == b'\n')
 }
 
 /// The file at `path` opened for appending, with a shared lock, and still the file at `path`
@@ -143,6 +172,7 @@ fn open_current(path: &Path) -> std::io::Result<File> {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(path)
     };
     loop {
