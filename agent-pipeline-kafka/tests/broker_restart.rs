@@ -9,12 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_pipeline::bus::FollowFrom;
-use agent_pipeline::llm::OfflineLlm;
-use agent_pipeline::store::{AttemptStatus, SqliteStateStore, StateStore, canonical_document};
+use agent_pipeline::store::{AttemptStatus, canonical_document};
 use agent_pipeline::wire::{ReportEvent, ReportStatus};
 use agent_pipeline::{Pipeline, TaskId};
-use agent_pipeline_kafka::KafkaBus;
-use agent_pipeline_kafka::testing::test_topics;
 use common::{TestResult, maybe_next};
 
 /// How many tasks the client submits in all.
@@ -48,20 +45,8 @@ async fn every_task_ends_done_once_across_a_broker_restart() -> TestResult {
     }
     let started = Instant::now();
     let dir = tempfile::tempdir()?;
-    let state: Arc<dyn StateStore> =
-        Arc::new(SqliteStateStore::open(dir.path().join("state.sqlite")).await?);
-    let bus = KafkaBus::connect(broker.settings(), state.clone()).await?;
-    let topics = test_topics();
-    bus.create_topics(&topics).await?;
-    let pipeline = Pipeline::builder()
-        .data_dir(dir.path())
-        .state_store(state.clone())
-        .bus(Arc::new(bus))
-        .topics(topics.clone())
-        .llm(Arc::new(OfflineLlm::new()))
-        .execute_code(false)
-        .build()
-        .await?;
+    let (pipeline, state, topics) =
+        common::pipeline_on(&broker, dir.path(), |b| b.execute_code(false)).await?;
     let running = pipeline.start().await?;
 
     // The client submits every task through a retry loop, as a client of a broker would:

@@ -2,16 +2,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_pipeline::bus::Bus;
-use agent_pipeline::llm::OfflineLlm;
-use agent_pipeline::store::{SqliteStateStore, StateStore};
 use agent_pipeline::wire::{DeadLetter, ReportStatus};
-use agent_pipeline::{Pipeline, Stage, StepId};
-use agent_pipeline_kafka::KafkaBus;
-use agent_pipeline_kafka::testing::{test_topics, topic_prefix};
+use agent_pipeline::{Stage, StepId};
+use agent_pipeline_kafka::testing::topic_prefix;
 use common::{TestResult, maybe_next, next};
 
 const HELLO: &str = "Write a tiny Python program that prints 'Hello Earthling'";
@@ -22,19 +18,7 @@ async fn a_task_runs_end_to_end_and_a_malformed_message_is_dead_lettered() -> Te
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
-    let state: Arc<dyn StateStore> =
-        Arc::new(SqliteStateStore::open(dir.path().join("state.sqlite")).await?);
-    let bus = KafkaBus::connect(broker.settings(), state.clone()).await?;
-    let topics = test_topics();
-    bus.create_topics(&topics).await?;
-    let pipeline = Pipeline::builder()
-        .data_dir(dir.path())
-        .state_store(state.clone())
-        .bus(Arc::new(bus))
-        .topics(topics.clone())
-        .llm(Arc::new(OfflineLlm::new()))
-        .build()
-        .await?;
+    let (pipeline, state, topics) = common::pipeline_on(&broker, dir.path(), |b| b).await?;
     let running = pipeline.start().await?;
 
     let task_id = pipeline.submit(HELLO).await?;

@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_pipeline::bus::{Delivery, Subscription};
-use agent_pipeline::store::{MemoryStateStore, StateStore};
-use agent_pipeline_kafka::testing::TestBroker;
+use agent_pipeline::bus::{Delivery, Subscription, Topics};
+use agent_pipeline::llm::OfflineLlm;
+use agent_pipeline::store::{MemoryStateStore, SqliteStateStore, StateStore};
+use agent_pipeline::{Pipeline, PipelineBuilder};
+use agent_pipeline_kafka::testing::{TestBroker, test_topics};
 use agent_pipeline_kafka::{KafkaBus, KafkaSettings};
 
 /// The error type of the tests.
@@ -32,6 +34,28 @@ pub(crate) async fn bus_with(
 /// A bus on `broker` with positions in a fresh in-memory state store.
 pub(crate) async fn bus(broker: &TestBroker) -> TestResult<KafkaBus> {
     bus_with(broker.settings(), Arc::new(MemoryStateStore::new())).await
+}
+
+/// A pipeline over a bus on `broker`, with its state in SQLite under `dir`, fresh test topics
+/// and the offline model; `configure` sets the rest. Gives the state store and the topics too.
+pub(crate) async fn pipeline_on(
+    broker: &TestBroker,
+    dir: &std::path::Path,
+    configure: impl FnOnce(PipelineBuilder) -> PipelineBuilder,
+) -> TestResult<(Pipeline, Arc<dyn StateStore>, Topics)> {
+    let state: Arc<dyn StateStore> =
+        Arc::new(SqliteStateStore::open(dir.join("state.sqlite")).await?);
+    let bus = KafkaBus::connect(broker.settings(), state.clone()).await?;
+    let topics = test_topics();
+    bus.create_topics(&topics).await?;
+    let builder = Pipeline::builder()
+        .data_dir(dir)
+        .state_store(state.clone())
+        .bus(Arc::new(bus))
+        .topics(topics.clone())
+        .llm(Arc::new(OfflineLlm::new()));
+    let pipeline = configure(builder).build().await?;
+    Ok((pipeline, state, topics))
 }
 
 /// The next delivery, or an error after [`ARRIVES_WITHIN`].
