@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::publishing::{publish_change, round_artifacts};
+use super::publishing::{Publication, publish, round_artifacts};
 use super::stage_effects::reviewed_commit;
 use super::{Deps, Handler};
 use crate::Result;
@@ -16,9 +16,7 @@ use crate::bus::Delivery;
 use crate::gates::{GateInput, GateVerdict};
 use crate::ids::{Stage, TaskId};
 use crate::llm::Spend;
-use crate::machine::{
-    Command, Context, LastAttempts, on_gates, on_publish_failed, on_step_result, random_jitter,
-};
+use crate::machine::{Command, Context, LastAttempts, on_gates, on_step_result, random_jitter};
 use crate::metrics::AppliedResult;
 use crate::store::{Artifact, AttemptRecord, OutboxMessage, TaskStatus};
 use crate::wire::{StepOutcome, StepResult, decode, encode};
@@ -193,19 +191,13 @@ impl Orchestrator {
                     tracing::debug!(task_id = %result.task_id, "code execution is off: nothing to publish");
                 }
                 Command::PublishChange => {
-                    match publish_change(deps, result.task_id, &round, now).await? {
-                        Ok((pr, watch)) => {
-                            reports.push(pr);
+                    let step = Some(result.step_id);
+                    match publish(deps, result.task_id, step, &round, context).await? {
+                        Publication::Published { pr, watch } => {
+                            reports.push(*pr);
                             ci_watch = Some(watch);
                         }
-                        Err(error) => {
-                            tracing::warn!(task_id = %result.task_id, %error, "publishing failed");
-                            let failed = on_publish_failed(
-                                result.task_id,
-                                Some(result.step_id),
-                                &error,
-                                context,
-                            );
+                        Publication::Failed(failed) => {
                             task_status = failed.task_status;
                             queue = VecDeque::from(failed.commands);
                         }

@@ -8,14 +8,12 @@ use async_trait::async_trait;
 use chrono::Utc;
 use tracing::Instrument;
 
-use super::publishing::{publish_change, round_artifacts};
+use super::publishing::{Publication, publish, round_artifacts};
 use super::{Deps, Handler};
 use crate::budget::TaskBudget;
 use crate::bus::Delivery;
 use crate::ids::{Attempt, Stage, StepId};
-use crate::machine::{
-    Command, Context, LastAttempts, first_request, on_control, on_publish_failed, replay_request,
-};
+use crate::machine::{Command, Context, LastAttempts, first_request, on_control, replay_request};
 use crate::store::{ArtifactStore, NewTaskOutcome, StateStore, TaskFile, TaskStatus};
 use crate::wire::{
     ControlAction, NewTask, ReplayStep, ReportEvent, ReportStatus, StepRequest, TaskCommand,
@@ -231,19 +229,13 @@ impl Planner {
                 Command::PublishChange if !deps.execution.execute_code => {}
                 Command::PublishChange => {
                     let round = round_artifacts(deps, control.task_id).await?;
-                    match publish_change(deps, control.task_id, &round, now).await? {
-                        Ok((pr, watch)) => {
-                            reports.push(pr);
+                    let step = task.current_step;
+                    match publish(deps, control.task_id, step, &round, context).await? {
+                        Publication::Published { pr, watch } => {
+                            reports.push(*pr);
                             ci_watch = Some(watch);
                         }
-                        Err(error) => {
-                            tracing::warn!(task_id = %control.task_id, %error, "publishing failed");
-                            let failed = on_publish_failed(
-                                control.task_id,
-                                task.current_step,
-                                &error,
-                                context,
-                            );
+                        Publication::Failed(failed) => {
                             status = failed.task_status;
                             commands = failed.commands.into();
                         }

@@ -9,6 +9,7 @@ use super::stage_effects::tested_commit;
 use crate::Result;
 use crate::execution::CommitId;
 use crate::ids::{Stage, StepId, TaskId};
+use crate::machine::{Context, Transition, on_publish_failed};
 use crate::output::{Design, Implementation, Review, TestReport};
 use crate::publish::Change;
 use crate::store::Artifact;
@@ -26,9 +27,45 @@ pub(crate) async fn round_artifacts(deps: &Deps, task_id: TaskId) -> Result<Vec<
     Ok(artifacts)
 }
 
+/// What came of publishing a task's change.
+pub(crate) enum Publication {
+    /// Published: the `pr` report and the ci-monitor's message.
+    Published {
+        /// The `pr` report.
+        pr: Box<ReportEvent>,
+        /// The ci-monitor's `ci_watch`.
+        watch: CiWatch,
+    },
+    /// Not published: what that leads to (the task ends `error` with the reason).
+    Failed(Transition),
+}
+
+/// Publishes the change of the round's `artifacts` (the task's current step is `step`), at the
+/// time of `context`.
+pub(crate) async fn publish(
+    deps: &Deps,
+    task_id: TaskId,
+    step: Option<StepId>,
+    artifacts: &[Artifact],
+    context: Context<'_>,
+) -> Result<Publication> {
+    Ok(
+        match publish_change(deps, task_id, artifacts, context.now).await? {
+            Ok((pr, watch)) => Publication::Published {
+                pr: Box::new(pr),
+                watch,
+            },
+            Err(error) => {
+                tracing::warn!(%task_id, %error, "publishing failed");
+                Publication::Failed(on_publish_failed(task_id, step, &error, context))
+            }
+        },
+    )
+}
+
 /// Publishes the tested commit; gives the `pr` report and the `ci_watch` message, or why
 /// it could not be published.
-pub(crate) async fn publish_change(
+async fn publish_change(
     deps: &Deps,
     task_id: TaskId,
     artifacts: &[Artifact],
