@@ -35,6 +35,8 @@
 //! | `AGENT_SANDBOX` | `bubblewrap`; `none` runs generated code without isolation (explicit opt-in) |
 //! | `SANDBOX_TIMEOUT_SECS` | `120`: wall-clock limit of one test or check run |
 //! | `SANDBOX_MEMORY_MB` | `1024`: address-space limit of each process of a run |
+//! | `SANDBOX_MAX_PROCESSES` | `512`: processes and threads of a run at once; `none` runs without that limit (needed where the sandbox can neither make a pids cgroup nor run as a user other than root) |
+//! | `SANDBOX_DISK_MB` | `4096`: what a run may add to its workspace before it is killed; `none`: no limit |
 //! | `EXECUTE_CODE` | `true`; `false` records the models' answers only: nothing is written to a workspace, run, gated or published |
 //! | `WORKER_CONCURRENCY` | `4`: steps one worker process runs at once (keep it at or above `LLM_MAX_CONCURRENCY`) |
 //! | `SERVICE_CONCURRENCY` | `64` on the in-memory bus, `1024` on Kafka: messages the planner, orchestrator and mirror each handle at once |
@@ -109,6 +111,10 @@ const SANDBOX: &str = "AGENT_SANDBOX";
 const SANDBOX_TIMEOUT: &str = "SANDBOX_TIMEOUT_SECS";
 /// `SANDBOX_MEMORY_MB`.
 const SANDBOX_MEMORY: &str = "SANDBOX_MEMORY_MB";
+/// `SANDBOX_MAX_PROCESSES`.
+const SANDBOX_MAX_PROCESSES: &str = "SANDBOX_MAX_PROCESSES";
+/// `SANDBOX_DISK_MB`.
+const SANDBOX_DISK: &str = "SANDBOX_DISK_MB";
 /// `EXECUTE_CODE`.
 const EXECUTE_CODE: &str = "EXECUTE_CODE";
 /// `WORKER_CONCURRENCY`.
@@ -205,6 +211,8 @@ pub(crate) fn known_keys() -> Vec<&'static str> {
         SANDBOX,
         SANDBOX_TIMEOUT,
         SANDBOX_MEMORY,
+        SANDBOX_MAX_PROCESSES,
+        SANDBOX_DISK,
         EXECUTE_CODE,
         WORKER_CONCURRENCY,
         SERVICE_CONCURRENCY,
@@ -317,6 +325,13 @@ impl ConfigFile {
     fn get(&self, key: &str) -> Option<&str> {
         self.values.get(key).map(String::as_str)
     }
+}
+
+/// A limit of the sandbox as configured: unset, `none` or a number.
+enum Limit {
+    Default,
+    None,
+    Set(u64),
 }
 
 /// Which sandbox runs generated code (`AGENT_SANDBOX`).
@@ -514,6 +529,16 @@ impl Config {
                     }),
             }
         };
+        // A whole number of at least 1, or `none`.
+        let limit_or_none = |key: &str| -> Result<Limit> {
+            match lookup(key).as_deref().map(str::trim) {
+                Some("none") => Ok(Limit::None),
+                Some(_) => whole_number(key, 0)
+                    .map(Limit::Set)
+                    .with_context(|| format!("{key} may also be \"none\" (no limit)")),
+                None => Ok(Limit::Default),
+            }
+        };
         let sandbox = match lookup(SANDBOX).as_deref().map(str::trim) {
             None | Some("bubblewrap") | Some("bwrap") => SandboxChoice::Bubblewrap,
             Some("none") => SandboxChoice::None,
@@ -527,6 +552,16 @@ impl Config {
             )?),
             memory_bytes: whole_number(SANDBOX_MEMORY, defaults.memory_bytes / (1024 * 1024))?
                 .saturating_mul(1024 * 1024),
+            max_processes: match limit_or_none(SANDBOX_MAX_PROCESSES)? {
+                Limit::Default => defaults.max_processes,
+                Limit::None => None,
+                Limit::Set(max) => Some(u32::try_from(max).unwrap_or(u32::MAX)),
+            },
+            disk_bytes: match limit_or_none(SANDBOX_DISK)? {
+                Limit::Default => defaults.disk_bytes,
+                Limit::None => None,
+                Limit::Set(megabytes) => Some(megabytes.saturating_mul(1024 * 1024)),
+            },
             ..defaults
         };
         let github = GitHubSettings::from_lookup(lookup)
@@ -1094,6 +1129,8 @@ mod tests {
                 ("AGENT_SANDBOX", "none"),
                 ("SANDBOX_TIMEOUT_SECS", "5"),
                 ("SANDBOX_MEMORY_MB", "256"),
+                ("SANDBOX_MAX_PROCESSES", "none"),
+                ("SANDBOX_DISK_MB", "100"),
                 ("GATE_ROUNDS", "1"),
                 ("CI_CHECK_COMMAND", "make check"),
                 ("EXECUTE_CODE", " False "),
@@ -1107,6 +1144,10 @@ mod tests {
         assert_eq!(set.sandbox, SandboxChoice::None);
         assert_eq!(set.limits.timeout, std::time::Duration::from_secs(5));
         assert_eq!(set.limits.memory_bytes, 256 * 1024 * 1024);
+        assert_eq!(set.limits.max_processes, None);
+        assert_eq!(set.limits.disk_bytes, Some(100 * 1024 * 1024));
+        assert_eq!(defaults.limits.max_processes, Some(512));
+        assert_eq!(defaults.limits.disk_bytes, Some(4096 * 1024 * 1024));
         assert_eq!(set.gate_rounds, 1);
         assert_eq!(set.ci_check_command.as_deref(), Some("make check"));
         assert!(!set.execute_code);
@@ -1118,6 +1159,8 @@ mod tests {
             ("SERVICE_CONCURRENCY", "lots"),
             ("AGENT_SANDBOX", "docker"),
             ("SANDBOX_TIMEOUT_SECS", "0"),
+            ("SANDBOX_MAX_PROCESSES", "0"),
+            ("SANDBOX_DISK_MB", "lots"),
             ("GATE_ROUNDS", "many"),
             ("GITHUB_REPOSITORY", "no-slash"),
         ] {

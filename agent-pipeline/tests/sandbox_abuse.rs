@@ -1,5 +1,6 @@
-//! Hostile test commands against the real bubblewrap sandbox: filling the disk and opening
-//! sockets end in a failed run with a clear message, within the time limit, with nothing
+//! Hostile test commands against the real bubblewrap sandbox: filling the disk (up to the
+//! filesystem's end or past the run's disk limit) and opening sockets end in a failed run
+//! with a clear message, within the time limit, with nothing
 //! written outside the workdir and nothing left running.
 //!
 //! Tests that need bubblewrap (or mounting a tmpfs, which needs root) print SKIPPED and pass
@@ -189,6 +190,48 @@ async fn filling_the_workspace_ends_in_a_failed_run_at_enospc() {
     // The host side is unaffected: the test process still writes to its own disk.
     let probe = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(probe.path(), b"still fine").unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_writing_past_its_disk_limit_is_killed_before_the_disk_is_full() {
+    let test = "a_run_writing_past_its_disk_limit_is_killed_before_the_disk_is_full";
+    if !bwrap_present(test) {
+        return;
+    }
+    let Some(tmpfs) = Tmpfs::mount(test, "512m") else {
+        return;
+    };
+    let limit: u64 = 32 * 1024 * 1024;
+    std::fs::write(tmpfs.path().join("fill_workspace.py"), FILL).unwrap_or_else(|e| panic!("{e}"));
+    let mut run = request(tmpfs.path(), "python3 fill_workspace.py /workspace");
+    run.limits.disk_bytes = Some(limit);
+    let output = bwrap(&run).await;
+
+    assert_eq!(output.exit_code, None, "{}", output.output);
+    let note = format!("more than its limit of {limit}, killed]");
+    assert!(output.output.contains(&note), "{}", output.output);
+    assert!(
+        !output.output.contains("No space left on device")
+            && !output.output.contains("never filled"),
+        "{}",
+        output.output
+    );
+    let written: u64 = std::fs::read_dir(tmpfs.path())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|metadata| metadata.len())
+        .sum();
+    eprintln!("written before the kill: {} MiB", written / (1024 * 1024));
+    assert!(written > limit, "killed at {written} bytes");
+    assert!(
+        written < 256 * 1024 * 1024,
+        "{written} bytes written against a limit of {limit}"
+    );
+    assert!(
+        !leftover("fill_workspace.py"),
+        "a process of the run is still alive"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,6 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
-use tokio::process::Command;
 
 use super::process::{self, SHELL};
 use super::{RunOutput, Sandbox, SandboxError, SandboxRun};
@@ -140,17 +139,39 @@ impl Sandbox for Bubblewrap {
         };
         let workdir = tokio::fs::canonicalize(&run.workdir).await?;
         let read_only = read_only_entries(&workdir, &run.read_only)?;
+        let (cgroup, rlimit_nproc) = match process::run_cgroup(&run.limits) {
+            Ok(cgroup) => (cgroup, false),
+            Err(why) if rlimit_nproc_binds() => {
+                tracing::debug!(
+                    sandbox = self.name(),
+                    %why,
+                    "no cgroup for the run: RLIMIT_NPROC in its user namespace limits its processes"
+                );
+                (None, true)
+            }
+            Err(why) => {
+                tracing::error!(sandbox = self.name(), %why, "the process limit cannot be kept");
+                return Err(SandboxError::Unavailable(format!(
+                    "the sandbox cannot limit the number of processes of a run ({why}), and \
+                     RLIMIT_NPROC does not bind a host run as root; give the host a pids \
+                     cgroup it can create children in, run it as another user, or run \
+                     without the limit (SandboxLimits::max_processes = None; the host's \
+                     SANDBOX_MAX_PROCESSES=none)"
+                )));
+            }
+        };
 
-        let mut command = Command::new(&program);
-        command
-            .args(arguments(&workdir, &read_only))
-            .args(process::wrapper_args(&run.limits, &run.command))
-            // The environment of the sandbox is the one of `bwrap` itself, cleared here
-            // rather than by `--clearenv` + `--setenv`, which would put the values of
-            // `run.env` on `bwrap`'s command line, readable by every user of the host.
-            .env_clear()
-            .envs(process::base_env("/tmp"))
-            .envs(run.env.iter().map(|(key, value)| (key, value)));
+        let mut args = arguments(&workdir, &read_only);
+        args.extend(process::wrapper_args(
+            &run.limits,
+            &run.command,
+            rlimit_nproc,
+        ));
+        // The environment of the sandbox is the one of `bwrap` itself, cleared rather than
+        // set by `--clearenv` + `--setenv`, which would put the values of `run.env` on
+        // `bwrap`'s command line, readable by every user of the host.
+        let mut env = process::base_env("/tmp");
+        env.extend(run.env.iter().cloned());
 
         tracing::info!(
             sandbox = self.name(),
@@ -161,10 +182,19 @@ impl Sandbox for Bubblewrap {
             read_only = ?read_only,
             timeout_ms = u64::try_from(run.limits.timeout.as_millis()).unwrap_or(u64::MAX),
             memory_bytes = run.limits.memory_bytes,
+            max_processes = ?run.limits.max_processes,
+            process_limit = if cgroup.is_some() { "cgroup" } else if rlimit_nproc { "rlimit" } else { "none" },
+            disk_bytes = ?run.limits.disk_bytes,
             "running in bubblewrap"
         );
 
-        let finished = match process::execute(self.name(), command, run).await {
+        let invocation = process::Invocation {
+            program,
+            args,
+            env,
+            workdir,
+        };
+        let finished = match process::execute(self.name(), invocation, run, cgroup).await {
             Ok(finished) => finished,
             Err(SandboxError::Io(error)) if error.kind() == io::ErrorKind::NotFound => {
                 return Err(SandboxError::Unavailable(self.unavailable_message()));
@@ -186,6 +216,13 @@ impl Sandbox for Bubblewrap {
         }
         Ok(finished.output)
     }
+}
+
+/// Whether `RLIMIT_NPROC` set inside the run's user namespace binds its processes: when the
+/// host does not run as root (root's processes are exempt from it, whatever namespace they
+/// are in) and [`process::PRLIMIT`] is there to set it.
+fn rlimit_nproc_binds() -> bool {
+    !rustix::process::getuid().is_root() && is_executable(Path::new(process::PRLIMIT))
 }
 
 /// Whether `path` is a file with an execute bit.

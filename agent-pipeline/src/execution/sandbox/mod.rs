@@ -9,6 +9,19 @@
 //! - memory: `RLIMIT_AS` (soft and hard) of [`SandboxLimits::memory_bytes`], set by a shell
 //!   wrapper around the command, so an allocation past it fails (Python raises
 //!   `MemoryError`); files written are capped at 1 GiB each (`RLIMIT_FSIZE`);
+//! - processes: at most [`SandboxLimits::max_processes`] processes and threads at once, so a
+//!   fork bomb is refused its forks. The run gets a pids cgroup of its own (cgroup v1, or v2
+//!   where `pids` is delegated to the host's cgroup), which binds root too; where none can
+//!   be made, bubblewrap run by a user other than root sets `RLIMIT_NPROC` inside the run's
+//!   user namespace (with `prlimit`), which counts only the run's processes. When neither
+//!   works, [`Bubblewrap`] refuses to run ([`SandboxError::Unavailable`], saying how to
+//!   allow it) and [`Unsandboxed`] warns. A limit that refused forks adds a last line
+//!   `[process limit of N reached: M forks refused]`; every process left in the cgroup is
+//!   killed when the run ends;
+//! - disk: a run that adds more than [`SandboxLimits::disk_bytes`] to its workdir is killed
+//!   (no exit code, a last line `[wrote N bytes to the workspace, more than its limit of M,
+//!   killed]`), checked ten times a second, so it may write about what the disk takes in a
+//!   tenth of a second past the limit;
 //! - time: after [`SandboxLimits::timeout`] the whole process group is killed
 //!   ([`RunOutput::timed_out`], no exit code, the output so far is kept, with a last line
 //!   `[timed out after N ms, killed]`); anything the command left running in the background
@@ -29,6 +42,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 mod bubblewrap;
+mod cgroup;
+mod disk_guard;
 mod process;
 mod unsandboxed;
 
@@ -44,6 +59,10 @@ pub struct SandboxLimits {
     pub memory_bytes: u64,
     /// How much of the combined stdout and stderr is kept, in bytes.
     pub output_bytes: usize,
+    /// Most processes and threads of the run at once; `None` runs without that limit.
+    pub max_processes: Option<u32>,
+    /// Most bytes the run may add to its workdir; `None` runs without that limit.
+    pub disk_bytes: Option<u64>,
 }
 
 impl Default for SandboxLimits {
@@ -52,6 +71,8 @@ impl Default for SandboxLimits {
             timeout: Duration::from_secs(120),
             memory_bytes: 1024 * 1024 * 1024,
             output_bytes: 64 * 1024,
+            max_processes: Some(512),
+            disk_bytes: Some(4 * 1024 * 1024 * 1024),
         }
     }
 }

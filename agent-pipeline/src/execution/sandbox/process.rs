@@ -8,10 +8,15 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use std::path::PathBuf;
+
+use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{ChildStderr, ChildStdout, Command};
 use tokio::time::Instant;
 
+use super::cgroup::RunCgroup;
+use super::disk_guard::DiskGuard;
 use super::{RunOutput, SandboxError, SandboxLimits, SandboxRun};
 
 /// The shell that runs the wrapper and the command, inside and outside a sandbox.
@@ -35,6 +40,20 @@ const LINGER_GRACE: Duration = Duration::from_secs(1);
 /// How long to wait for the process and its pipes after a kill.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
+/// How often a run's writes are checked against [`SandboxLimits::disk_bytes`].
+const DISK_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// The script that moves itself into the run's cgroup (its `cgroup.procs` is `$0`), then
+/// becomes the program (`"$@"`), so that every process of the run is born inside.
+const JOIN_CGROUP: &str = concat!(
+    "echo $$ > \"$0\" || { echo \"agent-pipeline: could not join the run's cgroup $0\" >&2; exit 125; }; ",
+    "exec \"$@\""
+);
+
+/// What [`JOIN_CGROUP`] says, and its exit code, when it cannot join the cgroup.
+const JOIN_FAILED: &str = "agent-pipeline: could not join the run's cgroup";
+const JOIN_FAILED_EXIT: i32 = 125;
+
 /// How much of what reached the real stderr (only the sandbox itself and the wrapper write
 /// there: the command's stderr is merged into stdout) is kept apart to explain setup failures.
 const DIRECT_STDERR_KEPT: usize = 4096;
@@ -52,12 +71,21 @@ pub(super) fn base_env(home: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// `prlimit` (util-linux), which sets `RLIMIT_NPROC` (dash has no `ulimit -u`).
+pub(super) const PRLIMIT: &str = "/usr/bin/prlimit";
+
 /// The arguments of [`SHELL`] that set the limits of `limits`, merge stderr into stdout and
 /// then run `command` by `/bin/sh -c`.
 ///
 /// `ulimit -v` and `ulimit -f` without `-S`/`-H` set both the soft and the hard limit, so the
-/// command cannot raise them again. `RLIMIT_NPROC` is not set: dash has no `ulimit -u`.
-pub(super) fn wrapper_args(limits: &SandboxLimits, command: &str) -> Vec<OsString> {
+/// command cannot raise them again. With `rlimit_nproc`, [`SandboxLimits::max_processes`] is
+/// also set as `RLIMIT_NPROC` (soft and hard) by [`PRLIMIT`]: that is only meant inside a
+/// user namespace of the run's own, where it counts the run's processes alone.
+pub(super) fn wrapper_args(
+    limits: &SandboxLimits,
+    command: &str,
+    rlimit_nproc: bool,
+) -> Vec<OsString> {
     let memory = if limits.memory_bytes >= UNLIMITED_MEMORY_FROM {
         "unlimited".to_owned()
     } else {
@@ -65,12 +93,23 @@ pub(super) fn wrapper_args(limits: &SandboxLimits, command: &str) -> Vec<OsStrin
     };
     // `ulimit -f` counts 512-byte blocks in dash and in bash as `sh`.
     let file_blocks = MAX_FILE_BYTES / 512;
-    let script =
-        format!("ulimit -v {memory}; ulimit -f {file_blocks}; exec 2>&1; exec {SHELL} -c \"$1\"");
+    let nproc = match limits.max_processes {
+        Some(max) if rlimit_nproc => format!("{PRLIMIT} --nproc={max} -- "),
+        _ => String::new(),
+    };
+    let script = format!(
+        "ulimit -v {memory}; ulimit -f {file_blocks}; exec 2>&1; exec {nproc}{SHELL} -c \"$1\""
+    );
     ["-c", &script, "sandbox", command]
         .into_iter()
         .map(OsString::from)
         .collect()
+}
+
+/// The cgroup that keeps the run under [`SandboxLimits::max_processes`] (`None` when there
+/// is no such limit), or why none can be made.
+pub(super) fn run_cgroup(limits: &SandboxLimits) -> Result<Option<RunCgroup>, String> {
+    limits.max_processes.map(RunCgroup::create).transpose()
 }
 
 /// A finished run, and what reached the real stderr (see [`DIRECT_STDERR_KEPT`]).
@@ -82,18 +121,65 @@ pub(super) struct Finished {
     pub(super) direct_stderr: String,
 }
 
-/// Spawns `command` (already holding its program, arguments, environment and directory) in
-/// a process group of its own and follows it to the end under `run.limits`.
+/// The program that runs a command, before the limits of the run are applied to it.
+#[derive(Debug)]
+pub(super) struct Invocation {
+    /// The program (the sandbox, or [`SHELL`]).
+    pub(super) program: PathBuf,
+    /// Its arguments.
+    pub(super) args: Vec<OsString>,
+    /// Its whole environment.
+    pub(super) env: Vec<(String, String)>,
+    /// The run's canonical workdir, also the program's current directory.
+    pub(super) workdir: PathBuf,
+}
+
+/// How a run ended, before its output is read to the end.
+enum Ending {
+    Exited(ExitStatus),
+    TimedOut,
+    /// Killed for adding this many bytes to its workdir.
+    OverDisk(u64),
+}
+
+/// Spawns `invocation` in a process group of its own (inside `cgroup` when there is one)
+/// and follows it to the end under `run.limits`.
 ///
-/// On timeout the whole process group is killed; after a normal exit it is killed too, so
-/// nothing the command left in the background survives the run.
+/// On timeout or a disk overrun the whole process group, and whatever is in the cgroup, is
+/// killed; after a normal exit it is killed too, so nothing the command left in the
+/// background survives the run.
 pub(super) async fn execute(
     sandbox: &str,
-    mut command: Command,
+    invocation: Invocation,
     run: &SandboxRun,
+    cgroup: Option<RunCgroup>,
 ) -> Result<Finished, SandboxError> {
     let limits = run.limits;
+    let mut disk = match limits.disk_bytes {
+        Some(limit) => {
+            let workdir = invocation.workdir.clone();
+            let started =
+                tokio::task::spawn_blocking(move || DiskGuard::start(&workdir, limit)).await;
+            Some(started.map_err(|e| SandboxError::Io(std::io::Error::other(e)))??)
+        }
+        None => None,
+    };
+    let mut command = match &cgroup {
+        Some(cgroup) => {
+            let mut command = Command::new(SHELL);
+            command
+                .args(["-c", JOIN_CGROUP])
+                .arg(cgroup.procs_file())
+                .arg(&invocation.program);
+            command
+        }
+        None => Command::new(&invocation.program),
+    };
     command
+        .args(&invocation.args)
+        .current_dir(&invocation.workdir)
+        .env_clear()
+        .envs(invocation.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -105,40 +191,60 @@ pub(super) async fn execute(
     let mut child = command.spawn()?;
     let pgid = child.id();
     tracing::debug!(sandbox, pid = ?pgid, "sandboxed process started");
+    let kill_all = || kill_group(pgid, cgroup.as_ref());
 
     let mut capture = Capture::new(limits.output_bytes);
     let mut direct_stderr = Vec::new();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
 
-    let (status, timed_out) = {
+    let (status, ending) = {
         let reader = pump(stdout, stderr, &mut capture, &mut direct_stderr);
         tokio::pin!(reader);
         let mut reader_done = false;
+        let mut disk_check = tokio::time::interval(DISK_CHECK_EVERY);
+        disk_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
         let waited = tokio::time::timeout_at(deadline, async {
             loop {
                 tokio::select! {
-                    status = child.wait() => return status,
+                    status = child.wait() => return status.map(Ending::Exited),
                     () = &mut reader, if !reader_done => reader_done = true,
+                    _ = disk_check.tick(), if disk.is_some() => {
+                        if let Some(written) = overrun(&mut disk).await {
+                            return Ok(Ending::OverDisk(written));
+                        }
+                    }
                 }
             }
         })
         .await;
 
-        let (status, timed_out) = match waited {
-            Ok(status) => (Some(status?), false),
-            Err(_elapsed) => {
-                tracing::warn!(
-                    sandbox,
-                    timeout_ms = duration_ms(limits.timeout),
-                    "run timed out, killing its process group"
-                );
-                kill_group(pgid).await;
+        let ending = match waited {
+            Ok(ending) => ending?,
+            Err(_elapsed) => Ending::TimedOut,
+        };
+        let status = match ending {
+            Ending::Exited(status) => Some(status),
+            Ending::TimedOut | Ending::OverDisk(_) => {
+                if let Ending::OverDisk(written) = ending {
+                    tracing::warn!(
+                        sandbox,
+                        written,
+                        "run wrote past its disk limit, killing it"
+                    );
+                } else {
+                    tracing::warn!(
+                        sandbox,
+                        timeout_ms = duration_ms(limits.timeout),
+                        "run timed out, killing its process group"
+                    );
+                }
+                kill_all();
                 if let Err(error) = child.start_kill() {
                     tracing::debug!(sandbox, %error, "could not kill the top process");
                 }
-                let status = match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+                match tokio::time::timeout(KILL_GRACE, child.wait()).await {
                     Ok(Ok(status)) => Some(status),
                     Ok(Err(error)) => {
                         tracing::warn!(sandbox, %error, "could not reap the killed process");
@@ -148,17 +254,20 @@ pub(super) async fn execute(
                         tracing::warn!(sandbox, "the killed process did not exit");
                         None
                     }
-                };
-                (status, true)
+                }
             }
         };
 
-        let mut group_killed = timed_out;
+        let mut group_killed = !matches!(ending, Ending::Exited(_));
         if !reader_done {
-            let grace = if timed_out { KILL_GRACE } else { LINGER_GRACE };
+            let grace = if group_killed {
+                KILL_GRACE
+            } else {
+                LINGER_GRACE
+            };
             if tokio::time::timeout(grace, &mut reader).await.is_err() {
                 tracing::debug!(sandbox, "output still open after the process exited");
-                kill_group(pgid).await;
+                kill_all();
                 group_killed = true;
                 if tokio::time::timeout(KILL_GRACE, &mut reader).await.is_err() {
                     tracing::warn!(sandbox, "output still open after the kill, no longer read");
@@ -167,31 +276,56 @@ pub(super) async fn execute(
         }
         if !group_killed {
             // A background process that no longer holds the output may still run.
-            kill_group(pgid).await;
+            kill_all();
         }
-        (status, timed_out)
+        (status, ending)
     };
     let duration = start.elapsed();
 
     let (mut output, output_omitted_bytes) = capture.finish();
-    let exit_code = if timed_out {
-        append_note(
-            &mut output,
-            &format!(
+    let exit_code = match ending {
+        Ending::Exited(_) => status.and_then(|status| exit_code(status, &mut output)),
+        Ending::TimedOut => {
+            let note = format!(
                 "[timed out after {} ms, killed]",
                 duration_ms(limits.timeout)
-            ),
-        );
-        None
-    } else {
-        status.and_then(|status| exit_code(status, &mut output))
+            );
+            append_note(&mut output, &note);
+            None
+        }
+        Ending::OverDisk(written) => {
+            let limit = limits.disk_bytes.unwrap_or_default();
+            let note = format!(
+                "[wrote {written} bytes to the workspace, more than its limit of {limit}, killed]"
+            );
+            append_note(&mut output, &note);
+            None
+        }
     };
+    if let Some(cgroup) = cgroup {
+        let refused = cgroup.refused_forks();
+        if refused > 0 {
+            let note = format!(
+                "[process limit of {} reached: {refused} forks refused]",
+                cgroup.max_processes()
+            );
+            append_note(&mut output, &note);
+        }
+        cgroup.dispose().await;
+    }
+    let direct_stderr = String::from_utf8_lossy(&direct_stderr).into_owned();
+    if exit_code == Some(JOIN_FAILED_EXIT) && direct_stderr.contains(JOIN_FAILED) {
+        return Err(SandboxError::Unavailable(format!(
+            "the run could not enter its cgroup: {}",
+            direct_stderr.trim()
+        )));
+    }
 
     let output = RunOutput {
         sandbox: sandbox.to_owned(),
         command: run.command.clone(),
         exit_code,
-        timed_out,
+        timed_out: matches!(ending, Ending::TimedOut),
         duration_ms: duration_ms(duration),
         output,
         output_omitted_bytes,
@@ -199,7 +333,7 @@ pub(super) async fn execute(
     tracing::info!(
         sandbox,
         exit_code = ?output.exit_code,
-        timed_out,
+        timed_out = output.timed_out,
         duration_ms = output.duration_ms,
         output_bytes = output.output.len(),
         output_omitted_bytes,
@@ -207,8 +341,34 @@ pub(super) async fn execute(
     );
     Ok(Finished {
         output,
-        direct_stderr: String::from_utf8_lossy(&direct_stderr).into_owned(),
+        direct_stderr,
     })
+}
+
+/// Whether the run behind `disk` wrote past its limit: the bytes it wrote, if so. `disk`
+/// is lent to a blocking thread for the check (it may walk the workdir) and is `None` from
+/// the first check that fails on (the limit is then no longer followed).
+async fn overrun(disk: &mut Option<DiskGuard>) -> Option<u64> {
+    let mut guard = disk.take()?;
+    let checked = tokio::task::spawn_blocking(move || {
+        let overrun = guard.overrun();
+        (guard, overrun)
+    })
+    .await;
+    match checked {
+        Ok((guard, Ok(overrun))) => {
+            *disk = Some(guard);
+            overrun
+        }
+        Ok((guard, Err(error))) => {
+            tracing::warn!(%error, limit = guard.limit(), "cannot measure the run's writes any more");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the check of the run's writes did not finish");
+            None
+        }
+    }
 }
 
 /// The exit code of `status`, or `None` with a note in `output` when a signal ended it.
@@ -236,26 +396,24 @@ fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Kills process group `pgid` with `SIGKILL` through the shell's `kill` (the `kill(2)`
-/// call itself would need `unsafe`).
-async fn kill_group(pgid: Option<u32>) {
-    let Some(pgid) = pgid else {
+/// Kills process group `pgid` and whatever is in `cgroup` with `SIGKILL`.
+fn kill_group(pgid: Option<u32>, cgroup: Option<&RunCgroup>) {
+    if let Some(cgroup) = cgroup {
+        cgroup.kill_all();
+    }
+    let Some(pgid) = pgid
+        .and_then(|pgid| i32::try_from(pgid).ok())
+        .and_then(Pid::from_raw)
+    else {
         return;
     };
-    let result = Command::new(SHELL)
-        .args(["-c", "kill -s KILL -- \"-$1\" 2>/dev/null", "sandbox-kill"])
-        .arg(pgid.to_string())
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
-    match result {
-        // `kill` fails when the group is already gone, which is the usual case after an exit.
-        Ok(status) => tracing::debug!(pgid, killed = status.success(), "process group kill"),
-        Err(error) => tracing::warn!(pgid, %error, "could not run kill for the process group"),
-    }
+    // It fails when the group is already gone, which is the usual case after an exit.
+    let killed = kill_process_group(pgid, Signal::KILL).is_ok();
+    tracing::debug!(
+        pgid = pgid.as_raw_nonzero().get(),
+        killed,
+        "process group kill"
+    );
 }
 
 /// Reads stdout and stderr until both are closed, into `capture`; the first bytes of
@@ -414,10 +572,18 @@ mod tests {
             memory_bytes: 256 * 1024 * 1024,
             ..SandboxLimits::default()
         };
-        let args = wrapper_args(&limits, "echo 'a b' \"$HOME\"");
+        let args = wrapper_args(&limits, "echo 'a b' \"$HOME\"", false);
         assert_eq!(args.len(), 4);
         let script = args[1].to_string_lossy();
         assert!(script.starts_with("ulimit -v 262144; ulimit -f 2097152; exec 2>&1;"));
+        assert!(script.ends_with("; exec /bin/sh -c \"$1\""), "{script}");
         assert_eq!(args[3], "echo 'a b' \"$HOME\"");
+
+        let args = wrapper_args(&limits, "true", true);
+        let script = args[1].to_string_lossy();
+        assert!(
+            script.ends_with("; exec /usr/bin/prlimit --nproc=512 -- /bin/sh -c \"$1\""),
+            "{script}"
+        );
     }
 }
