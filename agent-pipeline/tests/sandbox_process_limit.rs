@@ -3,16 +3,21 @@
 //! control and ends normally, says how many forks were refused, and leaves neither a
 //! process nor its cgroup behind.
 //!
-//! It is alone in its test binary, so the cgroups named after this process are its own.
-//! It prints SKIPPED and passes when bubblewrap is missing, except under `CI=true`, where
-//! that is a failure.
+//! As root, where no pids cgroup can be made, the sandbox refuses to run rather than run
+//! without the limit, unless the limit is switched off.
+//!
+//! The fork bomb is the only run of its test binary, so the cgroups named after this process
+//! are its own. The tests print SKIPPED and pass when bubblewrap is missing (or, for the
+//! second, when they do not run as root), except under `CI=true`, where that is a failure.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use agent_pipeline::execution::sandbox::{Bubblewrap, Sandbox, SandboxLimits, SandboxRun};
+use agent_pipeline::execution::sandbox::{
+    Bubblewrap, Sandbox, SandboxError, SandboxLimits, SandboxRun,
+};
 
 /// The process limit of the run.
 const LIMIT: u32 = 64;
@@ -60,28 +65,48 @@ fn own_cgroups(dir: &Path, depth: usize, found: &mut Vec<String>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fork_bomb_is_refused_its_forks_at_the_process_limit() {
-    if !Bubblewrap::default().is_available() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "bubblewrap (`bwrap`) is not installed, which CI requires"
-        );
-        eprintln!("SKIPPED: bubblewrap (`bwrap`) is not installed");
-        return;
-    }
-    let workdir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let run = SandboxRun {
-        workdir: workdir.path().to_path_buf(),
-        command: FORK_BOMB.to_owned(),
+/// Set in the environment of the copy of this binary that runs without writable cgroups.
+const INNER: &str = "SANDBOX_PROCESS_LIMIT_INNER";
+
+/// Whether a test may go on; `false` (SKIPPED) when `missing` names what it lacks, which is
+/// a failure under `CI=true`.
+fn may_run(missing: Option<&str>) -> bool {
+    let Some(missing) = missing else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{missing}, which CI requires"
+    );
+    eprintln!("SKIPPED: {missing}");
+    false
+}
+
+fn bubblewrap_missing() -> Option<&'static str> {
+    (!Bubblewrap::default().is_available()).then_some("bubblewrap (`bwrap`) is not installed")
+}
+
+fn request(workdir: &Path, command: &str, max_processes: Option<u32>) -> SandboxRun {
+    SandboxRun {
+        workdir: workdir.to_path_buf(),
+        command: command.to_owned(),
         env: Vec::new(),
         read_only: Vec::new(),
         limits: SandboxLimits {
             timeout: Duration::from_secs(30),
-            max_processes: Some(LIMIT),
+            max_processes,
             ..SandboxLimits::default()
         },
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_is_refused_its_forks_at_the_process_limit() {
+    if !may_run(bubblewrap_missing()) || std::env::var_os(INNER).is_some() {
+        return;
+    }
+    let workdir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let run = request(workdir.path(), FORK_BOMB, Some(LIMIT));
 
     let baseline = host_processes();
     let peak = Arc::new(AtomicUsize::new(baseline));
@@ -150,4 +175,67 @@ async fn a_fork_bomb_is_refused_its_forks_at_the_process_limit() {
     let mut left = Vec::new();
     own_cgroups(Path::new("/sys/fs/cgroup"), 4, &mut left);
     assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}
+
+/// Runs the inner half of this test in a copy of this binary whose cgroup filesystems are
+/// read-only (a mount namespace of its own), so no cgroup can be made for a run.
+#[test]
+fn as_root_without_a_pids_cgroup_the_sandbox_refuses_to_run() {
+    if std::env::var_os(INNER).is_some() {
+        return inner_refusal();
+    }
+    let root = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|status| status.lines().any(|line| line.starts_with("Uid:\t0\t")));
+    if !may_run(bubblewrap_missing().or((!root).then_some("the test does not run as root"))) {
+        return;
+    }
+    let test_binary = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let output = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+        .arg(
+            "for m in $(findmnt -n -l -t cgroup,cgroup2 -o TARGET); do \
+                 mount -o remount,bind,ro \"$m\" || exit 1; \
+             done; exec \"$0\" \"$@\"",
+        )
+        .arg(test_binary)
+        .args([
+            "--exact",
+            "as_root_without_a_pids_cgroup_the_sandbox_refuses_to_run",
+            "--nocapture",
+        ])
+        .env(INNER, "1")
+        .output()
+        .unwrap_or_else(|e| panic!("unshare: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stderr.contains("refused as expected"),
+        "inner run failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+}
+
+/// With every cgroup filesystem read-only, a run with a process limit is refused with a
+/// message that says how to allow it, and a run without the limit goes ahead.
+fn inner_refusal() {
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    let workdir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let limited = request(workdir.path(), "echo ran", Some(LIMIT));
+    match runtime.block_on(Bubblewrap::default().run(&limited)) {
+        Err(SandboxError::Unavailable(message)) => {
+            assert!(
+                message.contains("cannot limit the number of processes")
+                    && message.contains("SANDBOX_MAX_PROCESSES=none"),
+                "{message}"
+            );
+        }
+        other => panic!("a run without a cgroup was not refused: {other:?}"),
+    }
+    let unlimited = request(workdir.path(), "echo ran", None);
+    let output = runtime
+        .block_on(Bubblewrap::default().run(&unlimited))
+        .unwrap_or_else(|e| panic!("a run without the limit was refused: {e}"));
+    assert_eq!(output.exit_code, Some(0), "{}", output.output);
+    assert_eq!(output.output.trim(), "ran");
+    eprintln!("refused as expected");
 }
