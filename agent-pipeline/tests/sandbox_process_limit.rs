@@ -6,8 +6,8 @@
 //! As root, where no pids cgroup can be made, the sandbox refuses to run rather than run
 //! without the limit, unless the limit is switched off.
 //!
-//! The fork bomb is the only run of its test binary, so the cgroups named after this process
-//! are its own. The tests print SKIPPED and pass when bubblewrap is missing (or, for the
+//! The tests that run the sandbox in this process take turns (`SERIAL`), so the cgroups
+//! named after this process while the fork bomb runs are its own. The tests print SKIPPED and pass when bubblewrap is missing (or, for the
 //! second, when they do not run as root), except under `CI=true`, where that is a failure.
 
 use std::path::Path;
@@ -65,6 +65,9 @@ fn own_cgroups(dir: &Path, depth: usize, found: &mut Vec<String>) {
     }
 }
 
+/// Held by each test that runs the sandbox in this process.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Set in the environment of the copy of this binary that runs without writable cgroups.
 const INNER: &str = "SANDBOX_PROCESS_LIMIT_INNER";
 
@@ -105,6 +108,7 @@ async fn a_fork_bomb_is_refused_its_forks_at_the_process_limit() {
     if !may_run(bubblewrap_missing()) || std::env::var_os(INNER).is_some() {
         return;
     }
+    let _turn = SERIAL.lock().await;
     let workdir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let run = request(workdir.path(), FORK_BOMB, Some(LIMIT));
 
@@ -238,4 +242,32 @@ fn inner_refusal() {
     assert_eq!(output.exit_code, Some(0), "{}", output.output);
     assert_eq!(output.output.trim(), "ran");
     eprintln!("refused as expected");
+}
+
+/// The cgroup a host left when it died (its pid is gone) is removed by the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cgroup_of_a_host_that_died_is_removed_by_the_next_run() {
+    if !may_run(bubblewrap_missing()) || std::env::var_os(INNER).is_some() {
+        return;
+    }
+    let hierarchy = Path::new("/sys/fs/cgroup/pids");
+    if !may_run((!hierarchy.is_dir()).then_some("no cgroup v1 pids hierarchy")) {
+        return;
+    }
+    let _turn = SERIAL.lock().await;
+    let mut gone = std::process::Command::new("true")
+        .spawn()
+        .unwrap_or_else(|e| panic!("true: {e}"));
+    let dead_pid = gone.id();
+    gone.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+    let left = hierarchy.join(format!("agent-pipeline-{dead_pid}-0"));
+    std::fs::create_dir(&left).unwrap_or_else(|e| panic!("mkdir {left:?}: {e}"));
+
+    let workdir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let output = Bubblewrap::default()
+        .run(&request(workdir.path(), "true", Some(LIMIT)))
+        .await
+        .unwrap_or_else(|e| panic!("bubblewrap: {e}"));
+    assert_eq!(output.exit_code, Some(0), "{}", output.output);
+    assert!(!left.exists(), "{left:?} was left");
 }

@@ -90,7 +90,8 @@ impl RunCgroup {
     pub(super) async fn dispose(mut self) {
         self.disposed = true;
         let dir = self.dir.clone();
-        if let Err(error) = tokio::task::spawn_blocking(move || kill_and_remove(&dir)).await {
+        let removal = tokio::task::spawn_blocking(move || kill_and_remove(&dir, DISPOSE_WITHIN));
+        if let Err(error) = removal.await {
             tracing::warn!(%error, "the cgroup removal did not finish");
         }
     }
@@ -102,13 +103,13 @@ impl Drop for RunCgroup {
             return;
         }
         let dir = self.dir.clone();
-        std::thread::spawn(move || kill_and_remove(&dir));
+        std::thread::spawn(move || kill_and_remove(&dir, DISPOSE_WITHIN));
     }
 }
 
-/// Kills what is in the cgroup at `dir` until it is empty, then removes it; logs what it
-/// could not do.
-fn kill_and_remove(dir: &Path) {
+/// Kills what is in the cgroup at `dir` until it is empty, then removes it, trying for
+/// `patience` at most (at least once); logs what it could not do.
+fn kill_and_remove(dir: &Path, patience: Duration) {
     let started = Instant::now();
     let mut killed = 0_usize;
     loop {
@@ -127,23 +128,26 @@ fn kill_and_remove(dir: &Path) {
                     return;
                 }
                 // Emptied but not yet released by the kernel (a process still being reaped).
-                Err(error) if started.elapsed() >= DISPOSE_WITHIN => {
+                Err(error) if started.elapsed() >= patience => {
                     tracing::warn!(cgroup = %dir.display(), %error, "cannot remove the cgroup");
                     return;
                 }
                 Err(_) => {}
             }
-        } else if started.elapsed() >= DISPOSE_WITHIN {
-            tracing::warn!(
-                cgroup = %dir.display(),
-                left = pids.len(),
-                "processes of a run survived their kill; the cgroup is left"
-            );
-            return;
-        }
-        for pid in pids {
-            if kill_process(pid, Signal::KILL).is_ok() {
-                killed += 1;
+        } else {
+            let left = pids.len();
+            for pid in pids {
+                if kill_process(pid, Signal::KILL).is_ok() {
+                    killed += 1;
+                }
+            }
+            if started.elapsed() >= patience {
+                tracing::warn!(
+                    cgroup = %dir.display(),
+                    left,
+                    "processes of a run were still there at the end; the cgroup is left"
+                );
+                return;
             }
         }
         std::thread::sleep(KILL_PAUSE);
@@ -172,7 +176,8 @@ fn sweep_dead_hosts(parent: &Path) {
         };
         if !Path::new("/proc").join(host.to_string()).exists() {
             tracing::info!(cgroup = %entry.path().display(), "removing the cgroup of a host that is gone");
-            kill_and_remove(&entry.path());
+            // One try: what is not gone yet is for the next run to remove.
+            kill_and_remove(&entry.path(), Duration::ZERO);
         }
     }
 }
