@@ -10,6 +10,7 @@
 //! The library part exists so that the web UI can be tested as a [`web::router`] without a
 //! network; the binary is a thin [`main`].
 
+mod bidi;
 mod cli;
 mod client;
 mod commands;

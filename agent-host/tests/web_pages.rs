@@ -302,7 +302,7 @@ async fn dead_letters_are_shown_and_can_be_redriven() {
     );
     assert!(page.body.contains(&escaped(&entries[0].reason)));
     assert!(page.body.contains(&format!(
-        r#"<pre class="payload">{}</pre>"#,
+        r#"<pre class="payload"><bdi>{}</bdi></pre>"#,
         escaped(payload)
     )));
     assert!(!page.body.contains("<b>&</b>"));

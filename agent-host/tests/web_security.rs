@@ -788,7 +788,191 @@ async fn hostile_text_is_shown_escaped_on_every_page() {
     for path in ["/", "/tasks", "/reports"] {
         assert_escaped(path, &app.get(path).await, &[PAYLOADS[0], PAYLOADS[1]]);
     }
-    assert_escaped("/dlq", &app.get("/dlq").await, PAYLOADS);
+    // A dead letter's payload is shown as it is, its bidirectional control as a marker.
+    let dlq = app.get("/dlq").await;
+    assert_escaped("/dlq", &dlq, &PAYLOADS[..4]);
+    assert!(
+        dlq.body.contains("&lt;U+202E&gt;</span>gpj.exe"),
+        "{}",
+        dlq.body
+    );
+    app.shutdown().await;
+}
+
+/// The bidirectional controls a test plants: U+202E RIGHT-TO-LEFT OVERRIDE reverses what
+/// follows it, U+2066 LEFT-TO-RIGHT ISOLATE opens an isolate it never closes.
+const BIDI: [char; 2] = ['\u{202E}', '\u{2066}'];
+
+/// The marker a code view shows for `control`: `<U+202E>`, escaped.
+fn bidi_marker(control: char) -> String {
+    format!("&lt;U+{:04X}&gt;", u32::from(control))
+}
+
+/// Asserts that every bidirectional control laid out in `page` is inside a `<bdi>`, where it
+/// cannot reorder the page's own text (one in an attribute, a tooltip, is not laid out).
+fn assert_controls_isolated(what: &str, page: &Answer) {
+    assert_eq!(page.status, StatusCode::OK, "{what}: {}", page.body);
+    let body = &page.body;
+    for (at, control) in body.char_indices().filter(|(_, c)| BIDI.contains(c)) {
+        let before = &body[..at];
+        let in_tag = before.rfind('<') > before.rfind('>');
+        let in_bdi = before.rfind("<bdi>") > before.rfind("</bdi>");
+        if !(in_tag || in_bdi) {
+            let lead: String = before
+                .chars()
+                .rev()
+                .take(160)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            panic!(
+                "{what} has U+{:04X} outside an isolate: {lead}",
+                u32::from(control)
+            );
+        }
+    }
+}
+
+/// The text of the first `<{tag} class="{class}">` element of `body`.
+fn element<'a>(body: &'a str, tag: &str, class: &str) -> &'a str {
+    let open = format!("<{tag} class=\"{class}\">");
+    let start = body
+        .find(&open)
+        .unwrap_or_else(|| panic!("no {open} in {body}"))
+        + open.len();
+    let rest = &body[start..];
+    &rest[..rest.find(&format!("</{tag}>")).expect("the element ends")]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidi_controls_are_isolated_everywhere_and_shown_in_prompts_and_code() {
+    let app = App::start(WebSettings::default()).await;
+    let csrf = app.state.csrf_token().to_owned();
+    let [rlo, lri] = BIDI;
+    // The offline model writes a program that prints the quoted text: the controls reach the
+    // code, the test run's output and the summaries.
+    let quoted = format!("{rlo}dlrow olleh{lri} ok");
+    let prompt = format!("Write a tiny Python program that prints '{quoted}'");
+    let answer = app
+        .post_form(
+            "/",
+            &[
+                ("prompt", &prompt),
+                ("require_approval", "1"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let task_id: TaskId = answer
+        .location()
+        .and_then(|l| l.strip_prefix("/task/"))
+        .and_then(|l| l.strip_suffix("?enqueued=1"))
+        .expect("the task page")
+        .parse()
+        .expect("a task id");
+    wait_status(&app, task_id, TaskStatus::AwaitingApproval).await;
+
+    // A replay whose reason and model name carry the controls.
+    let reason = format!("{rlo}nosaer{lri} then");
+    let model = format!("{lri}gpt{rlo}-x");
+    let replay = app
+        .post_form(
+            &format!("/task/{task_id}/replay"),
+            &[
+                ("step", "design@v1"),
+                ("reason", &reason),
+                ("model", &model),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(replay.status, StatusCode::SEE_OTHER, "{}", replay.body);
+    let mut replayed = false;
+    for _ in 0..400 {
+        let design = app
+            .pipeline
+            .artifacts()
+            .read_artifact(task_id, "design@v1".parse().expect("a step"))
+            .await
+            .expect("the artifacts read");
+        if design.is_some_and(|a| a.attempt.get() == 2) {
+            replayed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(replayed, "the replay never recorded its attempt");
+    let comment = format!("{rlo}tnemmoc");
+    let rejected = app
+        .post_form(
+            &format!("/task/{task_id}/reject"),
+            &[("comment", &comment), ("by", "ada"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(rejected.status, StatusCode::SEE_OTHER, "{}", rejected.body);
+    wait_status(&app, task_id, TaskStatus::Error).await;
+    app.wait_for_report_file(task_id, "error").await;
+    app.pipeline
+        .publish_raw_task_message("k", format!("{rlo}not json{lri}").into_bytes())
+        .await
+        .expect("published");
+    wait_for_dead_letters(&app, 1).await;
+
+    let task_page = app.get(&format!("/task/{task_id}")).await;
+    assert_controls_isolated("the task page", &task_page);
+    let body = &task_page.body;
+    // The controls reached the page, isolated where they are text ...
+    assert!(
+        body.contains(&format!("<q><bdi>{reason}</bdi></q>")),
+        "the replay's reason: {body}"
+    );
+    assert!(
+        body.contains(&format!("<q><bdi>{comment}</bdi></q>")),
+        "the rejection's comment: {body}"
+    );
+    assert!(
+        body.contains(&format!("<span class=\"attempt-asked\" title=\"the model the replay asked for\">asked for <bdi>{model}</bdi></span>")),
+        "the model asked for: {body}"
+    );
+    // ... and shown, not obeyed, in the prompt and the code.
+    let shown_prompt = element(body, "pre", "prompt");
+    let code = element(body, "pre", "code");
+    for (what, text) in [("the prompt", shown_prompt), ("the code", code)] {
+        for control in BIDI {
+            assert!(
+                text.contains(&bidi_marker(control)),
+                "{what} does not show U+{:04X}: {text}",
+                u32::from(control)
+            );
+            assert!(!text.contains(control), "{what} obeys its controls: {text}");
+        }
+    }
+    assert!(body.contains("class=\"note bidi-warning\""), "{body}");
+
+    let compare = app
+        .get(&format!("/task/{task_id}/diff/design@v1?from=1&to=2"))
+        .await;
+    assert_controls_isolated("the compare page", &compare);
+    assert!(
+        compare.body.contains(&format!("<bdi>{model}</bdi>")),
+        "{}",
+        compare.body
+    );
+    for path in ["/", "/tasks", "/reports"] {
+        let page = app.get(path).await;
+        assert_controls_isolated(path, &page);
+        assert!(
+            page.body.contains(rlo),
+            "{path} shows no control: {}",
+            page.body
+        );
+    }
+    let dlq = app.get("/dlq").await;
+    assert_controls_isolated("/dlq", &dlq);
+    let payload = element(&dlq.body, "pre", "payload");
+    assert!(payload.contains(&bidi_marker(rlo)), "{payload}");
     app.shutdown().await;
 }
 

@@ -90,7 +90,10 @@ async fn a_finished_task_reads_stage_by_stage() {
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let body = &page.body;
     assert!(
-        body.contains(&format!("<pre class=\"prompt\">{}</pre>", escaped(HELLO))),
+        body.contains(&format!(
+            "<pre class=\"prompt\"><bdi>{}</bdi></pre>",
+            escaped(HELLO)
+        )),
         "{body}"
     );
     assert!(
@@ -142,7 +145,10 @@ async fn a_finished_task_reads_stage_by_stage() {
         .to_owned();
     let implement_section = section(body, Stage::Implement);
     assert!(
-        implement_section.contains(&format!("<code class=\"path\">{}</code>", escaped(&file))),
+        implement_section.contains(&format!(
+            "<code class=\"path\"><bdi>{}</bdi></code>",
+            escaped(&file)
+        )),
         "{implement_section}"
     );
     assert!(
@@ -158,7 +164,7 @@ async fn a_finished_task_reads_stage_by_stage() {
     assert!(output.contains("Ran 1 test"), "{output}");
     assert!(
         test_section.contains(&format!(
-            "<pre class=\"test-output\">{}</pre>",
+            "<pre class=\"test-output\"><bdi>{}</bdi></pre>",
             escaped(output)
         )),
         "the real output of the run: {test_section}"
@@ -173,7 +179,7 @@ async fn a_finished_task_reads_stage_by_stage() {
     for comment in comments {
         let comment = comment.as_str().expect("a comment is a text");
         assert!(
-            review_section.contains(&format!("<li>{}</li>", escaped(comment))),
+            review_section.contains(&format!("<li><bdi>{}</bdi></li>", escaped(comment))),
             "{review_section}"
         );
     }
@@ -654,10 +660,14 @@ async fn approve_and_reject_show_only_while_the_task_awaits_approval() {
         .find("<p class=\"decision-record\" id=\"task-decision\">")
         .expect("the decision")..];
     assert!(
-        decision.contains("id=\"task-decision\"><strong>Approved</strong> by ada at <time"),
+        decision
+            .contains("id=\"task-decision\"><strong>Approved</strong> by <bdi>ada</bdi> at <time"),
         "{decision}"
     );
-    assert!(decision.contains("<q>ship &lt;it&gt;</q>"), "{decision}");
+    assert!(
+        decision.contains("<q><bdi>ship &lt;it&gt;</bdi></q>"),
+        "{decision}"
+    );
     for id in ["approve", "reject", "cancel"] {
         assert!(
             !page.body.contains(&format!(" id=\"{id}\"")),
@@ -823,10 +833,13 @@ async fn a_replay_with_another_model_and_provider_is_a_variant_to_compare() {
     let second = &implement[implement
         .find("data-attempt=\"2\"")
         .expect("attempt 2 is listed")..];
-    assert!(second.contains("asked for gpt-4o-mini"), "{second}");
     assert!(
-        second.contains("model <code>gpt-4o-mini</code>")
-            && second.contains("provider <code>instant</code>"),
+        second.contains("asked for <bdi>gpt-4o-mini</bdi>"),
+        "{second}"
+    );
+    assert!(
+        second.contains("model <code><bdi>gpt-4o-mini</bdi></code>")
+            && second.contains("provider <code><bdi>instant</bdi></code>"),
         "{second}"
     );
     assert!(second.contains("1,000 + 250 tokens"), "{second}");
@@ -858,19 +871,20 @@ async fn a_replay_with_another_model_and_provider_is_a_variant_to_compare() {
         &rest[..rest.find("</tr>").expect("the row ends")]
     };
     assert!(
-        row("model")
-            .contains("<td class=\"compare-from\"><code class=\"model\">offline</code></td>"),
+        row("model").contains(
+            "<td class=\"compare-from\"><code class=\"model\"><bdi>offline</bdi></code></td>"
+        ),
         "{}",
         row("model")
     );
     assert!(
-        row("model").contains("<code class=\"model\">instant</code> <span class=\"asked-model\">(asked for <code>gpt-4o-mini</code>)</span>"),
+        row("model").contains("<code class=\"model\"><bdi>instant</bdi></code> <span class=\"asked-model\">(asked for <code><bdi>gpt-4o-mini</bdi></code>)</span>"),
         "{}",
         row("model")
     );
     assert!(
         row("provider").contains(
-            "<td class=\"compare-from\">default</td><td class=\"compare-to\">instant</td>"
+            "<td class=\"compare-from\"><bdi>default</bdi></td><td class=\"compare-to\"><bdi>instant</bdi></td>"
         ),
         "{}",
         row("provider")

@@ -7,6 +7,7 @@ use agent_pipeline::wire::DeadLetter;
 use anyhow::{Context, Result};
 
 use super::{one_line, timestamp};
+use crate::bidi;
 use crate::config::Config;
 use crate::views::{self, DeadLetterEntry};
 
@@ -65,19 +66,21 @@ fn render(letter: &DeadLetter) -> String {
         "  payload: {}\n\n",
         one_line(&payload, PAYLOAD_WIDTH)
     ));
-    out
+    // A dead letter is whatever was published: its controls must not reorder the terminal.
+    bidi::escape_for_terminal(&out).into_owned()
 }
 
 /// A line that is not a whole dead letter (e.g. a malformed message the mirror kept wrapped
 /// in `{"reason", "payload"}`): its reason and payload as far as it has them.
 fn render_other(entry: &DeadLetterEntry) -> String {
     let payload = entry.payload.replace(['\n', '\r'], " ");
-    format!(
+    let text = format!(
         "line {} of the file (an incomplete entry)\n  reason:  {}\n  payload: {}\n\n",
         entry.id,
         entry.reason,
         one_line(&payload, PAYLOAD_WIDTH)
-    )
+    );
+    bidi::escape_for_terminal(&text).into_owned()
 }
 
 #[cfg(test)]
@@ -118,5 +121,31 @@ mod tests {
         assert!(text.starts_with("line 3 of the file (an incomplete entry)"));
         assert!(text.contains("reason:  a dead letter that is not a JSON object"));
         assert!(text.contains("payload: oops"));
+    }
+
+    #[test]
+    fn bidirectional_controls_are_printed_as_escapes() {
+        let letter = DeadLetter {
+            reason: "bad \u{202E}nosaer".into(),
+            source_topic: "agent_tasks".into(),
+            key: Some("\u{2066}k".into()),
+            payload: "{\"prompt\": \"\u{202E}olleh\"}".into(),
+            task_id: None,
+            step_id: None,
+            attempt: None,
+            failed_at: chrono::Utc::now(),
+        };
+        let text = render(&letter);
+        assert!(text.contains("reason:  bad \\u{202e}nosaer"), "{text}");
+        assert!(text.contains("key \\u{2066}k"), "{text}");
+        assert!(text.contains("\\u{202e}olleh"), "{text}");
+        assert!(!bidi::has_control(&text), "{text}");
+        let other = render_other(&DeadLetterEntry {
+            id: 1,
+            letter: None,
+            reason: "\u{202E}x".into(),
+            payload: "\u{2067}y".into(),
+        });
+        assert!(!bidi::has_control(&other), "{other}");
     }
 }

@@ -265,12 +265,14 @@ pub(crate) fn event_line(event: &ReportEvent, start: DateTime<Utc>) -> String {
         .stage
         .map(|step| format!(" {step}"))
         .unwrap_or_default();
-    format!(
+    let line = format!(
         "[{:.1}s] {}{stage} — {}",
         elapsed.as_secs_f64(),
         event.status,
         event.summary
-    )
+    );
+    // A summary quotes model output: its controls must not reorder the terminal.
+    crate::bidi::escape_for_terminal(&line).into_owned()
 }
 
 /// A duration for people: `850ms`, `42s`, `3m05s`, `2h10m`, `3d04h`.

@@ -12,6 +12,7 @@ use super::{
     Target, human_duration, no_such_task, open_existing_stores, parse_task_id, spend_line,
     timestamp, usd,
 };
+use crate::bidi;
 use crate::cli::ShowArgs;
 use crate::config::{Config, describe_limits};
 use crate::views::{self, TaskDetails};
@@ -161,7 +162,9 @@ fn render(details: &TaskDetails) -> String {
             _ => line("  no artifact".to_owned()),
         }
     }
-    out
+    // The prompt, models and artifacts are not ours: their controls must not reorder the
+    // terminal.
+    bidi::escape_for_terminal(&out).into_owned()
 }
 
 /// How a replayed attempt differed from the run, for people: `model gpt-4o, provider local,

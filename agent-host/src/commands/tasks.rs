@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::{Target, human_duration, one_line, open_existing_stores, timestamp, usd};
+use crate::bidi;
 use crate::cli::TasksArgs;
 use crate::config::Config;
 use crate::views::{self, TaskSummary};
@@ -68,7 +69,8 @@ fn table(tasks: &[TaskSummary], now: DateTime<Utc>) -> String {
             human_duration(now - task.created_at),
             human_duration(task.updated_at - task.created_at),
             timestamp(task.created_at),
-            one_line(&task.prompt, PROMPT_WIDTH),
+            // The prompt is not ours: its controls must not reorder the terminal.
+            bidi::escape_for_terminal(&one_line(&task.prompt, PROMPT_WIDTH)).into_owned(),
         ]);
     }
     let mut widths = [0usize; 10];

@@ -12,6 +12,8 @@ use syntect::html::{ClassStyle, ClassedHTMLGenerator, css_for_theme_with_class_s
 use syntect::parsing::{SyntaxReference, SyntaxSet};
 use syntect::util::LinesWithEndings;
 
+use super::text;
+
 /// The prefix of every class the highlighter writes, so that they cannot clash with the
 /// page's own classes.
 const CLASS_STYLE: ClassStyle = ClassStyle::SpacedPrefixed { prefix: "hl-" };
@@ -52,7 +54,8 @@ fn syntax_for(path: &str) -> &'static SyntaxReference {
 ///
 /// The generator escapes the code itself, so its output is safe to put in the page as it is.
 /// A file above [`MAX_HIGHLIGHT_BYTES`], or one the grammar fails on, is shown escaped and
-/// uncoloured.
+/// uncoloured. Bidirectional controls in the code are shown as markers, under a warning,
+/// rather than obeyed: a reviewer must read the code as the compiler does.
 pub(crate) fn highlight(path: &str, code: &str) -> Markup {
     let syntax = syntax_for(path);
     let too_large = code.len() > MAX_HIGHLIGHT_BYTES;
@@ -63,6 +66,7 @@ pub(crate) fn highlight(path: &str, code: &str) -> Markup {
     };
     let language = syntax.name.as_str();
     html! {
+        (text::controls_warning(code))
         @if too_large {
             p.note {
                 "This file has " (code.len() / 1024) " KiB, more than the "
@@ -74,8 +78,8 @@ pub(crate) fn highlight(path: &str, code: &str) -> Markup {
             pre.code {
                 code.hl-code {
                     @match highlighted {
-                        Some(html) => (PreEscaped(html)),
-                        None => (code),
+                        Some(html) => (PreEscaped(text::reveal_controls(&html))),
+                        None => (text::revealed(code)),
                     }
                 }
             }

@@ -40,6 +40,7 @@ mod metrics;
 mod pages;
 mod query;
 pub(crate) mod security;
+mod text;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -18,7 +18,7 @@ use super::task::{default_pair, diff_form};
 use super::variant::edited_words;
 use crate::views::{AttemptDiff, DiffLineKind, ViewError};
 use crate::web::api::find_diff;
-use crate::web::{WebError, WebState, actions};
+use crate::web::{WebError, WebState, actions, text};
 
 /// `?from=&to=`: the attempts to compare; either may be left out (or empty), and then the
 /// two newest attempts with an artifact are compared.
@@ -144,11 +144,11 @@ impl Side {
         let asked = self.variant().and_then(|v| v.model.as_deref());
         html! {
             @match ran {
-                Some(model) => code.model { (model) },
+                Some(model) => code.model { (text::user(model)) },
                 None => span.muted { "—" },
             }
             @if let Some(asked) = asked.filter(|asked| Some(*asked) != ran) {
-                " " span.asked-model { "(asked for " code { (asked) } ")" }
+                " " span.asked-model { "(asked for " code { (text::user(asked)) } ")" }
             }
         }
     }
@@ -236,11 +236,11 @@ fn compare_table(sides: &[Side; 2]) -> Markup {
                             None => (dash()),
                         }
                         @if let Some(reason) = s.artifact.as_ref().and_then(|a| a.replay_reason.as_deref()) {
-                            br; span.muted { "because: " q { (reason) } }
+                            br; span.muted { "because: " q { (text::user(reason)) } }
                         }
                     }))
                     (row("model", "Model", &|s| s.model()))
-                    (row("provider", "Provider", &|s| html! { (s.provider()) }))
+                    (row("provider", "Provider", &|s| html! { (text::user(&s.provider())) }))
                     (row("edited", "Edited", &|s| html! { (edited_words(s.variant())) }))
                     @if any_pinned {
                         (row("pinned", "Read", &|s| html! {
@@ -364,7 +364,7 @@ fn table(diff: &AttemptDiff) -> Markup {
                             td.ln { @if let Some(n) = line.old { (n) } }
                             td.ln { @if let Some(n) = line.new { (n) } }
                             td.sign { (sign) }
-                            td.text { (line.text) }
+                            td.text { (text::revealed(&line.text)) }
                         }
                     }
                 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::layout::{self, FlashKind, Nav, Page};
 use crate::views::{self, DeadLetterEntry};
-use crate::web::{WebError, WebState, actions, security};
+use crate::web::{WebError, WebState, actions, security, text};
 
 /// `?redriven=<id>`: the dead letter the user just sent back.
 #[derive(Debug, Default, Deserialize)]
@@ -89,31 +89,32 @@ fn dead_letter(state: &WebState, entry: &DeadLetterEntry) -> Markup {
                 span.dl-id { "#" (entry.id) }
                 @if let Some(letter) = letter { (layout::time(letter.failed_at)) }
             }
-            p.reason { (entry.reason) }
+            p.reason { (text::user(&entry.reason)) }
             @if let Some(letter) = letter {
                 dl.meta {
                     dt { "Source topic" }
-                    dd { code { (letter.source_topic) } }
+                    dd { code { (text::user(&letter.source_topic)) } }
                     dt { "Key" }
-                    dd { @match &letter.key { Some(key) => code { (key) }, None => (dash) } }
+                    dd { @match &letter.key { Some(key) => code { (text::user(key)) }, None => (dash) } }
                     dt { "Task" }
                     dd {
                         @match letter.task_id.as_deref() {
                             Some(text) => @match text.parse::<TaskId>() {
                                 Ok(task_id) => (layout::task_link(task_id)),
-                                Err(_) => code { (text) },
+                                Err(_) => code { (text::user(text)) },
                             },
                             None => (dash),
                         }
                     }
                     dt { "Step" }
                     dd {
-                        @match &letter.step_id { Some(step) => code { (step) }, None => (dash) }
+                        @match &letter.step_id { Some(step) => code { (text::user(step)) }, None => (dash) }
                         @if let Some(attempt) = letter.attempt { " · attempt " (attempt) }
                     }
                 }
             }
-            pre.payload { (entry.payload) }
+            (text::controls_warning(&entry.payload))
+            pre.payload { (text::revealed(&entry.payload)) }
             @if letter.is_some() {
                 form.redrive-form method="post" action={ "/dlq/" (entry.id) "/redrive" } {
                     (layout::csrf_field(state))

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 
-use crate::web::{WebError, WebState};
+use crate::web::{WebError, WebState, text};
 
 /// Which entry of the navigation bar a page belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +126,7 @@ pub(crate) fn flash(kind: FlashKind, message: &str) -> Markup {
         FlashKind::Success => "flash success",
         FlashKind::Error => "flash error",
     };
-    html! { div class=(class) role="status" { (message) } }
+    html! { div class=(class) role="status" { (text::user(message)) } }
 }
 
 /// What a flash says.
@@ -165,7 +165,7 @@ pub(crate) fn error_page(state: &WebState, error: &WebError) -> Response {
     let body = html! {
         section.error-page {
             h1 { (status.as_u16()) " · " (title) }
-            p.error-message { (error.to_string()) }
+            p.error-message { (text::user(&error.to_string())) }
             p { a href="/" { "Back to the start page" } " · " a href="/tasks" { "All tasks" } }
         }
     };

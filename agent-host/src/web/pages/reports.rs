@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::layout::{self, Nav, Page};
 use crate::views::{self, ReportFilter, ReportPage};
 use crate::web::actions;
-use crate::web::{WebError, WebState};
+use crate::web::{WebError, WebState, text};
 
 /// `?status=&task_id=&page=&per_page=` as the filter form sends it: every field may be present
 /// and empty (an empty `task_id` means "any task"), so they are read as text and checked here
@@ -212,7 +212,7 @@ pub(super) fn events_table(id: &str, events: &[ReportEvent], columns: Columns) -
                             @if let Some(reason) = &event.reason {
                                 (layout::reason_badge(reason)) " "
                             }
-                            (event.summary)
+                            (text::user(&event.summary))
                             @if let Some(ms) = event.duration_ms {
                                 span.muted { " · " (layout::millis(ms)) }
                             }

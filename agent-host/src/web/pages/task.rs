@@ -29,7 +29,7 @@ use super::variant::{self, ReplayForm};
 use crate::views::{self, AttemptView, StepView, TaskDetails, ViewError};
 use crate::web::actions::{self, TaskLookup};
 use crate::web::highlight::highlight;
-use crate::web::{WebError, WebState, security};
+use crate::web::{WebError, WebState, security, text};
 
 /// `?enqueued=1&replayed=<step>&continued=1&decided=<action>`: what the user just did, to say
 /// so at the top.
@@ -456,7 +456,10 @@ fn page(state: &WebState, task_id: TaskId, notices: &Markup, shown: &Shown) -> M
             h2 { "Prompt" }
             div #task-prompt data-live {
                 @match shown {
-                    Shown::Found(gathered) => pre.prompt { (gathered.details.task.prompt) },
+                    Shown::Found(gathered) => {
+                        (text::controls_warning(&gathered.details.task.prompt))
+                        pre.prompt { (text::revealed(&gathered.details.task.prompt)) }
+                    },
                     Shown::Queued(_) => p.muted { "The prompt shows here once the planner has recorded the task." },
                 }
             }
@@ -509,7 +512,7 @@ fn header(task_id: TaskId, gathered: &Gathered) -> Markup {
             }
         }
         @if let Some(ending) = &gathered.ending {
-            p #task-ending .ending { (ending.summary) }
+            p #task-ending .ending { (text::user(&ending.summary)) }
         }
         @if let Some(decision) = &gathered.decision {
             (decision_line(decision))
@@ -530,7 +533,7 @@ fn header(task_id: TaskId, gathered: &Gathered) -> Markup {
             @if require_approval {
                 dt { "Approval" } dd { "required before publishing" }
             }
-            dt { "Stored in" } dd { code.path { (task.dir) } }
+            dt { "Stored in" } dd { code.path { (text::user(&task.dir)) } }
             dt { "Raw" } dd { a href={ "/api/task/" (task_id) } { "JSON of this task" } }
         }
         @if let Some(used) = gathered.budget_use() {
@@ -553,9 +556,9 @@ fn decision_line(decision: &Decision) -> Markup {
     html! {
         p #task-decision .decision-record {
             strong { (verb) }
-            @if let Some(by) = &decision.by { " by " (by) }
+            @if let Some(by) = &decision.by { " by " (text::user(by)) }
             @if let Some(at) = decision.decided_at { " at " (layout::time(at)) }
-            @if let Some(comment) = &decision.comment { ": " q { (comment) } }
+            @if let Some(comment) = &decision.comment { ": " q { (text::user(comment)) } }
         }
     }
 }
@@ -668,10 +671,10 @@ fn attempt_item(
                 span.attempt-mode { (mode_name(attempt.mode)) }
                 (layout::badge(attempt.status.as_str()))
                 @if let Some(model) = &attempt.model {
-                    span.attempt-model title="model" { (model) }
+                    span.attempt-model title="model" { (text::user(model)) }
                 }
                 @if let Some(asked) = asked_model {
-                    span.attempt-asked title="the model the replay asked for" { "asked for " (asked) }
+                    span.attempt-asked title="the model the replay asked for" { "asked for " (text::user(asked)) }
                 }
                 @if let Some(spent) = &spent {
                     span.attempt-tokens { (spend::tokens(&spent.usage)) }
@@ -697,10 +700,10 @@ fn attempt_item(
                 (variant::variant_summary(variant))
             }
             @if let Some(error) = &attempt.error {
-                pre.attempt-error { (error) }
+                pre.attempt-error { (text::user(error)) }
             }
             @if let Some(file) = file {
-                p.attempt-file { code.path { (file) } }
+                p.attempt-file { code.path { (text::user(file)) } }
             }
             @if let Some(artifact) = shown.artifact.filter(|_| !is_canonical) {
                 details.attempt-artifact {
@@ -756,7 +759,7 @@ fn artifact_meta(task_id: TaskId, artifact: &Artifact, file: Option<&str>) -> Ma
         dl.meta.artifact-meta {
             (meta_entries(artifact))
             @if let Some(file) = file {
-                dt { "Stored as" } dd { code.path { (file) } }
+                dt { "Stored as" } dd { code.path { (text::user(file)) } }
             }
             dt { "Raw" } dd { a href={ "/api/task/" (task_id) } { "JSON" } }
         }
@@ -774,7 +777,7 @@ fn artifact_meta_short(artifact: &Artifact) -> Markup {
 
 fn meta_entries(artifact: &Artifact) -> Markup {
     html! {
-        dt { "Model" } dd { (artifact.model) }
+        dt { "Model" } dd { (text::user(&artifact.model)) }
         dt { "Created" } dd { (layout::time(artifact.created_at)) }
         dt { "Took" } dd { (layout::millis(artifact.duration_ms)) }
         dt { "Tokens" } dd { (spend::tokens(&artifact.usage)) }
@@ -789,12 +792,12 @@ fn meta_entries(artifact: &Artifact) -> Markup {
 fn why(artifact: &Artifact) -> Markup {
     html! {
         @if let Some(reason) = &artifact.replay_reason {
-            p.replay-reason { "Replayed because: " q { (reason) } }
+            p.replay-reason { "Replayed because: " q { (text::user(reason)) } }
         }
         @if let Some(feedback) = &artifact.feedback {
             div.feedback {
                 h4 { "Feedback of round " (artifact.round.saturating_sub(1)) }
-                pre.feedback-text { (feedback) }
+                pre.feedback-text { (text::user(feedback)) }
             }
         }
     }
@@ -819,11 +822,11 @@ fn render_artifact(
             (body)
             @if let Some(rest) = rest {
                 @if used.is_empty() {
-                    pre.artifact-text { (rest) }
+                    pre.artifact-text { (text::revealed(&rest)) }
                 } @else {
                     details.other-fields {
                         summary { "Other fields" }
-                        pre.artifact-text { (rest) }
+                        pre.artifact-text { (text::revealed(&rest)) }
                     }
                 }
             }
@@ -891,14 +894,14 @@ fn design(output: &Map<String, Value>, used: &mut Vec<&'static str>) -> Markup {
     html! {
         @if let Some(summary) = text_field(output, "design_summary", used) {
             h4 { "Design" }
-            p.summary-text { (summary) }
+            p.summary-text { (text::user(summary)) }
         }
         @if let Some(files) = list_field(output, "files_touched", used) {
             h4 { "Files touched" }
             @if files.is_empty() {
                 p.muted { "none" }
             } @else {
-                ul.files-touched { @for file in files { li { code.path { (file) } } } }
+                ul.files-touched { @for file in files { li { code.path { (text::user(file)) } } } }
             }
         }
     }
@@ -921,7 +924,7 @@ fn implementation(output: &Map<String, Value>, used: &mut Vec<&'static str>) -> 
     html! {
         @if let Some(summary) = text_field(output, "diff_summary", used) {
             h4 { "Summary" }
-            p.summary-text { (summary) }
+            p.summary-text { (text::user(summary)) }
         }
         @if let Some(commit) = workspace {
             p.commit { "Committed in the task's workspace as " (commit_id(commit)) "." }
@@ -930,7 +933,7 @@ fn implementation(output: &Map<String, Value>, used: &mut Vec<&'static str>) -> 
             h4 { "Files (" (files.len()) ")" }
             @for (path, content) in files {
                 details.file open {
-                    summary { code.path { (path) } }
+                    summary { code.path { (text::user(path)) } }
                     (highlight(path, content))
                 }
             }
@@ -986,7 +989,7 @@ fn test_report(
                         @if report.errors > 0 { " (" (report.errors) " with errors)" }
                     }
                     @if report.skipped > 0 { " · " span.count-skipped { (report.skipped) " skipped" } }
-                    " " span.muted { "(counted from " (source) ")" }
+                    " " span.muted { "(counted from " (text::user(source)) ")" }
                 }
                 None => span.bad { "No test summary could be read from the run's output." },
             }
@@ -998,13 +1001,13 @@ fn test_report(
             }
         }
         @if !report.summary.trim().is_empty() {
-            p.summary-text { (report.summary) }
+            p.summary-text { (text::user(&report.summary)) }
         }
         dl.meta.test-run {
-            dt { "Command" } dd { code { (run.command) } }
+            dt { "Command" } dd { code { (text::user(&run.command)) } }
             dt { "Exit" } dd class=(if ended_well { "good" } else { "bad" }) { (run.ending()) }
             dt { "Ran for" } dd { (layout::millis(run.duration_ms)) }
-            dt { "Sandbox" } dd { (run.sandbox) }
+            dt { "Sandbox" } dd { (text::user(&run.sandbox)) }
             @if let Some(commit) = &report.commit {
                 dt { "Commit" } dd { (commit_id(commit.as_str())) }
             }
@@ -1015,18 +1018,19 @@ fn test_report(
                 (run.output_omitted_bytes) " bytes of output were cut out (the head and the tail are kept)."
             }
         }
-        pre.test-output { (run.output) }
+        (text::controls_warning(&run.output))
+        pre.test-output { (text::revealed(&run.output)) }
         @if !report.test_files.is_empty() {
             h4 { "Test files" }
             @for path in &report.test_files {
                 @match sources.and_then(|files| files.iter().find(|(p, _)| p == path)) {
                     Some((path, content)) => {
                         details.file open {
-                            summary { code.path { (path) } }
+                            summary { code.path { (text::user(path)) } }
                             (highlight(path, content))
                         }
                     }
-                    None => p { code.path { (path) } },
+                    None => p { code.path { (text::user(path)) } },
                 }
             }
         }
@@ -1055,12 +1059,12 @@ fn review(output: &Map<String, Value>, used: &mut Vec<&'static str>) -> Markup {
             @if comments.is_empty() {
                 p.muted { "none" }
             } @else {
-                ul.review-comments { @for comment in comments { li { (comment) } } }
+                ul.review-comments { @for comment in comments { li { (text::user(comment)) } } }
             }
         }
         @if let Some(text) = comment_text {
             h4 { "Comments" }
-            p.summary-text.review-comments { (text) }
+            p.summary-text.review-comments { (text::user(text)) }
         }
         @if let Some(commit) = text_field(output, "reviewed_commit", used) {
             p.commit { "Reviewed commit " (commit_id(commit)) "." }
@@ -1071,7 +1075,7 @@ fn review(output: &Map<String, Value>, used: &mut Vec<&'static str>) -> Markup {
 /// A commit id, shortened, with the whole id as its title.
 fn commit_id(id: &str) -> Markup {
     let short: String = id.chars().take(12).collect();
-    html! { code.commit-id title=(id) { (short) } }
+    html! { code.commit-id title=(id) { (text::user(&short)) } }
 }
 
 /// `pipeline` or `replay`.
@@ -1116,7 +1120,7 @@ mod tests {
         let html = render_artifact(&design, &HashMap::new()).into_string();
         assert!(html.contains("One &lt;file&gt;"), "{html}");
         assert!(
-            html.contains("<li><code class=\"path\">hello.py</code></li>"),
+            html.contains("<li><code class=\"path\"><bdi>hello.py</bdi></code></li>"),
             "{html}"
         );
         assert!(html.contains("Other fields"), "{html}");
@@ -1131,7 +1135,7 @@ mod tests {
         );
         let html = render_artifact(&listed, &HashMap::new()).into_string();
         assert!(html.contains("changes requested"), "{html}");
-        assert!(html.contains("<li>Add a test</li>"), "{html}");
+        assert!(html.contains("<li><bdi>Add a test</bdi></li>"), "{html}");
         assert!(!html.contains("Other fields"), "{html}");
         let text = artifact(
             "review",
@@ -1148,7 +1152,7 @@ mod tests {
         let odd = artifact("test", serde_json::json!({"verdict": "it ran"}));
         let html = render_artifact(&odd, &HashMap::new()).into_string();
         assert!(
-            html.contains("<pre class=\"artifact-text\">verdict:\nit ran\n</pre>"),
+            html.contains("<pre class=\"artifact-text\"><bdi>verdict:\nit ran\n</bdi></pre>"),
             "{html}"
         );
     }

@@ -13,7 +13,7 @@ use super::layout::{self, Nav, Page};
 use super::spend;
 use crate::commands::{human_duration, one_line};
 use crate::views::{self, TaskSummary};
-use crate::web::WebState;
+use crate::web::{WebState, text};
 
 /// How much of a prompt the table shows (the whole prompt is in the row's tooltip).
 const PROMPT_CHARS: usize = 80;
@@ -100,7 +100,7 @@ fn row(task: &TaskSummary, spent: Option<&Spend>) -> maud::Markup {
             td.nowrap { (age) }
             td.nowrap { (duration) }
             td.nowrap { (layout::time(task.created_at)) }
-            td.prompt title=(task.prompt) { (one_line(&task.prompt, PROMPT_CHARS)) }
+            td.prompt title=(task.prompt) { (text::user(&one_line(&task.prompt, PROMPT_CHARS))) }
         }
     }
 }

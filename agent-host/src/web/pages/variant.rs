@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::layout;
-use crate::web::{WebError, WebState, actions};
+use crate::web::{WebError, WebState, actions, text};
 
 /// The replay form of a step.
 #[derive(Debug, Default, Deserialize)]
@@ -205,10 +205,10 @@ pub(super) fn variant_summary(variant: &Variant) -> Markup {
         div.attempt-variant {
             span.variant-label { "Variant:" }
             @if let Some(model) = &variant.model {
-                span.variant-item { "model " code { (model) } }
+                span.variant-item { "model " code { (text::user(model)) } }
             }
             @if let Some(provider) = &variant.provider {
-                span.variant-item { "provider " code { (provider) } }
+                span.variant-item { "provider " code { (text::user(provider)) } }
             }
             @if variant.prompt.is_some() {
                 span.variant-item { "edited prompt" }
@@ -233,12 +233,13 @@ pub(super) fn variant_summary(variant: &Variant) -> Markup {
                 summary { "What was edited" }
                 @if let Some(prompt) = &variant.prompt {
                     h4 { "Prompt" }
-                    pre.prompt { (prompt) }
+                    (text::controls_warning(prompt))
+                    pre.prompt { (text::revealed(prompt)) }
                 }
                 @for (step, output) in &variant.inputs {
                     h4 { "Output of " code { (step) } }
                     pre.artifact-text {
-                        (serde_json::to_string_pretty(output).unwrap_or_default())
+                        (text::revealed(&serde_json::to_string_pretty(output).unwrap_or_default()))
                     }
                 }
             }
