@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
@@ -307,6 +307,10 @@ impl PipelineBuilder {
     }
 
     /// Builds the pipeline, opening the default state store if none was given.
+    ///
+    /// The temporary files of atomic writes that stopped processes left in the data
+    /// directory are removed first; those of writes that may still be under way, in this
+    /// process or another, are kept (the rule is in `store/temp_files.rs`).
     pub async fn build(self) -> Result<Pipeline> {
         self.budget.check().map_err(Error::InvalidBudget)?;
         tokio::fs::create_dir_all(&self.data_dir)
@@ -316,6 +320,14 @@ impl PipelineBuilder {
                 path: self.data_dir.clone(),
                 source,
             })?;
+        // Best effort: a file left now is swept at the next start.
+        let data_dir = self.data_dir.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            crate::store::sweep_temp_files(&data_dir, SystemTime::now())
+        });
+        if let Err(error) = swept.await {
+            tracing::warn!(%error, "the sweep of left temporary files did not finish");
+        }
         let state = match self.state {
             Some(state) => state,
             None => default_state_store(&self.data_dir).await?,

@@ -18,6 +18,7 @@ mod sqlite_writer;
 mod state;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod stored;
+mod temp_files;
 
 #[cfg(feature = "postgres")]
 pub use artifacts::PostgresArtifactStore;
@@ -36,6 +37,7 @@ pub use state::{
     AttemptRecord, AttemptStatus, Lease, NewTaskOutcome, OutboxMessage, Pruning, StateStore,
     TaskRecord, TaskStatus,
 };
+pub(crate) use temp_files::sweep as sweep_temp_files;
 
 use std::path::PathBuf;
 
