@@ -258,7 +258,7 @@ pub(crate) fn parse_task_id(text: &str) -> Result<TaskId> {
 }
 
 /// One report event as one line: `[12.3s] stage_done design@v1 — Design completed: …`, with
-/// the time since `start`.
+/// the time since `start`; bidirectional controls are written as escapes (`\u{202e}`).
 pub(crate) fn event_line(event: &ReportEvent, start: DateTime<Utc>) -> String {
     let elapsed = (event.timestamp - start).to_std().unwrap_or_default();
     let stage = event
@@ -360,6 +360,21 @@ mod tests {
         event.stage = None;
         event.timestamp = start - TimeDelta::seconds(1);
         assert!(event_line(&event, start).starts_with("[0.0s] stage_done — "));
+    }
+
+    #[test]
+    fn an_event_line_shows_bidirectional_controls_as_escapes() {
+        let start = Utc::now();
+        let event = ReportEvent::new(
+            TaskId::new(),
+            ReportStatus::Error,
+            "error: \u{202E}exe.gpj",
+            start,
+        );
+        assert_eq!(
+            event_line(&event, start),
+            "[0.0s] error — error: \\u{202e}exe.gpj"
+        );
     }
 
     #[test]

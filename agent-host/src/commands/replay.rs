@@ -390,6 +390,7 @@ fn print_outcome(
             .summary
             .strip_prefix("error: ")
             .unwrap_or(&event.summary);
+        let summary = crate::bidi::escape_for_terminal(summary);
         eprintln!("replay of {step} of task {task_id} ended in error: {summary}");
         return Some(ExitCode::FAILURE);
     }
@@ -400,6 +401,7 @@ fn print_outcome(
                 .summary
                 .strip_prefix("error: ")
                 .unwrap_or(&last.summary);
+            let summary = crate::bidi::escape_for_terminal(summary);
             eprintln!("the run continued from {step} of task {task_id} ended in error: {summary}");
         }
     }
@@ -417,10 +419,10 @@ fn print_files(details: &TaskDetails, step: StepId, attempt: Option<Attempt>) {
         println!("attempt {attempt}: {file}");
     }
     if let Some(own) = own {
-        let model = own.model.as_deref().unwrap_or("-");
+        let model = crate::bidi::escape_for_terminal(own.model.as_deref().unwrap_or("-"));
         println!("  model {model}, spent {}", spend_line(&own.spend));
         if let Some(variant) = own.variant.as_ref().and_then(super::show::describe_variant) {
-            println!("  variant: {variant}");
+            println!("  variant: {}", crate::bidi::escape_for_terminal(&variant));
         }
     }
     if let Some(file) = &view.file {

@@ -263,6 +263,7 @@ fn finish(
                 .as_deref()
                 .map(|reason| format!(" ({reason})"))
                 .unwrap_or_default();
+            let summary = crate::bidi::escape_for_terminal(summary);
             eprintln!("task {task_id} ended in error{reason}: {summary}");
             ExitCode::FAILURE
         }
