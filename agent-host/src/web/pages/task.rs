@@ -797,7 +797,7 @@ fn why(artifact: &Artifact) -> Markup {
         @if let Some(feedback) = &artifact.feedback {
             div.feedback {
                 h4 { "Feedback of round " (artifact.round.saturating_sub(1)) }
-                pre.feedback-text { (text::user(feedback)) }
+                pre.feedback-text { (text::revealed(feedback)) }
             }
         }
     }
