@@ -49,6 +49,10 @@ pub(crate) fn ensure_dir_resolves_within(real_root: &Path, dir: &Path) -> StoreR
 /// Replaces the content of `path` with `bytes` atomically: a temporary file in the same
 /// directory renamed over `path`, so that readers see the old content or the new, never a
 /// mix. With `sync`, the file and the rename are flushed to disk before it returns. Blocking.
+///
+/// The temporary file is locked while it is written. A process killed before its rename leaves
+/// it behind, unlocked; the next write of the same file (the redelivered message that wrote
+/// it, say) removes it.
 pub(crate) fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> StoreResult<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -62,6 +66,9 @@ pub(crate) fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> StoreRes
     let temp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&temp)?;
+        // Held until the rename: a write of the same file elsewhere leaves this one alone. Where
+        // the file system cannot lock, nothing is removed (see `remove_abandoned_temps`).
+        let _ = file.try_lock();
         file.write_all(bytes)?;
         if sync {
             file.sync_all()?;
@@ -76,7 +83,39 @@ pub(crate) fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> StoreRes
     if sync && let Ok(handle) = std::fs::File::open(dir) {
         let _ = handle.sync_all();
     }
+    remove_abandoned_temps(dir, &name);
     Ok(())
+}
+
+/// Removes the temporary files of `name` in `dir` that [`write_replacing`] left behind in a
+/// process that died before its rename: those no one holds locked. A write under way holds its
+/// lock (a process's locks end with it), and a file that cannot be locked for another reason
+/// is kept. Blocking.
+fn remove_abandoned_temps(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let is_temp_of_name = file_name
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(pid, n)| pid.parse::<u32>().is_ok() && n.parse::<u64>().is_ok());
+        if !is_temp_of_name {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(temp) = std::fs::File::open(&path) else {
+            continue;
+        };
+        if temp.try_lock().is_ok() {
+            tracing::info!(path = %path.display(), "removing a temporary file a killed process left behind");
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
@@ -124,6 +163,35 @@ mod tests {
             1,
             "no temp file left"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_write_removes_the_temp_files_a_killed_writer_left_of_the_same_file()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let root = tempfile::tempdir()?;
+        let dir = root.path();
+        // A writer killed between its temporary file and the rename, one whose write is still
+        // under way (holding its lock), and a killed writer of another file.
+        let abandoned = dir.join(".a.json.4000000-7.tmp");
+        std::fs::write(&abandoned, b"{\"half\":")?;
+        let under_way = dir.join(".a.json.4000001-3.tmp");
+        let held = std::fs::File::create(&under_way)?;
+        held.try_lock()?;
+        let other = dir.join(".b.json.4000000-8.tmp");
+        std::fs::write(&other, b"{")?;
+        write_replacing(&dir.join("a.json"), b"{}", false)?;
+        assert!(
+            !abandoned.exists(),
+            "the killed writer's temp file is removed"
+        );
+        assert!(under_way.exists(), "a write under way keeps its temp file");
+        assert!(
+            other.exists(),
+            "another file's temp file is left to its next write"
+        );
+        assert_eq!(std::fs::read(dir.join("a.json"))?, b"{}");
+        drop(held);
         Ok(())
     }
 }
