@@ -9,8 +9,19 @@
 //! attempts are requested and unfinished, so that the kills land mid-step; at the end the
 //! test checks that they did.
 //!
+//! A killed worker's step is not a new attempt: its request was not acknowledged, so the bus
+//! delivers it again and a worker runs it again under the same attempt number (the
+//! orchestrator keeps the first result of an attempt and ignores the others). New attempts come
+//! only from failures, so the LLM server, a local stand-in for the provider, answers the first
+//! call of one step in ten (chosen by the seed) with a body that is not a chat completion, and
+//! of one in fifty the first two calls: those steps fail with a retryable error and are retried
+//! as attempts 2 and 3, while the storm kills the processes that run and record them. The test
+//! checks that some step did need more than one attempt, and that no step has more attempts
+//! than its faults explain.
+//!
 //! The storm is seeded; the seed is printed, and `KILL_STORM_SEED=<seed>` replays the same
-//! choices (victims, intervals, pauses; the moments the kills land still depend on timing).
+//! choices (victims, intervals, pauses, the steps whose calls fail; the moments the kills land
+//! still depend on timing).
 //!
 //! Without a broker (no `REDPANDA_BROKERS`, no tansu) it says SKIPPED; under `CI=true` that is
 //! a failure. The deadlines are functional (something is stuck), never performance bounds:
@@ -18,8 +29,9 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agent_pipeline::output::{Design, Implementation, Review};
@@ -27,8 +39,12 @@ use agent_pipeline::store::{Artifact, AttemptRecord, AttemptStatus, TaskStatus};
 use agent_pipeline::wire::StepMode;
 use agent_pipeline::{StepId, TaskId};
 use common::kafka::Kafka;
-use common::processes::{DEADLINE, Processes, State, poll_until, publish_tasks, read_reports};
+use common::openai::{ChatServer, Fault};
+use common::processes::{
+    DEADLINE, Processes, State, poll_until, publish_numbered_tasks, read_reports,
+};
 use common::{Host, Sandbox, files_under};
+use serde_json::Value;
 
 /// Tasks in the run.
 const TASKS: usize = 200;
@@ -44,6 +60,14 @@ const AIM: Duration = Duration::from_secs(2);
 const STEPS: [&str; 4] = ["design@v1", "implement@v1", "test@v1", "review@v1"];
 /// The processes the storm kills, by kind.
 const KINDS: [&str; 3] = ["planner", "worker", "orchestrator"];
+/// The response schema of each step's LLM call, in the order of [`STEPS`].
+const SCHEMAS: [&str; 4] = ["design", "implementation", "test_plan", "review"];
+/// The model the processes ask the LLM server for (one with a list price).
+const MODEL: &str = "gpt-4o-mini";
+/// The share of steps, in percent, whose first LLM call fails.
+const FAULTED_PERCENT: u64 = 10;
+/// Of those, the share of all steps, in percent, whose first two calls fail.
+const FAULTED_TWICE_PERCENT: u64 = 2;
 
 /// A small xorshift generator: enough to pick victims and intervals, and replayable from
 /// its seed.
@@ -68,6 +92,78 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
+}
+
+/// The LLM faults of the run. The seed picks the steps (task number and response schema)
+/// whose first call, or first two calls, the server answers with a body that is not a chat
+/// completion: an HTML error page or a JSON body cut short, which fail the attempt with a
+/// retryable error. Two at most, so that no step uses up its three tries and the task still
+/// ends `done`. The picks depend on the seed only, not on the order of the calls.
+#[derive(Clone)]
+struct LlmFaults {
+    seed: u64,
+    /// (task number, step index) → the faults answered so far.
+    answered: Arc<Mutex<HashMap<(usize, usize), u32>>>,
+}
+
+impl LlmFaults {
+    fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            answered: Arc::default(),
+        }
+    }
+
+    /// How many calls of task `task`'s step `step` (an index of [`STEPS`]) fail.
+    fn planned(&self, task: usize, step: usize) -> u32 {
+        let key = (task * STEPS.len() + step) as u64 + 1;
+        let mut rng = Rng((self.seed ^ key.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
+        match rng.next() % 100 {
+            n if n < FAULTED_TWICE_PERCENT => 2,
+            n if n < FAULTED_PERCENT => 1,
+            _ => 0,
+        }
+    }
+
+    /// The answer to the call `body`.
+    fn answer(&self, body: &Value) -> Fault {
+        let schema = body["response_format"]["json_schema"]["name"]
+            .as_str()
+            .unwrap_or_default();
+        let (Some(step), Some(task)) =
+            (SCHEMAS.iter().position(|s| *s == schema), task_number(body))
+        else {
+            return Fault::Ok;
+        };
+        let planned = self.planned(task, step);
+        let mut answered = self.answered.lock().expect("the faults' lock");
+        let count = answered.entry((task, step)).or_default();
+        if *count >= planned {
+            return Fault::Ok;
+        }
+        *count += 1;
+        if (task + step) % 2 == 0 {
+            Fault::NotJson
+        } else {
+            Fault::Truncated
+        }
+    }
+
+    /// The faults answered to the calls of task `task`'s step `step`.
+    fn answered(&self, task: usize, step: usize) -> u32 {
+        let answered = self.answered.lock().expect("the faults' lock");
+        answered.get(&(task, step)).copied().unwrap_or_default()
+    }
+}
+
+/// The number `n` of the task whose prompt ends with `(task n)` (see
+/// `common::processes::publish_numbered_tasks`), from the first message that names one.
+fn task_number(body: &Value) -> Option<usize> {
+    body["messages"].as_array()?.iter().find_map(|message| {
+        let content = message["content"].as_str()?;
+        let (_, after) = content.split_once("(task ")?;
+        after.split_once(')')?.0.parse().ok()
+    })
 }
 
 /// One kill of the storm, as the report prints it.
@@ -99,6 +195,11 @@ fn a_storm_of_sigkills_loses_no_task_and_duplicates_no_step() {
     eprintln!("kill storm: seed {seed} (replay with KILL_STORM_SEED={seed})");
     let mut rng = Rng(seed);
 
+    // The LLM server, on a runtime of its own, is dropped last (after the processes).
+    let (_server_runtime, server) = ChatServer::start_on_own_runtime();
+    let faults = LlmFaults::new(seed);
+    let rule = faults.clone();
+    server.set_fault_rule(move |body| rule.answer(body));
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let sandbox = Sandbox::new();
     let data_dir = sandbox.data_dir();
@@ -115,6 +216,7 @@ fn a_storm_of_sigkills_loses_no_task_and_duplicates_no_step() {
         };
         let mut command = kafka.command(&sandbox, args);
         command.env("EXECUTE_CODE", "false");
+        command.envs(server.env(MODEL));
         if name == "web" {
             Host::start(command)
         } else {
@@ -141,7 +243,8 @@ fn a_storm_of_sigkills_loses_no_task_and_duplicates_no_step() {
     let publisher = runtime.spawn(async move {
         let mut tasks = Vec::with_capacity(TASKS);
         while tasks.len() < TASKS {
-            tasks.extend(publish_tasks(&bus, &topic, PUBLISHED_PER_TICK).await);
+            let numbers = tasks.len()..(tasks.len() + PUBLISHED_PER_TICK).min(TASKS);
+            tasks.extend(publish_numbered_tasks(&bus, &topic, numbers).await);
             tokio::time::sleep(PUBLISH_TICK).await;
         }
         (tasks, started.elapsed())
@@ -232,8 +335,8 @@ fn a_storm_of_sigkills_loses_no_task_and_duplicates_no_step() {
         );
     }
 
-    // Every task ends; with the offline model and code execution off no step can fail on its
-    // own, so a task in `error` lost something to a kill.
+    // Every task ends; with code execution off a step fails only on an LLM fault, and never on
+    // all of its tries, so a task in `error` lost something to a kill.
     let (tasks, publisher_done) = runtime
         .block_on(publisher)
         .expect("the publisher did not panic");
@@ -262,7 +365,18 @@ fn a_storm_of_sigkills_loses_no_task_and_duplicates_no_step() {
         started.elapsed()
     );
 
-    let attempts = check_attempts(&runtime, &state, &tasks, seed);
+    let attempts = check_attempts(&runtime, &state, &tasks, &faults, seed);
+    // A step whose worker was killed runs again under the same attempt number: its LLM call
+    // comes again, word for word (the prompt names the attempt).
+    let mut calls: HashMap<String, u32> = HashMap::new();
+    for body in server.requests() {
+        *calls.entry(body["messages"].to_string()).or_default() += 1;
+    }
+    eprintln!(
+        "kill storm: {} LLM calls, {} of them made again under the same attempt",
+        calls.values().sum::<u32>(),
+        calls.values().map(|n| n - 1).sum::<u32>()
+    );
     check_artifacts(&data_dir, &tasks, &attempts, seed);
 
     // The mirror writes one final event per task.
@@ -296,13 +410,26 @@ fn a_storm_of_sigkills_loses_no_task_and_duplicates_no_step() {
             finals.first().copied(),
             "seed {seed}, task {task}: the final event is the last: {events:?}"
         );
-        let mut seen = HashSet::new();
-        repeated.extend(
-            events
-                .iter()
-                .filter(|e| !seen.insert(*e))
-                .map(|e| format!("{task} {e}")),
-        );
+        // Each failed attempt is reported as one `retry` of its step; any other event once.
+        let mut counts: HashMap<&str, u32> = HashMap::new();
+        for event in &events {
+            *counts.entry(event.as_str()).or_default() += 1;
+        }
+        let mut expected: HashMap<String, u32> = HashMap::new();
+        for (step, (_, n)) in &attempts[task] {
+            let retry = format!("retry {step}");
+            let reported = counts.get(retry.as_str()).copied().unwrap_or_default();
+            assert!(
+                reported >= n - 1,
+                "seed {seed}, task {task}: {n} attempts of {step}, {reported} retries reported: \
+                 {events:?}"
+            );
+            expected.insert(retry, n - 1);
+        }
+        repeated.extend(counts.into_iter().filter_map(|(event, count)| {
+            let once = expected.get(event).copied().unwrap_or(1);
+            (count > once).then(|| format!("{task} {event} ×{count}"))
+        }));
     }
     // Reports are sent at least once (the outbox resends what a killed process may not have
     // sent), so a non-final event may appear twice; only the final one must not.
@@ -341,16 +468,19 @@ fn progress(
 }
 
 /// Every task is `done`; each step has attempts `1..=n` without a gap, none still requested,
-/// no replay, and exactly one succeeded. Returns task → step → the succeeded attempt and `n`.
+/// no replay, and exactly one succeeded; no more than one attempt per LLM fault its calls were
+/// answered with, plus one; and some step needed more than one. Returns task → step → the
+/// succeeded attempt and `n`.
 fn check_attempts(
     runtime: &tokio::runtime::Runtime,
     state: &State,
     tasks: &[TaskId],
+    faults: &LlmFaults,
     seed: u64,
 ) -> BTreeMap<TaskId, BTreeMap<StepId, (u32, u32)>> {
     let mut result = BTreeMap::new();
-    let mut retried = 0;
-    for task in tasks {
+    let (mut planned, mut answered, mut retried, mut most) = (0, 0, 0, 0);
+    for (number, task) in tasks.iter().enumerate() {
         let record = runtime
             .block_on(state.store.task(*task))
             .expect("the task can be read")
@@ -396,14 +526,34 @@ fn check_attempts(
                 1,
                 "seed {seed}, task {task}, {step}: exactly one succeeded attempt: {attempts:?}"
             );
+            let index = STEPS
+                .iter()
+                .position(|s| *s == step.to_string())
+                .expect("a step of the pipeline");
+            let faulted = faults.answered(number, index);
+            assert!(
+                n <= faulted + 1,
+                "seed {seed}, task {task}, {step}: {n} attempts, but only {faulted} LLM faults \
+                 (attempts other than the first come only from failures): {attempts:?}"
+            );
+            planned += u32::from(faults.planned(number, index) > 0);
+            answered += faulted;
             if n > 1 {
                 retried += 1;
             }
+            most = most.max(n);
             of_task.insert(step, (succeeded[0], n));
         }
         result.insert(*task, of_task);
     }
-    eprintln!("kill storm: {retried} steps needed more than one attempt");
+    eprintln!(
+        "kill storm: LLM faults planned for {planned} steps, {answered} answered; \
+         {retried} steps needed more than one attempt, at most {most}"
+    );
+    assert!(
+        retried > 0,
+        "seed {seed}: no step needed a second attempt: the attempt numbers were not tested"
+    );
     result
 }
 

@@ -73,8 +73,18 @@ impl Processes {
 /// Publishes `count` new tasks to `topic` as contracts.md says, one message each, keyed by
 /// the task id, as a program that is not agent-pipeline would.
 pub(crate) async fn publish_tasks(bus: &KafkaBus, topic: &str, count: usize) -> Vec<TaskId> {
-    let mut ids = Vec::with_capacity(count);
-    for n in 0..count {
+    publish_numbered_tasks(bus, topic, 0..count).await
+}
+
+/// Like [`publish_tasks`], one task for each number of `numbers`, whose prompt ends with
+/// `(task <number>)`: numbered over a whole run, no two prompts are alike.
+pub(crate) async fn publish_numbered_tasks(
+    bus: &KafkaBus,
+    topic: &str,
+    numbers: std::ops::Range<usize>,
+) -> Vec<TaskId> {
+    let mut ids = Vec::with_capacity(numbers.len());
+    for n in numbers {
         let task = NewTask::new(format!("{HELLO} (task {n})"));
         let payload = serde_json::to_vec(&task).expect("a task encodes");
         bus.publish(topic, &task.task_id.to_string(), payload)

@@ -1,8 +1,8 @@
 //! A local HTTP server that speaks the Chat Completions protocol: the stand-in for a remote
 //! LLM API. It answers what the offline model would, names the model it was asked for, counts
 //! tokens as a real server would (about four characters each), and can hold calls. It can also
-//! answer a queue of [`Fault`]s, one per request, as a failing provider would. The agent-host
-//! tests use it too (by path).
+//! answer a queue of [`Fault`]s, one per request, as a failing provider would, or a fault that a
+//! rule of the test picks from each request's body. The agent-host tests use it too (by path).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -62,13 +62,18 @@ pub enum Fault {
     Refusal,
 }
 
+/// A rule that picks the answer to a request from its body, once the queue is used up.
+pub type FaultRule = Arc<dyn Fn(&Value) -> Fault + Send + Sync>;
+
 /// The queue of faults, and which requests consume them.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Faults {
     /// Only requests for this response schema (`design`, `implementation`, …) consume faults;
     /// any request does when `None`.
     schema: Option<String>,
     queue: VecDeque<Fault>,
+    /// What answers a request once the queue is empty; [`Fault::Ok`] without one.
+    rule: Option<FaultRule>,
 }
 
 /// Counts a call as abandoned when its handler is dropped before it answers.
@@ -87,11 +92,7 @@ async fn chat(State(server): State<ChatServer>, Json(body): Json<Value>) -> Resp
     if let Ok(mut seen) = server.seen.lock() {
         seen.push(body.clone());
     }
-    let fault = server.next_fault(
-        body["response_format"]["json_schema"]["name"]
-            .as_str()
-            .unwrap_or_default(),
-    );
+    let fault = server.next_fault(&body);
     let delay = server.delay.lock().map(|d| *d).unwrap_or_default();
     tokio::time::sleep(delay).await;
     let mut hold = server.hold.subscribe();
@@ -332,23 +333,38 @@ impl ChatServer {
             .unwrap_or_default()
     }
 
-    fn replace_faults(&self, schema: Option<String>, faults: Vec<Fault>) {
+    /// Answers every request the queue does not with what `rule` picks from its body: a share
+    /// of faults spread over a long run, whatever order the requests come in.
+    pub fn set_fault_rule(&self, rule: impl Fn(&Value) -> Fault + Send + Sync + 'static) {
         if let Ok(mut current) = self.faults.lock() {
-            *current = Faults {
-                schema,
-                queue: faults.into(),
-            };
+            current.rule = Some(Arc::new(rule));
         }
     }
 
-    /// The fault to answer a request for `schema` with.
-    fn next_fault(&self, schema: &str) -> Fault {
-        let Ok(mut faults) = self.faults.lock() else {
-            return Fault::Ok;
-        };
-        if faults.schema.as_deref().is_some_and(|only| only != schema) {
-            return Fault::Ok;
+    fn replace_faults(&self, schema: Option<String>, faults: Vec<Fault>) {
+        if let Ok(mut current) = self.faults.lock() {
+            current.schema = schema;
+            current.queue = faults.into();
         }
-        faults.queue.pop_front().unwrap_or(Fault::Ok)
+    }
+
+    /// The fault to answer the request `body` with.
+    fn next_fault(&self, body: &Value) -> Fault {
+        let schema = body["response_format"]["json_schema"]["name"]
+            .as_str()
+            .unwrap_or_default();
+        let rule = {
+            let Ok(mut faults) = self.faults.lock() else {
+                return Fault::Ok;
+            };
+            if faults.schema.as_deref().is_none_or(|only| only == schema)
+                && let Some(fault) = faults.queue.pop_front()
+            {
+                return fault;
+            }
+            faults.rule.clone()
+        };
+        // The rule runs outside the lock: it may take locks of its own.
+        rule.map_or(Fault::Ok, |rule| rule(body))
     }
 }
