@@ -383,4 +383,82 @@ mod tests {
         );
         Ok(())
     }
+
+    /// A file store that writes attempt 2 of the design just after the first read of
+    /// `design@v1.attempt1.json` (which finds nothing): a replay finishing between the two
+    /// reads of `read_attempt`.
+    #[derive(Debug)]
+    struct ReplayBetweenReads {
+        inner: FileArtifactStore,
+        replay: std::sync::Mutex<Option<Artifact>>,
+    }
+
+    #[async_trait]
+    impl ArtifactStore for ReplayBetweenReads {
+        fn task_location(&self, task_id: TaskId) -> String {
+            self.inner.task_location(task_id)
+        }
+
+        fn location(&self, task_id: TaskId, name: &str) -> String {
+            self.inner.location(task_id, name)
+        }
+
+        async fn write_artifact(&self, artifact: &Artifact) -> StoreResult<String> {
+            self.inner.write_artifact(artifact).await
+        }
+
+        async fn write_document(
+            &self,
+            task_id: TaskId,
+            name: &str,
+            value: &Value,
+        ) -> StoreResult<String> {
+            self.inner.write_document(task_id, name, value).await
+        }
+
+        async fn read_document(&self, task_id: TaskId, name: &str) -> StoreResult<Option<Value>> {
+            let read = self.inner.read_document(task_id, name).await;
+            let replay = if name == "design@v1.attempt1.json" {
+                self.replay.lock().map(|mut r| r.take()).unwrap_or_default()
+            } else {
+                None
+            };
+            if let Some(replay) = replay {
+                self.inner.write_artifact(&replay).await?;
+            }
+            read
+        }
+
+        async fn documents(&self, task_id: TaskId) -> StoreResult<Vec<String>> {
+            self.inner.documents(task_id).await
+        }
+
+        async fn delete_documents(&self, task_id: TaskId, names: &[String]) -> StoreResult<usize> {
+            self.inner.delete_documents(task_id, names).await
+        }
+
+        async fn delete_task(&self, task_id: TaskId) -> StoreResult<()> {
+            self.inner.delete_task(task_id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attempt_replaced_while_it_is_read_is_still_found()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let task_id = TaskId::new();
+        let store = ReplayBetweenReads {
+            inner: FileArtifactStore::new(dir.path()),
+            replay: std::sync::Mutex::new(Some(artifact(task_id, 2, "second"))),
+        };
+        store.write_artifact(&artifact(task_id, 1, "first")).await?;
+        let step = StepId::v1(Stage::Design);
+        let first = store.read_attempt(task_id, step, Attempt::FIRST).await?;
+        assert_eq!(
+            first.map(|a| a.output["design_summary"].clone()),
+            Some(json!("first")),
+            "attempt 1 is read although attempt 2 replaced it as the canonical artifact meanwhile"
+        );
+        Ok(())
+    }
 }

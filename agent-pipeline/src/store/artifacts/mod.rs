@@ -207,13 +207,18 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug + 'static {
         step: StepId,
         attempt: Attempt,
     ) -> StoreResult<Option<Artifact>> {
-        if let Some(own) = read_as(self, task_id, &attempt_document(step, attempt)).await? {
-            return Ok(Some(own));
+        let own = attempt_document(step, attempt);
+        if let Some(found) = read_as(self, task_id, &own).await? {
+            return Ok(Some(found));
         }
-        Ok(self
-            .read_artifact(task_id, step)
-            .await?
-            .filter(|a| a.attempt == attempt))
+        match self.read_artifact(task_id, step).await? {
+            Some(canonical) if canonical.attempt == attempt => Ok(Some(canonical)),
+            // A later attempt was written between the two reads (a replay finishing): it
+            // saves the attempt it replaces in its own document before it replaces the
+            // canonical one, so that document is there now.
+            Some(_) => read_as(self, task_id, &own).await,
+            None => Ok(None),
+        }
     }
 
     /// A task's `task.json` and the canonical artifacts of `steps`, read in one go where
