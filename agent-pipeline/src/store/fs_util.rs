@@ -62,21 +62,38 @@ pub(crate) fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> StoreRes
         .unwrap_or_default();
     // Unique among the processes writing here: this process's id and a counter.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let temp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        // Held until the rename: a write of the same file elsewhere leaves this one alone. Where
-        // the file system cannot lock, nothing is removed (see `remove_abandoned_temps`).
-        let _ = file.try_lock();
-        file.write_all(bytes)?;
-        if sync {
-            file.sync_all()?;
+    let write_once = || {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
+        let result = (|| {
+            let mut file = std::fs::File::create(&temp)?;
+            // Held until the rename: a write of the same file elsewhere leaves this one alone.
+            // Where the file system cannot lock, nothing is removed (see
+            // `remove_abandoned_temps`).
+            let _ = file.try_lock();
+            file.write_all(bytes)?;
+            if sync {
+                file.sync_all()?;
+            }
+            std::fs::rename(&temp, path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temp);
         }
-        std::fs::rename(&temp, path)
-    })();
+        result
+    };
+    // A concurrent write of the same file may remove the temporary file in the instant between
+    // its creation and its lock: the rename then finds nothing, and the write is done again.
+    let mut result = write_once();
+    for _ in 0..2 {
+        match &result {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && dir.is_dir() => {
+                result = write_once();
+            }
+            _ => break,
+        }
+    }
     if let Err(source) = result {
-        let _ = std::fs::remove_file(&temp);
         return Err(io("write", path, source));
     }
     // Persist the rename itself; not every file system supports syncing a directory.
