@@ -68,6 +68,15 @@ pub enum Error {
     /// A task without a prompt.
     #[error("the prompt is empty")]
     EmptyPrompt,
+    /// A task whose prompt is longer than the pipeline accepts
+    /// ([`PipelineBuilder::max_prompt_chars`](crate::PipelineBuilder::max_prompt_chars)).
+    #[error("the prompt has {chars} characters; at most {max} are accepted")]
+    PromptTooLong {
+        /// The prompt's length, in characters.
+        chars: usize,
+        /// The longest prompt accepted, in characters.
+        max: usize,
+    },
 }
 
 /// An error and its sources as one line, `error: cause: cause`, leaving out a source whose

@@ -21,7 +21,7 @@ use crate::publish::{LocalGitPublisher, Publisher};
 use crate::retention::{self, Pruned, RetentionPolicy};
 use crate::service::{
     Cancellations, CiMonitor, Deps, Execution, Handler, Mirror, OnStop, Orchestrator, Planner,
-    Service, Worker, check_control, check_replay, follow_cancellations, run_consumer,
+    Service, Worker, check_control, check_prompt, check_replay, follow_cancellations, run_consumer,
 };
 use crate::store::{ArtifactStore, FileArtifactStore, ReportLog, StateStore};
 use crate::wire::{DeadLetter, NewTask, ReplayStep, ReportEvent, ReportStatus, TaskControl};
@@ -51,6 +51,7 @@ const REPORT_FEED_CAPACITY: usize = 1024;
 /// | approval | not required |
 /// | prices | [`PriceTable::default`] with `LLM_PRICES` (and `LLM_PRICE_*_PER_MTOK`) on top |
 /// | providers for replays | the default LLM, and `offline` |
+/// | longest prompt | [`PipelineBuilder::DEFAULT_MAX_PROMPT_CHARS`] characters |
 #[derive(Debug)]
 pub struct PipelineBuilder {
     data_dir: PathBuf,
@@ -78,6 +79,7 @@ pub struct PipelineBuilder {
     require_approval: bool,
     prices: Option<PriceTable>,
     providers: Vec<(String, Arc<dyn Llm>)>,
+    max_prompt_chars: usize,
 }
 
 impl Default for PipelineBuilder {
@@ -108,6 +110,7 @@ impl Default for PipelineBuilder {
             require_approval: false,
             prices: None,
             providers: Vec::new(),
+            max_prompt_chars: Self::DEFAULT_MAX_PROMPT_CHARS,
         }
     }
 }
@@ -118,6 +121,10 @@ impl PipelineBuilder {
     /// bus; over a broker, where a service holds each message until the broker has
     /// acknowledged what it produced, more keep the broker busy (docs/performance.md, B3).
     pub const DEFAULT_SERVICE_CONCURRENCY: usize = 64;
+
+    /// The longest prompt accepted unless [`PipelineBuilder::max_prompt_chars`] says
+    /// otherwise, in characters (what the web form accepts too).
+    pub const DEFAULT_MAX_PROMPT_CHARS: usize = 100_000;
 
     /// Where artifacts (with the default artifact store), workspaces, `reports.jsonl` and
     /// `state.sqlite` live (`DATA_DIR`).
@@ -306,6 +313,16 @@ impl PipelineBuilder {
         self
     }
 
+    /// The longest prompt a new task may have, in characters (default
+    /// [`PipelineBuilder::DEFAULT_MAX_PROMPT_CHARS`]). [`Pipeline::enqueue`] refuses a longer
+    /// one with [`Error::PromptTooLong`]; one that reaches the task topic anyway (from another
+    /// producer) is dead-lettered by the planner, which records nothing of it and reports
+    /// `error` with the reason `prompt_too_long`.
+    pub fn max_prompt_chars(mut self, max: usize) -> Self {
+        self.max_prompt_chars = max;
+        self
+    }
+
     /// Builds the pipeline, opening the default state store if none was given.
     ///
     /// The temporary files of atomic writes that stopped processes left in the data
@@ -392,6 +409,7 @@ impl PipelineBuilder {
             require_approval: self.require_approval,
             prices,
             providers,
+            max_prompt_chars: self.max_prompt_chars,
         };
         Ok(Pipeline {
             deps,
@@ -599,7 +617,8 @@ impl Pipeline {
     }
 
     /// Enqueues a task, with its own budget or approval requirement when it has them; returns
-    /// its id.
+    /// its id. An empty prompt is refused ([`Error::EmptyPrompt`]), and so is one longer than
+    /// [`Pipeline::max_prompt_chars`] ([`Error::PromptTooLong`]).
     ///
     /// ```
     /// use agent_pipeline::budget::Budget;
@@ -630,6 +649,7 @@ impl Pipeline {
         if task.prompt.trim().is_empty() {
             return Err(Error::EmptyPrompt);
         }
+        check_prompt(&task.prompt, self.deps.max_prompt_chars)?;
         if let Some(budget) = &task.budget {
             budget.check().map_err(Error::InvalidBudget)?;
         }
@@ -677,6 +697,12 @@ impl Pipeline {
         self.deps
             .publish(&self.deps.topics.tasks, control.task_id, &control)
             .await
+    }
+
+    /// The longest prompt a new task may have, in characters
+    /// ([`PipelineBuilder::max_prompt_chars`]).
+    pub fn max_prompt_chars(&self) -> usize {
+        self.deps.max_prompt_chars
     }
 
     /// The providers a replay may name.

@@ -2,9 +2,12 @@
 //! filler file takes all but a few KiB of it.
 //!
 //! What a user sees today: a task submitted then is dead-lettered by the planner with the
-//! state database's "database or disk is full" as the reason, and never reaches the state
-//! store (so it has no `error` event either); no artifact file is torn; once space returns,
-//! new tasks run to `done` and re-driving the dead letter runs the task to `done`.
+//! state database's "database or disk is full" as the reason, never reaches the state store,
+//! and ends with an `error` event (reason `not_recorded`) that `Pipeline::wait` returns, also
+//! when not one byte is left and `reports.jsonl` cannot be written (the event goes out on the
+//! bus); a redelivered task that was recorded before gets no second final event; no artifact
+//! file is torn; once space returns, new tasks run to `done` and re-driving the dead letter
+//! runs the task to `done`.
 //!
 //! Mounting needs root: without it the test prints SKIPPED and passes, except under
 //! `CI=true`, where that is a failure.
@@ -15,8 +18,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use agent_pipeline::wire::ReportStatus;
-use common::{PATIENCE, TestResult, builder, dead_letters, finish, story};
+use agent_pipeline::bus::FollowFrom;
+use agent_pipeline::machine::REASON_NOT_RECORDED;
+use agent_pipeline::wire::{
+    ControlAction, DeadLetter, NewTask, ReportEvent, ReportStatus, TaskControl,
+};
+use agent_pipeline::{Pipeline, TaskId};
+use common::{PATIENCE, TestResult, builder, events_until, finish, story};
 
 const HELLO: &str = "Write a tiny Python program that prints 'Hello Earthling'";
 
@@ -77,6 +85,96 @@ fn fill(dir: &Path, room: u64) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
+/// The dead letters of the task topic, once there is one for each of `tasks`. Others (the
+/// mirrors' own, when a file cannot be written) are skipped.
+async fn task_dead_letters(
+    pipeline: &Pipeline,
+    tasks: &[TaskId],
+) -> Result<Vec<DeadLetter>, Box<dyn std::error::Error>> {
+    let group = format!("test-{}", TaskId::new());
+    let subscription = pipeline
+        .bus()
+        .subscribe(&pipeline.topics().dlq, &group)
+        .await?;
+    let wanted: Vec<String> = tasks.iter().map(ToString::to_string).collect();
+    let mut letters: Vec<DeadLetter> = Vec::new();
+    while !wanted
+        .iter()
+        .all(|t| letters.iter().any(|l| l.task_id.as_ref() == Some(t)))
+    {
+        let delivery = tokio::time::timeout(PATIENCE, subscription.next()).await??;
+        subscription.ack(delivery.receipt).await?;
+        let letter: DeadLetter = serde_json::from_slice(&delivery.payload)?;
+        if letter.source_topic == pipeline.topics().tasks {
+            letters.push(letter);
+        }
+    }
+    Ok(letters)
+}
+
+/// The first dead letter for which `wanted` holds.
+async fn first_dead_letter(
+    pipeline: &Pipeline,
+    wanted: impl Fn(&DeadLetter) -> bool,
+) -> Result<DeadLetter, Box<dyn std::error::Error>> {
+    let letters = pipeline
+        .bus()
+        .follow(&pipeline.topics().dlq, FollowFrom::Oldest)
+        .await?;
+    loop {
+        let delivery = tokio::time::timeout(PATIENCE, letters.next())
+            .await
+            .map_err(|_| "no such dead letter")??;
+        letters.ack(delivery.receipt).await?;
+        let letter: DeadLetter = serde_json::from_slice(&delivery.payload)?;
+        if wanted(&letter) {
+            return Ok(letter);
+        }
+    }
+}
+
+/// Appends one JSON line to `path` so that its length is a multiple of the page size: on a
+/// tmpfs without a free page, the next append then fails (a shorter one could otherwise fit
+/// in the file's last page).
+fn pad_to_page(path: &Path) -> TestResult {
+    let output = Command::new("getconf").arg("PAGESIZE").output()?;
+    let page: u64 = String::from_utf8(output.stdout)?.trim().parse()?;
+    let len = std::fs::metadata(path)?.len();
+    let bare = br#"{"pad":""}"#.len() as u64 + 1;
+    let pad = (page - (len + bare) % page) % page;
+    let line = format!("{{\"pad\":\"{}\"}}\n", "x".repeat(usize::try_from(pad)?));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)?
+        .write_all(line.as_bytes())?;
+    let len = std::fs::metadata(path)?.len();
+    assert_eq!(len % page, 0, "another line came meanwhile");
+    Ok(())
+}
+
+/// Waits for the `error` event of a task the planner could not record, checks it and gives
+/// it.
+async fn ends_not_recorded(
+    pipeline: &Pipeline,
+    task_id: TaskId,
+) -> Result<ReportEvent, Box<dyn std::error::Error>> {
+    let last = finish(pipeline, task_id)
+        .await
+        .map_err(|e| format!("{task_id} did not end: {e}"))?;
+    assert_eq!(last.status, ReportStatus::Error, "{last:?}");
+    assert_eq!(
+        last.reason.as_deref(),
+        Some(REASON_NOT_RECORDED),
+        "{last:?}"
+    );
+    assert!(
+        last.summary.contains("database or disk is full"),
+        "{}",
+        last.summary
+    );
+    Ok(last)
+}
+
 /// Every file under `dir`.
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -122,23 +220,39 @@ async fn a_full_disk_dead_letters_tasks_tears_nothing_and_recovers() -> TestResu
     let pipeline = builder(&temp).execute_code(false).build().await?;
     let running = pipeline.start().await?;
     // One task first, so that the state database and the logs have their working size.
-    let warm = pipeline.submit(HELLO).await?;
-    assert_eq!(finish(&pipeline, warm).await?.status, ReportStatus::Done);
+    let warm = NewTask::new(HELLO);
+    let warm_id = pipeline.enqueue(warm.clone()).await?;
+    assert_eq!(finish(&pipeline, warm_id).await?.status, ReportStatus::Done);
 
     let filler = fill(&data, ROOM)?;
-    let mut failed = vec![pipeline.submit(HELLO).await?, pipeline.submit(HELLO).await?];
-    // No hang, no panic: both are dead-lettered, saying the disk is full.
-    let letters = dead_letters(&pipeline, 2).await?;
-    let mut lettered: Vec<_> = letters
-        .iter()
-        .map(|l| l.task_id.clone().unwrap_or_default())
+    // The finished task's message again (a redelivery), then a cancellation of it, which is
+    // refused and reported `dlq`: one key's messages are handled in order, so an event of the
+    // redelivery would come before that report.
+    for message in [
+        serde_json::to_vec(&warm)?,
+        serde_json::to_vec(&TaskControl::new(ControlAction::Cancel, warm_id))?,
+    ] {
+        pipeline
+            .publish_raw_task_message(&warm_id.to_string(), message)
+            .await?;
+    }
+    let failed = vec![pipeline.submit(HELLO).await?, pipeline.submit(HELLO).await?];
+    // No hang, no panic: both end in `error`, and are dead-lettered, saying the disk is full.
+    for task_id in &failed {
+        ends_not_recorded(&pipeline, *task_id).await?;
+    }
+    let warm_events = events_until(&pipeline, warm_id, |e| {
+        e.status == ReportStatus::Dlq && e.summary.contains("cancel refused")
+    })
+    .await?;
+    let finals: Vec<_> = warm_events.iter().filter(|e| e.status.is_final()).collect();
+    assert_eq!(finals.len(), 1, "a second final event: {finals:?}");
+    let letters: Vec<_> = task_dead_letters(&pipeline, &failed)
+        .await?
+        .into_iter()
+        .filter(|l| failed.iter().any(|t| l.task_id == Some(t.to_string())))
         .collect();
-    lettered.sort();
-    failed.sort();
-    assert_eq!(
-        lettered,
-        failed.iter().map(|t| t.to_string()).collect::<Vec<_>>()
-    );
+    assert_eq!(letters.len(), 2, "{letters:?}");
     for letter in &letters {
         assert_eq!(letter.source_topic, pipeline.topics().tasks);
         assert!(
@@ -196,8 +310,13 @@ async fn a_full_disk_dead_letters_tasks_tears_nothing_and_recovers() -> TestResu
     let redriven = &letters[0];
     pipeline.redrive(redriven).await?;
     let task_id = redriven.task_id.as_deref().unwrap_or_default().parse()?;
-    let last = finish(&pipeline, task_id).await?;
-    assert_eq!(last.status, ReportStatus::Done, "{last:?}");
+    // Its events go on after the `error` that ended it when it could not be recorded.
+    let events = events_until(&pipeline, task_id, |e| {
+        e.status.is_final() && e.status != ReportStatus::Error
+    })
+    .await?;
+    let last = events.last().ok_or("no event")?;
+    assert_eq!(last.status, ReportStatus::Done, "{events:?}");
     assert_no_torn_json(&data)?;
     let text = std::fs::read_to_string(data.join("reports.jsonl"))?;
     let unreadable: Vec<_> = text
@@ -209,6 +328,55 @@ async fn a_full_disk_dead_letters_tasks_tears_nothing_and_recovers() -> TestResu
         "unreadable lines in reports.jsonl: {unreadable:?}"
     );
 
+    tokio::time::timeout(PATIENCE, running.shutdown())
+        .await
+        .map_err(|_| "the pipeline did not shut down after the disk was full")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_not_one_byte_left_a_new_task_still_ends_in_error_on_the_bus() -> TestResult {
+    let test = "with_not_one_byte_left_a_new_task_still_ends_in_error_on_the_bus";
+    let temp = tempfile::tempdir()?;
+    let data = temp.path().join("data");
+    std::fs::create_dir(&data)?;
+    let Some(_tmpfs) = Tmpfs::mount(test, &data, "16m") else {
+        return Ok(());
+    };
+    let pipeline = builder(&temp).execute_code(false).build().await?;
+    let running = pipeline.start().await?;
+    let warm = pipeline.submit(HELLO).await?;
+    let last = finish(&pipeline, warm).await?;
+    assert_eq!(last.status, ReportStatus::Done);
+    let log = pipeline.report_log().clone();
+    common::eventually("the last event in reports.jsonl", || {
+        let (log, last) = (log.clone(), last.clone());
+        async move {
+            log.read_all()
+                .await
+                .is_ok_and(|events| events.contains(&last))
+        }
+    })
+    .await?;
+
+    // Not one byte left, and `reports.jsonl` ends on a page: it cannot take the next event.
+    pad_to_page(&data.join("reports.jsonl"))?;
+    let filler = fill(&data, 0)?;
+    let bare = pipeline.submit(HELLO).await?;
+    ends_not_recorded(&pipeline, bare).await?;
+    // The event reached `wait` over the bus although the mirror could not write it.
+    let unwritten = first_dead_letter(&pipeline, |l| {
+        l.source_topic == pipeline.topics().reports && l.task_id == Some(bare.to_string())
+    })
+    .await?;
+    assert!(
+        unwritten.reason.contains("No space left on device"),
+        "the report mirror failed otherwise: {}",
+        unwritten.reason
+    );
+    assert!(pipeline.state().task(bare).await?.is_none());
+
+    std::fs::remove_file(&filler)?;
     tokio::time::timeout(PATIENCE, running.shutdown())
         .await
         .map_err(|_| "the pipeline did not shut down after the disk was full")?;

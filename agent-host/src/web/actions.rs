@@ -8,9 +8,6 @@ use chrono::{DateTime, Utc};
 use super::{WebError, WebState};
 use crate::views::{self, TaskDetails};
 
-/// The longest prompt accepted, in characters.
-pub(crate) const MAX_PROMPT_CHARS: usize = 100_000;
-
 /// Parses a task id from a path or a form.
 pub(crate) fn parse_task_id(text: &str) -> Result<TaskId, WebError> {
     text.trim()
@@ -35,12 +32,7 @@ pub(crate) async fn enqueue(state: &WebState, task: NewTask) -> Result<TaskId, W
             "the prompt is empty: say what to build".into(),
         ));
     }
-    let length = prompt.chars().count();
-    if length > MAX_PROMPT_CHARS {
-        return Err(WebError::BadRequest(format!(
-            "the prompt has {length} characters; at most {MAX_PROMPT_CHARS} are accepted"
-        )));
-    }
+    // The library refuses a prompt over the pipeline's limit (`Error::PromptTooLong`, 400).
     let task_id = state
         .pipeline()
         .enqueue(task)

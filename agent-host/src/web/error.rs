@@ -63,6 +63,7 @@ impl WebError {
             | Error::NotApplicable { .. } => WebError::Conflict(error.to_string()),
             Error::UnknownStep(_)
             | Error::EmptyPrompt
+            | Error::PromptTooLong { .. }
             | Error::Id(_)
             | Error::InvalidReplay(_)
             | Error::InvalidBudget(_) => WebError::BadRequest(error.to_string()),

@@ -17,8 +17,9 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:;
      base-uri 'none'; form-action 'self'";
 
 /// The largest request body accepted, in bytes (2 MiB). A prompt of the longest accepted
-/// length (100,000 characters) of four-byte characters takes 1.2 MB once form-encoded, so
-/// every prompt the server accepts fits.
+/// length ([`agent_pipeline::PipelineBuilder::DEFAULT_MAX_PROMPT_CHARS`], 100,000 characters)
+/// of four-byte characters takes 1.2 MB once form-encoded, so every prompt the server
+/// accepts fits.
 pub(crate) const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// 32 random hex digits (from the operating system's random source, through UUID v4).

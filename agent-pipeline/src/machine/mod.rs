@@ -74,6 +74,12 @@ pub const REASON_BUDGET_EXCEEDED: &str = "budget_exceeded";
 pub const REASON_CANCELLED: &str = "cancelled";
 /// The `reason` of the `error` event of a task whose change was rejected.
 pub const REASON_REJECTED: &str = "rejected";
+/// The `reason` of the `error` event of a new task the planner could not record (its state
+/// store failed on every try, e.g. on a full disk); the message is dead-lettered.
+pub const REASON_NOT_RECORDED: &str = "not_recorded";
+/// The `reason` of the `error` event of a new task whose prompt is longer than the pipeline
+/// accepts; the message is dead-lettered and nothing is recorded.
+pub const REASON_PROMPT_TOO_LONG: &str = "prompt_too_long";
 
 /// The last attempt number of each stage's step of one task.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -28,7 +28,7 @@ pub(crate) use cancellations::{Cancellations, follow_cancellations};
 pub(crate) use ci_monitor::CiMonitor;
 pub(crate) use mirror::Mirror;
 pub(crate) use orchestrator::Orchestrator;
-pub(crate) use planner::{Planner, check_control, check_replay};
+pub(crate) use planner::{Planner, check_control, check_prompt, check_replay};
 pub(crate) use runner::{Handler, OnStop, run_consumer};
 pub(crate) use stage_effects::Execution;
 pub(crate) use worker::Worker;
@@ -123,6 +123,8 @@ pub(crate) struct Deps {
     pub(crate) prices: PriceTable,
     /// The providers a replay may name (`offline` and those registered).
     pub(crate) providers: Vec<String>,
+    /// The longest prompt a new task may have, in characters.
+    pub(crate) max_prompt_chars: usize,
 }
 
 impl Deps {

@@ -1,6 +1,10 @@
 //! The planner: new tasks become their first step request; replay commands become a request
 //! for exactly that step with the next attempt number; approvals, rejections and
 //! cancellations end the task (publishing its change when approved).
+//!
+//! A new task the planner refuses without recording it (its prompt is too long, or its state
+//! store failed on every try) is dead-lettered and ended with an `error` event, so that
+//! whoever waits for its end ([`crate::Pipeline::wait`], `agent-host send`) gets one.
 
 use std::collections::BTreeMap;
 
@@ -12,8 +16,11 @@ use super::publishing::{Publication, publish, round_artifacts};
 use super::{Deps, Handler};
 use crate::budget::TaskBudget;
 use crate::bus::Delivery;
-use crate::ids::{Attempt, Stage, StepId};
-use crate::machine::{Command, Context, LastAttempts, first_request, on_control, replay_request};
+use crate::ids::{Attempt, Stage, StepId, TaskId};
+use crate::machine::{
+    Command, Context, LastAttempts, REASON_NOT_RECORDED, REASON_PROMPT_TOO_LONG, first_request,
+    on_control, replay_request,
+};
 use crate::store::{ArtifactStore, NewTaskOutcome, StateStore, TaskFile, TaskStatus};
 use crate::wire::{
     ControlAction, NewTask, ReplayStep, ReportEvent, ReportStatus, StepRequest, TaskCommand,
@@ -45,11 +52,28 @@ impl Handler for Planner {
             Err(malformed) => self.deps.dead_letter(delivery, &malformed.reason).await,
         }
     }
+
+    /// Dead-letters the message and, when it is a new task that could not be recorded,
+    /// ends the task with an `error` event with the reason `not_recorded`.
+    async fn give_up(&self, deps: &Deps, delivery: &Delivery, reason: &str) -> Result<()> {
+        let lettered = deps.dead_letter(delivery, reason).await;
+        let Ok(TaskCommand::New(task)) = TaskCommand::decode(&delivery.payload) else {
+            return lettered;
+        };
+        let why = format!("the task could not be recorded: {reason}");
+        let ended = end_unrecorded(deps, task.task_id, REASON_NOT_RECORDED, &why).await;
+        lettered.and(ended)
+    }
 }
 
 impl Planner {
     async fn new_task(&self, delivery: &Delivery, task: NewTask) -> Result<()> {
         let deps = &self.deps;
+        if let Err(refusal) = check_prompt(&task.prompt, deps.max_prompt_chars) {
+            let reason = refusal.to_string();
+            deps.dead_letter(delivery, &reason).await?;
+            return end_unrecorded(deps, task.task_id, REASON_PROMPT_TOO_LONG, &reason).await;
+        }
         let now = Utc::now();
         match deps
             .state
@@ -332,6 +356,36 @@ pub(crate) async fn check_replay(
         }
     }
     Ok(pinned)
+}
+
+/// Ends a new task the planner refused without recording it: an `error` event with `code` as
+/// its reason and `why` in its summary. A task that is recorded after all (the message was a
+/// duplicate of a task that exists, or an earlier try recorded it) is left to its own
+/// events, so that no task gets a second final one; so is a task whose record cannot be
+/// read (the error is returned).
+async fn end_unrecorded(deps: &Deps, task_id: TaskId, code: &str, why: &str) -> Result<()> {
+    if deps.state.task(task_id).await?.is_some() {
+        tracing::debug!(%task_id, reason = code, "the refused message names a recorded task; no error event");
+        return Ok(());
+    }
+    tracing::warn!(%task_id, reason = code, %why, "new task refused without being recorded");
+    let mut event = ReportEvent::new(
+        task_id,
+        ReportStatus::Error,
+        format!("error: {why}"),
+        Utc::now(),
+    );
+    event.reason = Some(code.to_owned());
+    deps.report(&event).await
+}
+
+/// Whether a new task's prompt is at most `max` characters long.
+pub(crate) fn check_prompt(prompt: &str, max: usize) -> Result<()> {
+    let chars = prompt.chars().count();
+    if chars > max {
+        return Err(Error::PromptTooLong { chars, max });
+    }
+    Ok(())
 }
 
 /// The statuses a task may be in for `action` to apply.

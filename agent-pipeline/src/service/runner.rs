@@ -20,6 +20,13 @@ use crate::metrics::ConsumerMetrics;
 #[async_trait]
 pub(crate) trait Handler: Send + Sync + 'static {
     async fn handle(&self, delivery: &Delivery) -> Result<()>;
+
+    /// Gives up on a delivery that failed every try: dead-letters it with `reason`. A
+    /// handler whose messages someone waits on an answer to (the planner's new tasks) also
+    /// gives that answer.
+    async fn give_up(&self, deps: &Deps, delivery: &Delivery, reason: &str) -> Result<()> {
+        deps.dead_letter(delivery, reason).await
+    }
 }
 
 /// How often a delivery is handled again after an infrastructure error.
@@ -145,8 +152,8 @@ async fn handle_with_retries(deps: &Deps, handler: &dyn Handler, delivery: &Deli
             }
             Err(error) => {
                 let reason = format!("could not be handled after {HANDLING_TRIES} tries: {error}");
-                if let Err(dlq_error) = deps.dead_letter(delivery, &reason).await {
-                    tracing::error!(%dlq_error, %reason, "the message could not be dead-lettered either; it is dropped");
+                if let Err(dlq_error) = handler.give_up(deps, delivery, &reason).await {
+                    tracing::error!(%dlq_error, %reason, "giving up on the message failed too (its dead letter or its report); it is dropped");
                 }
             }
         }

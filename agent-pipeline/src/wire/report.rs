@@ -137,7 +137,8 @@ pub struct ReportEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_spend: Option<Spend>,
     /// Why the task ended in `error`, in one word, when it was stopped on purpose:
-    /// `budget_exceeded`, `cancelled` or `rejected`.
+    /// `budget_exceeded`, `cancelled` or `rejected`; or when the planner refused a new task
+    /// without recording it: `not_recorded` (its state store failed) or `prompt_too_long`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Everything else the event says, at the top level: the branch and commit of a `pr`,

@@ -145,6 +145,25 @@ pub async fn finish(
     Ok(tokio::time::timeout(PATIENCE, pipeline.wait(task_id)).await??)
 }
 
+/// The events of `task_id` up to and including the first for which `last` holds (each
+/// awaited at most [`PATIENCE`]).
+pub async fn events_until(
+    pipeline: &Pipeline,
+    task_id: agent_pipeline::TaskId,
+    last: impl Fn(&ReportEvent) -> bool,
+) -> Result<Vec<ReportEvent>, Box<dyn std::error::Error>> {
+    let mut watch = pipeline.watch(task_id).await?;
+    let mut events = Vec::new();
+    loop {
+        let event = tokio::time::timeout(PATIENCE, watch.next()).await??;
+        let done = last(&event);
+        events.push(event);
+        if done {
+            return Ok(events);
+        }
+    }
+}
+
 /// Waits until `check` holds, polling.
 pub async fn eventually<F, Fut>(what: &str, mut check: F) -> TestResult
 where
