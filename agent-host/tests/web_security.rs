@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use agent_host::views;
 use agent_host::web::WebSettings;
-use agent_pipeline::TaskId;
 use agent_pipeline::store::TaskStatus;
 use agent_pipeline::wire::NewTask;
+use agent_pipeline::{PipelineBuilder, TaskId};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::web::{Answer, App, HELLO, encode};
@@ -1048,17 +1048,31 @@ async fn a_body_over_the_limit_is_refused_on_every_post_route() {
     let after = Snapshot::settled(&app, &fixtures).await;
     assert_eq!(before, after, "a refused body did something");
 
-    // The longest prompt accepted, of four-byte characters, fits once form-encoded.
-    let longest = "🦀".repeat(100_000);
-    let request = Request::post("/")
-        .header(header::CONTENT_TYPE, FORM)
-        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
-        .body(Body::from(form(&[
-            ("prompt", &longest),
-            ("csrf", &fixtures.csrf),
-        ])))
-        .expect("a request");
-    let answer = app.send(request).await;
-    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    // The longest prompt accepted (the library's limit), of four-byte characters, fits once
+    // form-encoded; one character more is refused with the library's reason.
+    let longest = PipelineBuilder::DEFAULT_MAX_PROMPT_CHARS;
+    for (chars, status) in [
+        (longest, StatusCode::SEE_OTHER),
+        (longest + 1, StatusCode::BAD_REQUEST),
+    ] {
+        let prompt = "🦀".repeat(chars);
+        let request = Request::post("/")
+            .header(header::CONTENT_TYPE, FORM)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::from(form(&[
+                ("prompt", &prompt),
+                ("csrf", &fixtures.csrf),
+            ])))
+            .expect("a request");
+        let answer = app.send(request).await;
+        assert_eq!(answer.status, status, "{chars} characters: {}", answer.body);
+        if status == StatusCode::BAD_REQUEST {
+            assert!(
+                answer.body.contains("at most 100000 are accepted"),
+                "{}",
+                answer.body
+            );
+        }
+    }
     app.shutdown().await;
 }
