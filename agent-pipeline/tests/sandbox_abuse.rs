@@ -202,8 +202,11 @@ async fn a_run_writing_past_its_disk_limit_is_killed_before_the_disk_is_full() {
         return;
     };
     let limit: u64 = 32 * 1024 * 1024;
-    std::fs::write(tmpfs.path().join("fill_workspace.py"), FILL).unwrap_or_else(|e| panic!("{e}"));
-    let mut run = request(tmpfs.path(), "python3 fill_workspace.py /workspace");
+    // A script name of its own: `leftover` looks for it among all the host's processes, and
+    // the other tests here run at the same time.
+    std::fs::write(tmpfs.path().join("fill_to_the_limit.py"), FILL)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut run = request(tmpfs.path(), "python3 fill_to_the_limit.py /workspace");
     run.limits.disk_bytes = Some(limit);
     let output = bwrap(&run).await;
 
@@ -224,12 +227,14 @@ async fn a_run_writing_past_its_disk_limit_is_killed_before_the_disk_is_full() {
         .sum();
     eprintln!("written before the kill: {} MiB", written / (1024 * 1024));
     assert!(written > limit, "killed at {written} bytes");
+    // The writes go on for up to a check's interval (and longer on a loaded machine) past
+    // the limit, but never to the end of the 512 MiB filesystem.
     assert!(
-        written < 256 * 1024 * 1024,
+        written < 384 * 1024 * 1024,
         "{written} bytes written against a limit of {limit}"
     );
     assert!(
-        !leftover("fill_workspace.py"),
+        !leftover("fill_to_the_limit.py"),
         "a process of the run is still alive"
     );
 }
