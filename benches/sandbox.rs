@@ -1,5 +1,6 @@
 //! What running generated code costs: one sandboxed command (bubblewrap) against the same
-//! command without isolation, and one commit to a task's git workspace.
+//! command without isolation, with and without the run's process and disk limits, and one
+//! commit to a task's git workspace.
 //!
 //! ```text
 //! cargo bench -p agent-pipeline-benches --bench sandbox
@@ -82,5 +83,38 @@ fn workspace_commits(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, sandboxed_commands, workspace_commits);
+/// What the process limit (a cgroup per run) and the disk limit (a walk of the workdir at
+/// the start, then the free space every 100 ms) add to a run.
+fn run_limits(c: &mut Criterion) {
+    let runtime = runtime();
+    let temp = match tempfile::tempdir() {
+        Ok(temp) => temp,
+        Err(error) => panic!("no temporary directory: {error}"),
+    };
+    let unlimited = SandboxLimits {
+        max_processes: None,
+        disk_bytes: None,
+        ..SandboxLimits::default()
+    };
+    for (name, limits) in [
+        ("with the process and disk limits", SandboxLimits::default()),
+        ("without the process and disk limits", unlimited),
+    ] {
+        let run = SandboxRun {
+            workdir: temp.path().to_path_buf(),
+            command: "true".to_owned(),
+            env: Vec::new(),
+            read_only: Vec::new(),
+            limits,
+        };
+        c.bench_function(&format!("bubblewrap: true, {name}"), |b| {
+            b.iter(|| match runtime.block_on(Bubblewrap::new().run(&run)) {
+                Ok(output) if output.exit_code == Some(0) => output,
+                other => panic!("bubblewrap could not run true: {other:?}"),
+            })
+        });
+    }
+}
+
+criterion_group!(benches, sandboxed_commands, run_limits, workspace_commits);
 criterion_main!(benches);

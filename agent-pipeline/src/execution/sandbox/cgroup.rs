@@ -22,7 +22,7 @@ const PREFIX: &str = "agent-pipeline-";
 const DISPOSE_WITHIN: Duration = Duration::from_secs(5);
 
 /// The pause between two sweeps of kills (a process may fork while it is being killed).
-const KILL_PAUSE: Duration = Duration::from_millis(10);
+const KILL_PAUSE: Duration = Duration::from_millis(1);
 
 /// Numbers the cgroups of this process.
 static NEXT_RUN: AtomicU64 = AtomicU64::new(0);
