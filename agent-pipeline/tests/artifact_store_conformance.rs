@@ -61,6 +61,7 @@ mod postgres {
             created_at: chrono::Utc::now(),
             budget: None,
             require_approval: false,
+            repository: None,
         };
         let location = writer.write_task(&task).await?;
         assert!(

@@ -12,7 +12,8 @@ use agent_pipeline::execution::CommitId;
 use agent_pipeline::llm::{LlmCall, LlmSettings, ServerLimits, Spend, Usage, parse_duration};
 use agent_pipeline::wire::{
     self, CiWatch, ControlAction, DeadLetter, NewTask, ReplayStep, ReportEvent, ReportStatus,
-    StepMode, StepOutcome, StepRequest, StepResult, StopReason, TaskCommand, TaskControl, Variant,
+    Repository, StepMode, StepOutcome, StepRequest, StepResult, StopReason, TaskCommand,
+    TaskControl, Variant,
 };
 use agent_pipeline::{Attempt, Stage, StepId, TaskId};
 use chrono::{DateTime, Utc};
@@ -556,12 +557,35 @@ fn new_task() -> impl Strategy<Value = NewTask> {
         non_blank(),
         prop::option::of(budget()),
         prop::option::of(any::<bool>()),
+        prop::option::of(repository()),
     )
-        .prop_map(|(task_id, prompt, budget, require_approval)| NewTask {
-            task_id,
-            prompt,
-            budget,
-            require_approval,
+        .prop_map(
+            |(task_id, prompt, budget, require_approval, repository)| NewTask {
+                task_id,
+                prompt,
+                budget,
+                require_approval,
+                repository,
+            },
+        )
+}
+
+/// Repositories that a task message may name: paths and URLs of the known transports, with
+/// or without a base ref and a test command.
+fn repository() -> impl Strategy<Value = Repository> {
+    (
+        prop_oneof![
+            "(/[a-z0-9_]{1,8}){1,3}",
+            "https://example\\.com/[a-z]{1,8}\\.git",
+            "git@example\\.com:[a-z]{1,8}/[a-z]{1,8}\\.git",
+        ],
+        prop::option::of("[a-z][a-z0-9_]{0,10}(/[a-z0-9]{1,5})?"),
+        prop::option::of(non_blank()),
+    )
+        .prop_map(|(url, base_ref, test_command)| Repository {
+            url,
+            base_ref,
+            test_command,
         })
 }
 

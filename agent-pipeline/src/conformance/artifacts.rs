@@ -80,6 +80,7 @@ async fn the_task_document_is_kept(store: &dyn ArtifactStore) {
             max_rounds: Some(2),
         }),
         require_approval: true,
+        repository: None,
     };
     let location = ok(store.write_task(&task).await, "write_task");
     assert_eq!(location, store.location(task.task_id, "task.json"));
@@ -155,6 +156,7 @@ async fn every_attempt_of_a_step_is_kept(store: &dyn ArtifactStore) {
         created_at: Utc::now().trunc_subsecs(3),
         budget: None,
         require_approval: false,
+        repository: None,
     };
     ok(store.write_task(&task).await, "write_task");
     let implement = StepId::v1(Stage::Implement);

@@ -4,8 +4,11 @@
 pub mod results;
 mod run_summary;
 pub mod sandbox;
+mod test_command;
 pub(crate) mod workspace;
 
+pub use test_command::detect_test_command;
+pub(crate) use workspace::is_plain_rev;
 pub use workspace::{
     Commit, CommitId, TaskWorkspace, WorkspaceError, WorkspaceLimits, check_files, clone_at,
 };

@@ -63,6 +63,23 @@ pub struct Implementation {
     pub code_snippets: Vec<String>,
     /// Every file of the change, with its whole content.
     pub files: Vec<FileContent>,
+    /// The files the change deletes, relative to the project root: only on a task that
+    /// changes an existing repository (anything else is kept from its base).
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub deleted_files: Vec<String>,
+}
+
+/// A list that may be given as `null` (strict mode's way to leave out an optional field).
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// The tester's plan: the tests it wrote and the command that runs them.

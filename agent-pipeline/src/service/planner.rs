@@ -109,6 +109,7 @@ impl Planner {
                 created_at: now,
                 budget: (!budget.is_unlimited()).then_some(budget),
                 require_approval,
+                repository: task.repository.clone(),
             })
             .await?;
         // `received` goes out before the first request: with the services in separate

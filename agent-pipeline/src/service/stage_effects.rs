@@ -16,7 +16,7 @@ use crate::ids::{Stage, StepId};
 use crate::output::{Implementation, TestPlan, TestReport};
 use crate::publish::Publisher;
 use crate::store::Artifact;
-use crate::wire::StepRequest;
+use crate::wire::{Repository, StepRequest};
 
 /// The largest JUnit XML report read.
 const JUNIT_LIMIT: u64 = 16 * 1024 * 1024;
@@ -96,14 +96,33 @@ fn workspace_commit(artifact: &Artifact, pointer: &[&str]) -> Option<CommitId> {
 }
 
 impl Deps {
+    /// The task's workspace, cloned from the repository it changes (when it names one) the
+    /// first time it is opened.
     pub(crate) async fn workspace(
         &self,
         task_id: crate::TaskId,
     ) -> std::result::Result<TaskWorkspace, WorkspaceError> {
-        TaskWorkspace::open(&self.data_dir, task_id).await
+        let repository = self.repository(task_id).await?;
+        TaskWorkspace::open_with(&self.data_dir, task_id, repository.as_ref()).await
     }
 
-    /// The diff the reviewer sees: from the empty root to the tested commit.
+    /// The repository the task changes, when it names one.
+    async fn repository(
+        &self,
+        task_id: crate::TaskId,
+    ) -> std::result::Result<Option<Repository>, WorkspaceError> {
+        match self.artifacts.read_task(task_id).await {
+            Ok(task) => Ok(task.and_then(|task| task.repository)),
+            Err(error) => Err(WorkspaceError::Io {
+                action: "read the task of",
+                path: self.data_dir.join(task_id.to_string()),
+                source: std::io::Error::other(error.to_string()),
+            }),
+        }
+    }
+
+    /// The diff the reviewer sees: from the task's base (the empty root, or the base ref of
+    /// the repository it changes) to the tested commit.
     pub(crate) async fn review_diff(&self, request: &StepRequest) -> Result<Option<String>> {
         let Some(test) = self
             .artifacts
@@ -117,8 +136,8 @@ impl Deps {
         };
         let diff = async {
             let workspace = self.workspace(request.task_id).await?;
-            let root = workspace.root().await?;
-            workspace.diff(&root, &commit).await
+            let base = workspace.base().await?;
+            workspace.diff(&base, &commit).await
         };
         match diff.await {
             Ok(diff) => Ok(Some(cut_diff(diff))),
@@ -156,11 +175,20 @@ impl Deps {
             .map_err(|e| {
                 StepFailure::permanent(format!("the output is not an implementation: {e}"))
             })?;
-        let workspace = self.workspace(request.task_id).await?;
+        // A change to an existing repository keeps the repository's other files; a new
+        // program is exactly the files written.
+        let repository = self.repository(request.task_id).await?;
+        let workspace =
+            TaskWorkspace::open_with(&self.data_dir, request.task_id, repository.as_ref()).await?;
+        let base = match repository {
+            Some(_) => Some(workspace.base().await?),
+            None => None,
+        };
         let commit = workspace
-            .commit_files(
-                None,
+            .commit_change(
+                base.as_ref(),
                 &implementation.files,
+                &implementation.deleted_files,
                 &commit_message(request, &implementation.diff_summary),
                 &self.execution.workspace_limits,
             )

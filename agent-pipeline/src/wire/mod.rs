@@ -7,12 +7,14 @@
 mod ci;
 mod dead_letter;
 mod report;
+mod repository;
 mod step;
 mod task;
 
 pub use ci::CiWatch;
 pub use dead_letter::DeadLetter;
 pub use report::{ReportEvent, ReportStatus};
+pub use repository::Repository;
 pub use step::{StepMode, StepOutcome, StepRequest, StepResult, StopReason, Variant};
 pub use task::{ControlAction, NewTask, ReplayStep, TaskCommand, TaskControl};
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::MalformedMessage;
+use super::{MalformedMessage, Repository};
 use crate::budget::Budget;
 use crate::ids::{StepId, TaskId};
 
@@ -36,6 +36,10 @@ pub struct NewTask {
     /// default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_approval: Option<bool>,
+    /// The existing repository the task changes; `None`: the task starts from an empty
+    /// workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<Repository>,
 }
 
 impl NewTask {
@@ -46,7 +50,14 @@ impl NewTask {
             prompt: prompt.into(),
             budget: None,
             require_approval: None,
+            repository: None,
         }
+    }
+
+    /// The same task, changing `repository` instead of starting from an empty workspace.
+    pub fn on_repository(mut self, repository: Repository) -> Self {
+        self.repository = Some(repository);
+        self
     }
 
     /// The same task with its own limits.
@@ -235,6 +246,11 @@ impl TaskCommand {
                 if let Some(budget) = &task.budget {
                     budget.check().map_err(|problem| {
                         MalformedMessage::new(format!("invalid task message: budget: {problem}"))
+                    })?;
+                }
+                if let Some(repository) = &task.repository {
+                    repository.check().map_err(|problem| {
+                        MalformedMessage::new(format!("invalid task message: {problem}"))
                     })?;
                 }
                 Ok(TaskCommand::New(task))

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::ids::TaskId;
 use crate::output::FileContent;
+use crate::wire::Repository;
 
+mod from_repository;
 pub(crate) mod git;
 mod paths;
 
@@ -173,6 +175,9 @@ pub async fn clone_at(
     }
 }
 
+/// Checks out `rev` of the clone `dest` (of `source`, named in errors) detached, and returns
+/// its commit: a branch of the source (a remote-tracking branch after the clone), a tag, a
+/// commit id, or `HEAD`.
 async fn checkout_detached(
     source: &Path,
     dest: &Path,
@@ -214,7 +219,7 @@ async fn checkout_detached(
 }
 
 /// A branch name or commit id that git cannot mistake for an option or a revision expression.
-fn is_plain_rev(rev: &str) -> bool {
+pub(crate) fn is_plain_rev(rev: &str) -> bool {
     !rev.is_empty()
         && rev.len() <= 255
         && rev != "@"
@@ -309,6 +314,19 @@ impl TaskWorkspace {
     /// and the repository's `.git` must be real directories: a symbolic link is refused, so
     /// that nothing is ever written outside the data directory.
     pub async fn open(data_dir: &Path, task_id: TaskId) -> Result<Self, WorkspaceError> {
+        Self::open_with(data_dir, task_id, None).await
+    }
+
+    /// Opens the workspace of `task_id` under `data_dir` like [`open`](Self::open); when it
+    /// does not exist yet and `repository` is given, it is created as a clone of that
+    /// repository with its base ref checked out, which is then the workspace's
+    /// [`base`](Self::base) (see [`Repository`]). The clone is made beside the workspace and
+    /// moved into place once complete, so an interrupted clone is started again.
+    pub async fn open_with(
+        data_dir: &Path,
+        task_id: TaskId,
+        repository: Option<&Repository>,
+    ) -> Result<Self, WorkspaceError> {
         let data_dir = absolute(data_dir)?;
         tokio::fs::create_dir_all(&data_dir)
             .await
@@ -329,13 +347,26 @@ impl TaskWorkspace {
             })
             .await?
         };
-        if !has_repository {
-            Git::new("init")
-                .args(["--quiet", "--template=", "--"])
-                .arg(&dir)
-                .output()
-                .await?;
-            tracing::info!(task_id = %task_id, dir = %dir.display(), "workspace created");
+        match (has_repository, repository) {
+            (true, _) => {}
+            (false, None) => {
+                Git::new("init")
+                    .args(["--quiet", "--template=", "--"])
+                    .arg(&dir)
+                    .output()
+                    .await?;
+                tracing::info!(task_id = %task_id, dir = %dir.display(), "workspace created");
+            }
+            (false, Some(repository)) => {
+                let base = from_repository::clone_base(&task_dir, &dir, repository).await?;
+                tracing::info!(
+                    task_id = %task_id,
+                    dir = %dir.display(),
+                    repository = %repository.redacted_url(),
+                    base = %base,
+                    "workspace cloned"
+                );
+            }
         }
         {
             let git_dir = git_dir.clone();
@@ -369,6 +400,21 @@ impl TaskWorkspace {
         message: &str,
         limits: &WorkspaceLimits,
     ) -> Result<Commit, WorkspaceError> {
+        self.commit_change(base, files, &[], message, limits).await
+    }
+
+    /// [`commit_files`](Self::commit_files), leaving out the base's files named in `deleted`.
+    ///
+    /// Each deleted path must be a file of `base` and not one of `files`; otherwise nothing
+    /// changes and the path is named in the error.
+    pub async fn commit_change(
+        &self,
+        base: Option<&CommitId>,
+        files: &[FileContent],
+        deleted: &[String],
+        message: &str,
+        limits: &WorkspaceLimits,
+    ) -> Result<Commit, WorkspaceError> {
         check_files(files, limits)?;
         let git_dir = self.dir.join(".git");
         let stale = blocking(&self.dir, move || paths::remove_stale_locks(&git_dir)).await?;
@@ -383,12 +429,35 @@ impl TaskWorkspace {
             .iter()
             .flat_map(|f| f.path.match_indices('/').map(|(end, _)| &f.path[..end]))
             .collect();
+        for path in deleted {
+            paths::check_path(path, limits)?;
+            if given.contains(path.as_str()) {
+                return Err(WorkspaceError::Path {
+                    path: path.clone(),
+                    problem: "is both written and deleted; do one or the other".into(),
+                });
+            }
+        }
+        let base_entries = match base {
+            None => Vec::new(),
+            Some(base) => self.tree_entries(base).await?,
+        };
+        if let Some(missing) = deleted
+            .iter()
+            .find(|path| !base_entries.iter().any(|entry| &entry.path == *path))
+        {
+            return Err(WorkspaceError::Path {
+                path: missing.clone(),
+                problem: "is deleted but is not a file of the base; delete only existing files"
+                    .into(),
+            });
+        }
+        let deleted: HashSet<&str> = deleted.iter().map(String::as_str).collect();
         let kept: Vec<TreeEntry> = match base {
             None => Vec::new(),
-            Some(base) => self
-                .tree_entries(base)
-                .await?
+            Some(_) => base_entries
                 .into_iter()
+                .filter(|entry| !deleted.contains(entry.path.as_str()))
                 .filter(|entry| {
                     let regular = entry.mode == "100644" || entry.mode == "100755";
                     if !regular {
@@ -507,7 +576,26 @@ impl TaskWorkspace {
         Ok(Commit { id, parent: head })
     }
 
-    /// The root commit (empty tree) made when the workspace was created.
+    /// The commit the task's change starts from: the base ref of the repository the
+    /// workspace was cloned from, or else the [`root`](Self::root) commit.
+    pub async fn base(&self) -> Result<CommitId, WorkspaceError> {
+        let spec = format!("{}^{{commit}}", from_repository::BASE_REF);
+        let known = self
+            .git("rev-parse")
+            .args(["--verify", "--quiet", &spec])
+            .succeeds()
+            .await?;
+        if !known {
+            return self.root().await;
+        }
+        self.git("rev-parse")
+            .args(["--verify", &spec])
+            .commit_id()
+            .await
+    }
+
+    /// The root commit (empty tree) made when the workspace was created, or the repository's
+    /// first commit in a workspace cloned from one.
     pub async fn root(&self) -> Result<CommitId, WorkspaceError> {
         let roots = self
             .git("rev-list")

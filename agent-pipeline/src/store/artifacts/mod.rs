@@ -18,7 +18,7 @@ use super::{StoreError, StoreResult};
 use crate::budget::Budget;
 use crate::ids::{Attempt, StepId, TaskId};
 use crate::llm::{LlmCall, Usage};
-use crate::wire::Variant;
+use crate::wire::{Repository, Variant};
 
 pub use files::FileArtifactStore;
 #[cfg(feature = "postgres")]
@@ -40,6 +40,9 @@ pub struct TaskFile {
     /// Whether its change waits for a person's approval before it is published.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_approval: bool,
+    /// The existing repository it changes, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<Repository>,
 }
 
 /// One step's artifact: the stage output's fields at the top level (the contract), with
@@ -163,6 +166,7 @@ pub(crate) fn check_document_name(name: &str) -> StoreResult<()> {
 ///     created_at: chrono::Utc::now(),
 ///     budget: None,
 ///     require_approval: false,
+///     repository: None,
 /// };
 /// store.write_task(&task).await?;
 /// assert_eq!(store.read_task(task.task_id).await?, Some(task.clone()));

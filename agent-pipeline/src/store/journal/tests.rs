@@ -22,6 +22,7 @@ fn task(task_id: TaskId, prompt: &str) -> TaskFile {
         created_at: chrono::Utc::now(),
         budget: None,
         require_approval: false,
+        repository: None,
     }
 }
 

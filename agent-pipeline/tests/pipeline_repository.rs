@@ -1,0 +1,256 @@
+//! Tasks on an existing git repository: the workspace starts as a clone at the base ref, a
+//! change keeps the repository's other files and may delete some, the reviewer's diff starts
+//! at the base, and hostile repositories are refused with the reason.
+
+mod common;
+
+use std::path::Path;
+
+use agent_pipeline::execution::{TaskWorkspace, WorkspaceError, WorkspaceLimits};
+use agent_pipeline::output::FileContent;
+use agent_pipeline::wire::{NewTask, ReportStatus, Repository};
+use agent_pipeline::{Stage, TaskId};
+use common::{TestResult, Tweaked, finish, git, start_with};
+use serde_json::json;
+
+/// A bug in the repository: the total is one short.
+const BUGGY_CART: &str = "def total(prices):\n    return sum(prices) - 1\n";
+const FIXED_CART: &str = "def total(prices):\n    return sum(prices)\n";
+const CART_TEST: &str = "import unittest\n\nfrom shop.cart import total\n\n\nclass TotalTest(unittest.TestCase):\n    def test_total(self):\n        self.assertEqual(total([1, 2]), 3)\n\n\nif __name__ == \"__main__\":\n    unittest.main()\n";
+
+/// A small Python package with a failing test, committed on `main`; a second commit on
+/// `release`. Returns the commit of `main`.
+fn source_repository(dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
+    git(dir, &["init", "--quiet", "--initial-branch=main"])?;
+    std::fs::create_dir_all(dir.join("shop"))?;
+    std::fs::write(dir.join("shop/__init__.py"), "")?;
+    std::fs::write(dir.join("shop/cart.py"), BUGGY_CART)?;
+    std::fs::write(dir.join("test_cart.py"), CART_TEST)?;
+    std::fs::write(dir.join("README.md"), "# shop\n")?;
+    std::fs::write(dir.join("OLD.txt"), "to be deleted\n")?;
+    git(dir, &["add", "."])?;
+    commit(dir, "shop")?;
+    let main = git(dir, &["rev-parse", "HEAD"])?;
+    git(dir, &["checkout", "--quiet", "-b", "release"])?;
+    std::fs::write(dir.join("RELEASE.md"), "1.0\n")?;
+    git(dir, &["add", "."])?;
+    commit(dir, "release")?;
+    git(dir, &["checkout", "--quiet", "main"])?;
+    Ok(main.trim().to_owned())
+}
+
+/// Commits what is staged in `dir`, whatever the machine's git identity.
+fn commit(dir: &Path, message: &str) -> Result<String, Box<dyn std::error::Error>> {
+    git(
+        dir,
+        &[
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@localhost",
+            "commit",
+            "--quiet",
+            "-m",
+            message,
+        ],
+    )
+}
+
+fn paths(files: &[(String, Vec<u8>)]) -> Vec<&str> {
+    files.iter().map(|(path, _)| path.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_starts_as_a_clone_at_the_base_ref() -> TestResult {
+    let source = tempfile::tempdir()?;
+    let main = source_repository(source.path())?;
+    let data = tempfile::tempdir()?;
+    let url = source.path().display().to_string();
+
+    // The default branch, then a named one.
+    let on_main = TaskId::new();
+    let workspace =
+        TaskWorkspace::open_with(data.path(), on_main, Some(&Repository::new(&url))).await?;
+    assert_eq!(workspace.base().await?.as_str(), main);
+    assert_eq!(workspace.head().await?.as_str(), main);
+    assert_eq!(
+        std::fs::read_to_string(workspace.dir().join("shop/cart.py"))?,
+        BUGGY_CART
+    );
+    let on_release = TaskId::new();
+    let release = TaskWorkspace::open_with(
+        data.path(),
+        on_release,
+        Some(&Repository::new(&url).at("release")),
+    )
+    .await?;
+    assert!(release.dir().join("RELEASE.md").is_file());
+    assert_ne!(release.base().await?.as_str(), main);
+
+    // A change keeps the other files, replaces one and deletes one.
+    let base = workspace.base().await?;
+    let fixed = [FileContent {
+        path: "shop/cart.py".into(),
+        content: FIXED_CART.into(),
+    }];
+    let commit = workspace
+        .commit_change(
+            Some(&base),
+            &fixed,
+            &["OLD.txt".to_owned()],
+            "fix the total",
+            &WorkspaceLimits::default(),
+        )
+        .await?;
+    assert_eq!(commit.parent, base);
+    let files = workspace.files_at(&commit.id).await?;
+    assert_eq!(
+        paths(&files),
+        [
+            "README.md",
+            "shop/__init__.py",
+            "shop/cart.py",
+            "test_cart.py"
+        ]
+    );
+    assert!(!workspace.dir().join("OLD.txt").exists());
+    let diff = workspace.diff(&base, &commit.id).await?;
+    assert!(diff.contains("-    return sum(prices) - 1"), "{diff}");
+    assert!(diff.contains("deleted file mode"), "{diff}");
+    assert!(!diff.contains("README"), "{diff}");
+
+    // Opened again (another step), it is not cloned again.
+    let again =
+        TaskWorkspace::open_with(data.path(), on_main, Some(&Repository::new(&url))).await?;
+    assert_eq!(again.head().await?, commit.id);
+    assert_eq!(again.base().await?, base);
+    assert!(
+        !data
+            .path()
+            .join(on_main.to_string())
+            .join(".workspace.clone")
+            .exists()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_repositories_and_deletions_are_refused_with_the_reason() -> TestResult {
+    let source = tempfile::tempdir()?;
+    source_repository(source.path())?;
+    let data = tempfile::tempdir()?;
+    let url = source.path().display().to_string();
+
+    let refused = |result: Result<TaskWorkspace, WorkspaceError>| match result {
+        Ok(_) => panic!("not refused"),
+        Err(error) => error.to_string(),
+    };
+    let task = TaskId::new();
+    let missing_ref = refused(
+        TaskWorkspace::open_with(data.path(), task, Some(&Repository::new(&url).at("nope"))).await,
+    );
+    assert!(
+        missing_ref.contains("no branch or commit \"nope\""),
+        "{missing_ref}"
+    );
+    let helper = refused(
+        TaskWorkspace::open_with(
+            data.path(),
+            TaskId::new(),
+            Some(&Repository::new("ext::sh -c touch% /tmp/pwned")),
+        )
+        .await,
+    );
+    assert!(helper.contains("remote helper"), "{helper}");
+    assert!(!Path::new("/tmp/pwned").exists());
+    // A password in the url never shows in the error (nothing listens on port 1).
+    let secret = refused(
+        TaskWorkspace::open_with(
+            data.path(),
+            TaskId::new(),
+            Some(&Repository::new("http://bot:s3cret@127.0.0.1:1/shop.git")),
+        )
+        .await,
+    );
+    assert!(!secret.contains("s3cret"), "{secret}");
+    assert!(secret.contains("127.0.0.1"), "{secret}");
+
+    // After a failed clone the same task clones fine: nothing half-made is reused.
+    let workspace =
+        TaskWorkspace::open_with(data.path(), task, Some(&Repository::new(&url))).await?;
+    assert!(workspace.dir().join("shop/cart.py").is_file());
+
+    let base = workspace.base().await?;
+    let limits = WorkspaceLimits::default();
+    for (deleted, expected) in [
+        ("NOPE.txt", "not a file of the base"),
+        ("../OLD.txt", "refused path"),
+        ("shop/cart.py", "both written and deleted"),
+    ] {
+        let written = [FileContent {
+            path: "shop/cart.py".into(),
+            content: FIXED_CART.into(),
+        }];
+        let result = workspace
+            .commit_change(Some(&base), &written, &[deleted.to_owned()], "x", &limits)
+            .await;
+        let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains(expected), "{deleted}: {message:?}");
+    }
+    assert_eq!(workspace.head().await?, base, "nothing was committed");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_on_a_repository_changes_it_and_the_tests_run_on_the_change() -> TestResult {
+    let source = tempfile::tempdir()?;
+    let main = source_repository(source.path())?;
+    // The implementer fixes the bug and deletes a file; the tester runs the repository's own
+    // test next to its own.
+    let llm = Tweaked::new(|request, value| match request.schema_name.as_str() {
+        "implementation" => {
+            value["files"] = json!([{ "path": "shop/cart.py", "content": FIXED_CART }]);
+            value["deleted_files"] = json!(["OLD.txt"]);
+        }
+        "test_plan" => {
+            value["test_files"] = json!([{
+                "path": "test_more.py",
+                "content": "import unittest\n\nfrom shop.cart import total\n\n\nclass MoreTest(unittest.TestCase):\n    def test_empty(self):\n        self.assertEqual(total([]), 0)\n",
+            }]);
+            value["command"] = json!("python3 -m unittest discover -v");
+        }
+        _ => {}
+    });
+    let mut harness = start_with(|b| b.llm(llm)).await?;
+    let task = NewTask::new("Make the failing test in test_cart.py pass")
+        .on_repository(Repository::new(source.path().display().to_string()).at("main"));
+    let task_id = harness.pipeline.enqueue(task).await?;
+    let last = finish(&harness.pipeline, task_id).await?;
+    assert_eq!(last.status, ReportStatus::Done, "{last:?}");
+
+    let workspace = TaskWorkspace::open(&harness.data_dir(), task_id).await?;
+    assert_eq!(workspace.base().await?.as_str(), main);
+    let head = workspace.head().await?;
+    let files = workspace.files_at(&head).await?;
+    assert_eq!(
+        paths(&files),
+        [
+            "README.md",
+            "shop/__init__.py",
+            "shop/cart.py",
+            "test_cart.py",
+            "test_more.py"
+        ]
+    );
+    let test = common::artifact(&harness, task_id, Stage::Test)
+        .await?
+        .output;
+    assert_eq!(test["passed"], 2, "{test:?}");
+    assert_eq!(test["failed"], 0, "{test:?}");
+    let diff = workspace.diff(&workspace.base().await?, &head).await?;
+    assert!(diff.contains("+    return sum(prices)\n"), "{diff}");
+    assert!(diff.contains("OLD.txt"), "{diff}");
+    assert!(!diff.contains("README"), "{diff}");
+    harness.stop().await;
+    Ok(())
+}
