@@ -254,3 +254,65 @@ async fn a_task_on_a_repository_changes_it_and_the_tests_run_on_the_change() -> 
     harness.stop().await;
     Ok(())
 }
+
+/// A change that leaves the repository's own test failing does not pass the gates, even when
+/// the tester's own tests pass; a tester that rewrites the repository's test is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repository_s_own_failing_tests_hold_the_change_back() -> TestResult {
+    let source = tempfile::tempdir()?;
+    source_repository(source.path())?;
+    let url = source.path().display().to_string();
+    let unfixed = Tweaked::new(|request, value| match request.schema_name.as_str() {
+        "implementation" => {
+            value["files"] = json!([{ "path": "NOTES.md", "content": "looked at it\n" }]);
+        }
+        "test_plan" => {
+            value["test_files"] = json!([{
+                "path": "test_notes.py",
+                "content": "import unittest\n\n\nclass NotesTest(unittest.TestCase):\n    def test_nothing(self):\n        self.assertTrue(True)\n",
+            }]);
+            value["command"] = json!("python3 -m unittest test_notes -v");
+        }
+        _ => {}
+    });
+    let mut harness = start_with(|b| b.llm(unfixed).gate_rounds(1)).await?;
+    let task = NewTask::new("Make the failing test pass")
+        .on_repository(Repository::new(&url).with_test_command("python3 -m unittest test_cart -v"));
+    let task_id = harness.pipeline.enqueue(task).await?;
+    let last = finish(&harness.pipeline, task_id).await?;
+    assert_eq!(last.status, ReportStatus::Error, "{last:?}");
+    let test = common::artifact(&harness, task_id, Stage::Test)
+        .await?
+        .output;
+    assert_eq!(test["passed"], 1, "the tester's own test passed: {test:?}");
+    assert_eq!(test["repository_tests"]["after"]["failed"], 1, "{test:?}");
+    assert!(
+        last.summary.contains(
+            "the repository's own tests (`python3 -m unittest test_cart -v`) fail after the change"
+        ),
+        "{}",
+        last.summary
+    );
+    harness.stop().await;
+
+    let rewrites = Tweaked::new(|request, value| {
+        if request.schema_name == "test_plan" {
+            value["test_files"] = json!([{ "path": "test_cart.py", "content": "" }]);
+        }
+    });
+    let mut harness = start_with(|b| b.llm(rewrites)).await?;
+    let task_id = harness
+        .pipeline
+        .enqueue(NewTask::new("Make the failing test pass").on_repository(Repository::new(&url)))
+        .await?;
+    let last = finish(&harness.pipeline, task_id).await?;
+    assert_eq!(last.status, ReportStatus::Error, "{last:?}");
+    assert!(
+        last.summary
+            .contains("test file \"test_cart.py\" would replace a file"),
+        "{}",
+        last.summary
+    );
+    harness.stop().await;
+    Ok(())
+}

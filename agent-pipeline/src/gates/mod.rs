@@ -153,6 +153,25 @@ impl Gate for TestsPassed {
                 "the tests ran on another commit than the one to publish",
             );
         }
+        if let Some(repository) = &report.repository_tests
+            && !repository.after.passed()
+        {
+            let (after, before) = (&repository.after, &repository.before);
+            return GateVerdict::fail(
+                self.name(),
+                format!(
+                    "the repository's own tests (`{}`) fail after the change: {} passed, {} \
+                     failed, {} (before the change: {} passed, {} failed); output:\n{}",
+                    repository.command,
+                    after.passed,
+                    after.failed,
+                    after.run.ending(),
+                    before.passed,
+                    before.failed,
+                    after.run.output_tail(OUTPUT_IN_FEEDBACK)
+                ),
+            );
+        }
         if report.all_passed() {
             return GateVerdict::pass(
                 self.name(),

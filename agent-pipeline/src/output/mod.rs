@@ -132,6 +132,47 @@ pub struct TestReport {
     pub commit: Option<CommitId>,
     /// The run: command, exit code, duration and captured output.
     pub run: RunOutput,
+    /// The repository's own tests before and after the change, on a task that changes an
+    /// existing repository whose test command is given or detected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_tests: Option<RepositoryTests>,
+}
+
+/// The repository's own test command, run in the sandbox on the base (before the change) and
+/// on the tested commit (after it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryTests {
+    /// The command: given with the task, or detected from the repository's files.
+    pub command: String,
+    /// The run on the repository's base ref.
+    pub before: CountedRun,
+    /// The run on the tested commit: the change and the tester's tests.
+    pub after: CountedRun,
+}
+
+/// One run of a test command, with the counts read from its output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountedRun {
+    /// How many tests passed.
+    pub passed: u32,
+    /// How many tests failed or raised an error.
+    pub failed: u32,
+    /// How many tests were skipped.
+    #[serde(default)]
+    pub skipped: u32,
+    /// Where the counts come from (`pytest`, `unittest`, `cargo`, `tap`); `None` when the run
+    /// printed no summary the pipeline can read.
+    #[serde(default)]
+    pub counted_from: Option<String>,
+    /// The run itself.
+    pub run: RunOutput,
+}
+
+impl CountedRun {
+    /// Whether the command ran to the end and exited 0 with no failed test counted.
+    pub fn passed(&self) -> bool {
+        !self.run.timed_out && self.run.exit_code == Some(0) && self.failed == 0
+    }
 }
 
 impl TestReport {

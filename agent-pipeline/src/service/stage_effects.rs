@@ -9,11 +9,13 @@ use serde_json::{Map, Value, json};
 use super::Deps;
 use crate::Result;
 use crate::execution::results::{TestCounts, counts_from_junit, counts_from_output};
-use crate::execution::sandbox::{Sandbox, SandboxError, SandboxLimits, SandboxRun};
-use crate::execution::{CommitId, TaskWorkspace, WorkspaceError, WorkspaceLimits};
+use crate::execution::sandbox::{RunOutput, Sandbox, SandboxError, SandboxLimits, SandboxRun};
+use crate::execution::{
+    CommitId, TaskWorkspace, WorkspaceError, WorkspaceLimits, detect_test_command,
+};
 use crate::gates::Gate;
 use crate::ids::{Stage, StepId};
-use crate::output::{Implementation, TestPlan, TestReport};
+use crate::output::{CountedRun, Implementation, RepositoryTests, TestPlan, TestReport};
 use crate::publish::Publisher;
 use crate::store::Artifact;
 use crate::wire::{Repository, StepRequest};
@@ -227,14 +229,18 @@ impl Deps {
                 "{implement} has no workspace commit to test; run or replay {implement} first"
             ))));
         };
+        let protected = match self.untouchable(request.task_id, &base, implemented).await {
+            Ok(paths) => paths,
+            Err(error) => return Ok(Err(error.into())),
+        };
         if let Some(clash) = plan
             .test_files
             .iter()
-            .find(|test| implemented.iter().any(|file| file.path == test.path))
+            .find(|test| protected.contains(&test.path))
         {
             return Ok(Err(StepFailure::permanent(format!(
-                "test file {:?} would replace an implementation file; tests must not change the \
-                 implementation",
+                "test file {:?} would replace a file of the implementation; tests must not \
+                 change the implementation or the repository's files",
                 clash.path
             ))));
         }
@@ -256,25 +262,16 @@ impl Deps {
                 &self.execution.workspace_limits,
             )
             .await?;
-        let run = SandboxRun {
-            workdir: workspace.dir().to_path_buf(),
-            command: plan.command.clone(),
-            env: Vec::new(),
-            read_only: vec![".git".to_owned()],
-            limits: self.execution.sandbox_limits,
-        };
-        let run = match self.execution.sandbox.run(&run).await {
-            Ok(run) => run,
-            Err(SandboxError::Unavailable(why)) => return Err(StepFailure::permanent(why)),
-            Err(error) => {
-                return Err(StepFailure {
-                    error: format!("the tests could not be run: {error}"),
-                    retryable: true,
-                });
-            }
-        };
+        let run = self.sandboxed(&workspace, &plan.command).await?;
         tracing::info!(task_id = %request.task_id, attempt = %request.attempt, exit_code = ?run.exit_code, timed_out = run.timed_out, duration_ms = run.duration_ms, "tests ran");
         let counts = count_tests(&workspace, plan, &run.output).await;
+        let repository_tests = match self.repository(request.task_id).await? {
+            Some(repository) => {
+                self.run_repository_tests(&workspace, &repository, &commit.id)
+                    .await?
+            }
+            None => None,
+        };
         let report = TestReport {
             tests_added: counts.map_or(0, |c| c.total),
             passed: counts.map_or(0, |c| c.passed),
@@ -286,6 +283,7 @@ impl Deps {
             test_files: plan.test_files.iter().map(|f| f.path.clone()).collect(),
             commit: Some(commit.id),
             run,
+            repository_tests,
         };
         match serde_json::to_value(&report) {
             Ok(Value::Object(output)) => Ok(output),
@@ -293,6 +291,101 @@ impl Deps {
                 "the test report could not be encoded",
             )),
         }
+    }
+
+    /// The paths a tester may not write: tests only add files, so on a repository none of
+    /// the implementation commit's files (the repository's own tests included), and
+    /// otherwise none of the implementation's files.
+    async fn untouchable(
+        &self,
+        task_id: crate::TaskId,
+        implementation_commit: &CommitId,
+        implemented: Vec<crate::output::FileContent>,
+    ) -> std::result::Result<Vec<String>, WorkspaceError> {
+        if self.repository(task_id).await?.is_none() {
+            return Ok(implemented.into_iter().map(|file| file.path).collect());
+        }
+        self.workspace(task_id)
+            .await?
+            .paths_at(implementation_commit)
+            .await
+    }
+
+    /// Runs `command` in the sandbox in the workspace's work tree (its `.git` read-only).
+    async fn sandboxed(
+        &self,
+        workspace: &TaskWorkspace,
+        command: &str,
+    ) -> std::result::Result<RunOutput, StepFailure> {
+        let run = SandboxRun {
+            workdir: workspace.dir().to_path_buf(),
+            command: command.to_owned(),
+            env: Vec::new(),
+            read_only: vec![".git".to_owned()],
+            limits: self.execution.sandbox_limits,
+        };
+        match self.execution.sandbox.run(&run).await {
+            Ok(run) => Ok(run),
+            Err(SandboxError::Unavailable(why)) => Err(StepFailure::permanent(why)),
+            Err(error) => Err(StepFailure {
+                error: format!("the tests could not be run: {error}"),
+                retryable: true,
+            }),
+        }
+    }
+
+    /// The repository's own test command (given, or detected from its files) run on the
+    /// tested commit, then on the base, the work tree being put back to the tested commit
+    /// after; `None` when there is no command.
+    async fn run_repository_tests(
+        &self,
+        workspace: &TaskWorkspace,
+        repository: &Repository,
+        tested: &CommitId,
+    ) -> std::result::Result<Option<RepositoryTests>, StepFailure> {
+        let command = match &repository.test_command {
+            Some(command) => Some(command.clone()),
+            None => {
+                let root = workspace.dir().to_path_buf();
+                tokio::task::spawn_blocking(move || detect_test_command(&root))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        };
+        let Some(command) = command else {
+            tracing::info!(repository = %repository.redacted_url(), "no test command given or detected for the repository");
+            return Ok(None);
+        };
+        let after = self.counted_run(workspace, &command).await?;
+        let base = workspace.base().await?;
+        workspace.check_out(&base).await?;
+        let before = self.counted_run(workspace, &command).await;
+        workspace.check_out(tested).await?;
+        let before = before?;
+        tracing::info!(%command, failed_before = before.failed, failed_after = after.failed, "the repository's tests ran before and after the change");
+        Ok(Some(RepositoryTests {
+            command,
+            before,
+            after,
+        }))
+    }
+
+    /// `command` run in the sandbox, with the counts its output shows.
+    async fn counted_run(
+        &self,
+        workspace: &TaskWorkspace,
+        command: &str,
+    ) -> std::result::Result<CountedRun, StepFailure> {
+        let run = self.sandboxed(workspace, command).await?;
+        let counts = counts_from_output(&run.output);
+        Ok(CountedRun {
+            passed: counts.map_or(0, |c| c.passed),
+            failed: counts.map_or(0, |c| c.failed + c.errors),
+            skipped: counts.map_or(0, |c| c.skipped),
+            counted_from: counts.map(|c| c.source.to_owned()),
+            run,
+        })
     }
 
     async fn record_reviewed_commit(

@@ -487,22 +487,7 @@ impl TaskWorkspace {
                 .iter()
                 .map(|f| (f.path.clone(), f.content.clone().into_bytes())),
         );
-        let removed = {
-            let dir = self.dir.clone();
-            blocking(&self.dir, move || {
-                if let Some(task_dir) = dir.parent() {
-                    paths::check_real_dir(task_dir)?;
-                }
-                paths::check_real_dir(&dir)?;
-                paths::check_real_dir(&dir.join(".git"))?;
-                let removed = paths::clean_work_tree(&dir)?;
-                for (path, content) in &tree {
-                    paths::write_new_file(&dir, path, content)?;
-                }
-                Ok(removed)
-            })
-            .await?
-        };
+        let removed = self.replace_work_tree(tree).await?;
 
         // The objects, the index, the tree and the commit, with plumbing only: no filters,
         // no ignore rules, no hooks.
@@ -576,6 +561,35 @@ impl TaskWorkspace {
         Ok(Commit { id, parent: head })
     }
 
+    /// Rewrites the work tree to hold exactly `commit`'s files (without committing), e.g. to
+    /// run the tests of the base; returns how many entries were removed first.
+    pub async fn check_out(&self, commit: &CommitId) -> Result<usize, WorkspaceError> {
+        let files = self.files_at(commit).await?;
+        self.replace_work_tree(files).await
+    }
+
+    /// Empties the work tree (all but `.git`, without following links) and writes `tree`
+    /// into it; returns how many entries were removed.
+    async fn replace_work_tree(
+        &self,
+        tree: Vec<(String, Vec<u8>)>,
+    ) -> Result<usize, WorkspaceError> {
+        let dir = self.dir.clone();
+        blocking(&self.dir, move || {
+            if let Some(task_dir) = dir.parent() {
+                paths::check_real_dir(task_dir)?;
+            }
+            paths::check_real_dir(&dir)?;
+            paths::check_real_dir(&dir.join(".git"))?;
+            let removed = paths::clean_work_tree(&dir)?;
+            for (path, content) in &tree {
+                paths::write_new_file(&dir, path, content)?;
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
     /// The commit the task's change starts from: the base ref of the repository the
     /// workspace was cloned from, or else the [`root`](Self::root) commit.
     pub async fn base(&self) -> Result<CommitId, WorkspaceError> {
@@ -631,6 +645,18 @@ impl TaskWorkspace {
             .output()
             .await?;
         Ok(String::from_utf8_lossy(&output).into_owned())
+    }
+
+    /// The paths of `commit`'s files, sorted.
+    pub async fn paths_at(&self, commit: &CommitId) -> Result<Vec<String>, WorkspaceError> {
+        let mut paths: Vec<String> = self
+            .tree_entries(commit)
+            .await?
+            .into_iter()
+            .map(|entry| entry.path)
+            .collect();
+        paths.sort();
+        Ok(paths)
     }
 
     /// Every file of `commit`, path and content, sorted by path.
