@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use agent_pipeline::budget::Budget;
-use agent_pipeline::wire::NewTask;
+use agent_pipeline::wire::{NewTask, Repository};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{BusKind, parse_cost, parse_rounds, parse_tokens, parse_wall_time};
@@ -271,6 +271,21 @@ pub(crate) struct SendArgs {
     #[arg(long)]
     pub(crate) no_approval: bool,
 
+    /// Change this existing git repository instead of starting from nothing: a path (made
+    /// absolute here when it exists) or a URL the workers can clone
+    #[arg(long, value_name = "PATH|URL")]
+    pub(crate) repo: Option<String>,
+
+    /// The branch, tag or commit of --repo the change starts from [default: its default
+    /// branch]
+    #[arg(long, value_name = "REF", requires = "repo")]
+    pub(crate) base_ref: Option<String>,
+
+    /// The test command of --repo, run before and after the change [default: detected from
+    /// its files]
+    #[arg(long, value_name = "COMMAND", requires = "repo")]
+    pub(crate) test_command: Option<String>,
+
     /// How to reach the pipeline.
     #[command(flatten)]
     pub(crate) host: HostArgs,
@@ -294,6 +309,18 @@ impl SendArgs {
             task = task.with_approval(true);
         } else if self.no_approval {
             task = task.with_approval(false);
+        }
+        if let Some(url) = &self.repo {
+            // A local path is given relative to where the command runs, not the workers.
+            let url = std::path::Path::new(url)
+                .canonicalize()
+                .map(|path| path.display().to_string())
+                .unwrap_or_else(|_| url.clone());
+            task = task.on_repository(Repository {
+                url,
+                base_ref: self.base_ref.clone(),
+                test_command: self.test_command.clone(),
+            });
         }
         task
     }
@@ -480,9 +507,47 @@ mod tests {
             &["--max-tokens", "0"],
             &["--max-wall-time", "soon"],
             &["--require-approval", "--no-approval"],
+            &["--base-ref", "main"],
+            &["--test-command", "make test"],
         ] {
             assert!(send(bad).is_err(), "{bad:?}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn send_flags_name_the_repository_with_local_paths_made_absolute() -> Result<(), clap::Error> {
+        let send = |extra: &[&str]| -> Result<NewTask, clap::Error> {
+            let mut args = vec!["agent-host", "send", "--text", "x"];
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args)?.command {
+                Some(Command::Send(args)) => Ok(args.task()),
+                _ => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
+            }
+        };
+        let remote = send(&[
+            "--repo",
+            "https://example.com/shop.git",
+            "--base-ref",
+            "v1.2",
+            "--test-command",
+            "make test",
+        ])?;
+        assert_eq!(
+            remote.repository,
+            Some(
+                Repository::new("https://example.com/shop.git")
+                    .at("v1.2")
+                    .with_test_command("make test")
+            )
+        );
+        let here =
+            std::env::current_dir().map_err(|_| clap::Error::new(clap::error::ErrorKind::Io))?;
+        let local = send(&["--repo", "."])?;
+        assert_eq!(
+            local.repository.map(|repository| repository.url),
+            Some(here.display().to_string())
+        );
         Ok(())
     }
 

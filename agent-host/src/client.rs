@@ -210,13 +210,14 @@ impl HostClient {
         format!("{}/task/{task_id}", self.base)
     }
 
-    /// `POST /api/tasks`: enqueues `task` (the host gives it an id of its own; only the
-    /// prompt, the budget and the approval requirement are sent).
+    /// `POST /api/tasks`: enqueues `task` (the host gives it an id of its own; the prompt,
+    /// the budget, the approval requirement and the repository are sent).
     pub(crate) async fn enqueue(&self, task: &NewTask) -> ClientResult<Enqueued> {
         let body = EnqueueRequest {
             prompt: task.prompt.clone(),
             budget: task.budget,
             require_approval: task.require_approval,
+            repository: task.repository.clone(),
         };
         let request = self
             .request(reqwest::Method::POST, "/api/tasks")

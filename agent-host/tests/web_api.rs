@@ -231,6 +231,77 @@ async fn tasks_are_listed_and_enqueued() {
         "a form is not JSON: {form:?}"
     );
     json_error(&form, form.status);
+
+    // A repository that cannot be cloned as given is refused before anything is enqueued;
+    // one that can is carried to the task.
+    let helper = app
+        .post_json(
+            "/api/tasks",
+            &serde_json::json!({ "prompt": HELLO, "repository": { "url": "ext::sh -c x" } }),
+        )
+        .await;
+    assert!(
+        json_error(&helper, StatusCode::BAD_REQUEST).contains("invalid repository"),
+        "{helper:?}"
+    );
+    let source = tempfile::tempdir().expect("a temporary directory");
+    for args in [
+        &["init", "--quiet", "--initial-branch=main"][..],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@localhost",
+            "commit",
+            "--quiet",
+            "--allow-empty",
+            "-m",
+            "empty",
+        ],
+    ] {
+        let status = std::process::Command::new("git")
+            .arg("-C")
+            .arg(source.path())
+            .args(args)
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?}");
+    }
+    let on_repository = app
+        .post_json(
+            "/api/tasks",
+            &serde_json::json!({
+                "prompt": HELLO,
+                "repository": { "url": source.path(), "base_ref": "main" },
+            }),
+        )
+        .await;
+    assert_eq!(
+        on_repository.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        on_repository.body
+    );
+    let task_id: TaskId = on_repository.json()["task_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("a task id");
+    let last = tokio::time::timeout(PATIENCE, app.pipeline.wait(task_id))
+        .await
+        .expect("the task on the repository ends")
+        .expect("its reports");
+    assert_eq!(last.status, ReportStatus::Done, "{last:?}");
+    let task = app
+        .pipeline
+        .artifacts()
+        .read_task(task_id)
+        .await
+        .expect("the task file")
+        .expect("it exists");
+    assert_eq!(
+        task.repository.and_then(|repository| repository.base_ref),
+        Some("main".to_owned())
+    );
     app.shutdown().await;
 
     let read_only = App::stopped(read_only()).await;

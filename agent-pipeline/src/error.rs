@@ -53,6 +53,10 @@ pub enum Error {
     /// Limits that cannot be used (a negative cost, zero rounds).
     #[error("invalid budget: {0}")]
     InvalidBudget(String),
+    /// A repository that cannot be cloned as given (a command-running transport, a base ref
+    /// that is not a branch, tag or commit id).
+    #[error("invalid repository: {0}")]
+    InvalidRepository(String),
     /// The step is not one this pipeline runs (it runs the `v1` step of each stage).
     #[error("unknown step {0}: this pipeline runs {stage}@v1", stage = .0.stage())]
     UnknownStep(StepId),

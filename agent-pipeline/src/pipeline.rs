@@ -653,6 +653,9 @@ impl Pipeline {
         if let Some(budget) = &task.budget {
             budget.check().map_err(Error::InvalidBudget)?;
         }
+        if let Some(repository) = &task.repository {
+            repository.check().map_err(Error::InvalidRepository)?;
+        }
         self.deps
             .publish(&self.deps.topics.tasks, task.task_id, &task)
             .await?;

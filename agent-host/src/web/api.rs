@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use agent_pipeline::budget::Budget;
-use agent_pipeline::wire::{ControlAction, NewTask, ReplayStep, TaskControl};
+use agent_pipeline::wire::{ControlAction, NewTask, ReplayStep, Repository, TaskControl};
 use agent_pipeline::{Attempt, Redriven, StepId, TaskId};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -35,6 +35,10 @@ pub struct EnqueueRequest {
     /// host's `REQUIRE_APPROVAL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_approval: Option<bool>,
+    /// The existing repository the task changes (`url`, optional `base_ref` and
+    /// `test_command`); absent: the task starts from an empty workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<Repository>,
 }
 
 /// The answer to `POST /api/tasks`.
@@ -185,8 +189,9 @@ pub(crate) async fn tasks(State(state): State<WebState>) -> ApiResult<Json<serde
 }
 
 /// `POST /api/tasks` with `{"prompt": "…"}` (and optionally `"budget": {…}`,
-/// `"require_approval": true`): 202 and where the task went; 400 for an empty prompt or
-/// limits that cannot be used.
+/// `"require_approval": true`, `"repository": {"url": "…", "base_ref": "main"}`): 202 and
+/// where the task went; 400 for an empty prompt, limits that cannot be used or a repository
+/// that cannot be cloned as given.
 pub(crate) async fn enqueue(
     State(state): State<WebState>,
     request: Result<Json<EnqueueRequest>, JsonRejection>,
@@ -195,6 +200,7 @@ pub(crate) async fn enqueue(
     let task = NewTask {
         budget: request.budget,
         require_approval: request.require_approval,
+        repository: request.repository,
         ..NewTask::new(request.prompt)
     };
     let task_id = actions::enqueue(&state, task).await?;

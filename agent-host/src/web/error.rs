@@ -66,7 +66,8 @@ impl WebError {
             | Error::PromptTooLong { .. }
             | Error::Id(_)
             | Error::InvalidReplay(_)
-            | Error::InvalidBudget(_) => WebError::BadRequest(error.to_string()),
+            | Error::InvalidBudget(_)
+            | Error::InvalidRepository(_) => WebError::BadRequest(error.to_string()),
             Error::Bus(bus)
                 if bus.is_retryable() || matches!(bus, agent_pipeline::bus::BusError::Closed) =>
             {
