@@ -162,6 +162,26 @@ pub(crate) enum Command {
     /// services with DATABASE_URL set to the target (and ARTIFACT_STORE=database when the
     /// documents were copied too).
     Migrate(MigrateArgs),
+    /// Print the JSON Schema of every message on the topics and of every stage output, with
+    /// its name, topic and version
+    ///
+    /// Prints one JSON array of {name, topic, file, version, schema}; with --name the schema
+    /// of that name alone (plain JSON Schema, for a validator), with --list a table. The
+    /// version is the first 12 hexadecimal digits of the SHA-256 of the schema's canonical
+    /// JSON: it changes exactly when the schema does (docs/schemas.md). Needs no broker and no
+    /// database; the topic names are those of the configuration.
+    Schemas(SchemasArgs),
+}
+
+/// Arguments of `schemas`.
+#[derive(Debug, Args)]
+pub(crate) struct SchemasArgs {
+    /// Print only the JSON Schema of this name (e.g. step_result)
+    #[arg(long, value_name = "NAME", conflicts_with = "list")]
+    pub(crate) name: Option<String>,
+    /// Print a table of name, topic and version instead of the schemas
+    #[arg(long)]
+    pub(crate) list: bool,
 }
 
 /// Arguments of `prune`.

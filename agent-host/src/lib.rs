@@ -5,7 +5,8 @@
 //! `planner`, `worker`, `orchestrator` and `ci-monitor` run one service each on a Kafka
 //! broker; `send`, `replay`, `approve`, `reject`, `cancel`, `tasks` and `show` talk to a
 //! running host through its JSON API (or to the broker with `--bus kafka`, or work in their
-//! own process with `--local`); `dlq` reads `DATA_DIR`. See `agent-host --help`.
+//! own process with `--local`); `dlq` reads `DATA_DIR`; `schemas` prints the JSON Schema of
+//! every message and stage output (`docs/schemas.md`). See `agent-host --help`.
 //!
 //! The library part exists so that the web UI can be tested as a [`web::router`] without a
 //! network; the binary is a thin [`main`].

@@ -60,6 +60,8 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/api/task/{task_id}/reject", Protected),
     ("POST", "/api/task/{task_id}/cancel", Protected),
     ("GET", "/api/providers", Protected),
+    ("GET", "/api/schemas", Protected),
+    ("GET", "/api/schemas/{name}", Protected),
     ("GET", "/api/dlq", Protected),
     ("POST", "/api/dlq/{id}/redrive", Protected),
     ("GET", "/api/events", Protected),
@@ -223,6 +225,7 @@ impl Fixtures {
             .replace("{task_id}", &task_id)
             .replace("{step}", "implement@v1")
             .replace("{id}", "1")
+            .replace("{name}", "step_result")
             .replace("{file}", "app.css");
         if path.contains("/diff/") {
             uri.push_str("?from=1&to=1");

@@ -16,6 +16,7 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::llm::Spend;
@@ -30,7 +31,7 @@ use crate::llm::Spend;
 /// assert_eq!(effective.max_cost_usd, Some(0.1));
 /// assert_eq!(effective.max_rounds, Some(3));
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Budget {
     /// Prompt and completion tokens over every LLM call of the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,7 +186,7 @@ impl fmt::Display for BudgetHit {
 
 /// The budget a step of a task's run carries: the limits, when the task started, and what it
 /// had spent when the step was requested.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskBudget {
     /// The task's limits.
     pub limits: Budget,

@@ -4,6 +4,9 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;
 
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
@@ -233,7 +236,9 @@ impl fmt::Display for StepId {
 /// The number of one execution of a step, starting at 1.
 ///
 /// Every execution of a step (a retry or a replay) gets the next number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct Attempt(NonZeroU32);
 
@@ -283,6 +288,38 @@ macro_rules! string_serde {
 string_serde!(TaskId);
 string_serde!(Stage);
 string_serde!(StepId);
+
+/// The schemas of the ids as they are written on the wire: strings, not their inner types.
+macro_rules! string_schema {
+    ($ty:ty, $name:literal, $schema:tt) => {
+        impl JsonSchema for $ty {
+            fn schema_name() -> Cow<'static, str> {
+                $name.into()
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!($schema)
+            }
+        }
+    };
+}
+
+string_schema!(TaskId, "TaskId", {
+    "description": "A task id: a UUID in its 36-character hyphenated form.",
+    "type": "string",
+    "format": "uuid",
+    "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+});
+string_schema!(Stage, "Stage", {
+    "description": "A stage of the pipeline.",
+    "type": "string",
+    "enum": ["design", "implement", "test", "review"]
+});
+string_schema!(StepId, "StepId", {
+    "description": "A step: `<stage>@v<N>`, e.g. `design@v1`.",
+    "type": "string",
+    "pattern": "^(design|implement|test|review)@v[1-9][0-9]*$"
+});
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,7 @@ pub mod output;
 mod pipeline;
 pub mod publish;
 pub mod retention;
+pub mod schemas;
 mod service;
 pub mod store;
 #[cfg(feature = "test-util")]

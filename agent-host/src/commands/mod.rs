@@ -7,6 +7,7 @@ mod dlq;
 mod maintenance;
 mod replay;
 mod run;
+mod schemas;
 mod send;
 mod services;
 mod show;
@@ -84,6 +85,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Dlq => dlq::dlq(&config).await,
         Command::Prune(args) => maintenance::prune(&config, &args).await,
         Command::Migrate(args) => maintenance::migrate(&config, &args).await,
+        Command::Schemas(args) => schemas::schemas(&config, &args),
     }
 }
 

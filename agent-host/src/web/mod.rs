@@ -14,6 +14,8 @@
 //! | `POST /task/{id}/replay` (form) | `POST /api/task/{id}/replay` (JSON `{"step","reason"}`, optionally `"model","provider","prompt","inputs","continue_downstream"`) | replay one step, as it ran or as a variant |
 //! | `POST /task/{id}/approve`, `/reject`, `/cancel` (form) | `POST /api/task/{id}/approve`, `/reject`, `/cancel` (JSON `{"by","comment"}`, optional) | decide about a task awaiting approval, or cancel one that has not ended (409 when it does not apply) |
 //! | | `GET /api/providers` | the providers a replay may name, the prices of models, the default budget |
+//! | | `GET /api/schemas` | the schema registry: name, topic, version and URL of the JSON Schema of every message and stage output (`docs/schemas.md`) |
+//! | | `GET /api/schemas/{name}` | one JSON Schema (`application/schema+json`), its version as the `ETag`; 404 for an unknown name |
 //! | `GET /dlq` | `GET /api/dlq` | the dead-letter queue |
 //! | `POST /dlq/{id}/redrive` (form) | `POST /api/dlq/{id}/redrive` | send a dead letter back |
 //! | | `GET /api/events?task_id=` | report events as server-sent events |
@@ -39,6 +41,8 @@ mod live;
 mod metrics;
 mod pages;
 mod query;
+mod schemas;
+pub use schemas::{SchemaIndex, SchemaSummary};
 pub(crate) mod security;
 mod text;
 
@@ -183,6 +187,8 @@ pub fn router(state: WebState) -> Router {
         .route("/api/task/{task_id}/reject", post(api::reject))
         .route("/api/task/{task_id}/cancel", post(api::cancel))
         .route("/api/providers", get(api::providers))
+        .route("/api/schemas", get(schemas::index))
+        .route("/api/schemas/{name}", get(schemas::schema))
         .route("/api/dlq", get(api::dlq))
         .route("/api/dlq/{id}/redrive", post(api::redrive))
         .route("/api/events", get(live::events))

@@ -32,6 +32,18 @@ pub(crate) fn request(
     bearer: Option<&str>,
     json: Option<&serde_json::Value>,
 ) -> Answer {
+    request_with(base, method, path, bearer, json, &[])
+}
+
+/// As [`request`], with more header lines (`("If-None-Match", "\"…\"")`).
+pub(crate) fn request_with(
+    base: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    json: Option<&serde_json::Value>,
+    headers: &[(&str, &str)],
+) -> Answer {
     let authority = base
         .strip_prefix("http://")
         .unwrap_or_else(|| panic!("not an http:// URL: {base}"));
@@ -42,6 +54,10 @@ pub(crate) fn request(
     let authorization = bearer
         .map(|token| format!("Authorization: Bearer {token}\r\n"))
         .unwrap_or_default();
+    let authorization: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .fold(authorization, |all, line| all + &line);
     let body = json.map(|value| value.to_string()).unwrap_or_default();
     let content = if json.is_some() {
         format!(

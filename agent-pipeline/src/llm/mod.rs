@@ -81,7 +81,9 @@ pub struct LlmRequest {
 }
 
 /// Tokens spent by one or more calls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Usage {
     /// Tokens of the prompt.
     pub prompt_tokens: u64,

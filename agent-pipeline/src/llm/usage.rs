@@ -3,12 +3,13 @@
 //! Every sum the pipeline shows (a step's, a task's, the total) is the sum of call records,
 //! so that they always agree.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Usage;
 
 /// One call to a model: what it asked, what it spent and what it cost.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LlmCall {
     /// The model that answered (or was asked, when the call failed).
     pub model: String,
@@ -60,7 +61,7 @@ impl LlmCall {
 /// assert_eq!(spend.usage.total_tokens, 3_600);
 /// assert_eq!(spend.cost_usd, 0.75);
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Spend {
     /// Tokens, over every call.
     #[serde(flatten)]

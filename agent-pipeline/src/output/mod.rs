@@ -103,7 +103,7 @@ pub struct TestPlan {
 ///
 /// `tests_added`, `passed` and `failed` (the contract's fields) are counted from the run's
 /// JUnit XML report or the test runner's printed summary, never taken from the model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TestReport {
     /// How many tests the run counted (passed, failed, errors and skipped).
     pub tests_added: u32,

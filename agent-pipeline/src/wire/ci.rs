@@ -1,6 +1,7 @@
 //! `ci_watch`: the orchestrator asks the ci-monitor to check a published change.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::execution::CommitId;
@@ -10,7 +11,7 @@ use crate::ids::TaskId;
 ///
 /// It names the change; the check command is the ci-monitor's own setting (by default the
 /// command that ran the task's tests), never taken from the message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CiWatch {
     /// The task.
     pub task_id: TaskId,

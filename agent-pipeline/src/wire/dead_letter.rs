@@ -1,10 +1,11 @@
 //! Entries of the dead-letter topic.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A message or step that could not be handled, kept with the reason and the raw payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DeadLetter {
     /// Why it ended here.
     pub reason: String,

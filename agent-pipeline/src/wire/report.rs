@@ -3,6 +3,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
@@ -85,6 +86,25 @@ impl ReportStatus {
     }
 }
 
+/// Any string: a reader keeps the statuses it does not know. The known ones are listed as
+/// `examples`, so that the schema documents them without refusing later ones.
+impl JsonSchema for ReportStatus {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ReportStatus".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "What happened; later versions may add statuses, which readers keep.",
+            "type": "string",
+            "examples": [
+                "received", "stage_done", "done", "error", "replayed", "pr", "ci", "retry",
+                "dlq", "gates", "awaiting_approval", "approved"
+            ]
+        })
+    }
+}
+
 impl fmt::Display for ReportStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -105,7 +125,7 @@ impl<'de> Deserialize<'de> for ReportStatus {
 }
 
 /// One status event: `{ "task_id": "…", "status": "stage_done", "stage": "design@v1", "summary": "…" }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ReportEvent {
     /// The task.
     pub task_id: TaskId,

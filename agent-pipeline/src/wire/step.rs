@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -11,7 +12,7 @@ use crate::ids::{Attempt, StepId, TaskId};
 use crate::llm::{LlmCall, Usage};
 
 /// Why a step runs: as part of the pipeline, or replayed on request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepMode {
     /// The pipeline runs the step and then the next stages.
@@ -25,7 +26,7 @@ pub enum StepMode {
 ///
 /// It names the inputs rather than carrying them: the worker reads the prompt and the earlier
 /// artifacts from the artifact store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StepRequest {
     /// The task.
     pub task_id: TaskId,
@@ -68,7 +69,7 @@ pub struct StepRequest {
 /// The upstream attempts are pinned when the replay is requested, so that the step reads
 /// exactly those (nothing upstream runs again, nothing upstream is billed again), whatever
 /// happens to the canonical artifacts meanwhile.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Variant {
     /// Another model than the configured one, by its name at the provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,7 +103,7 @@ impl Variant {
 }
 
 /// Why a step was stopped before it could succeed or fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// The task reached a limit of its budget.
@@ -130,7 +131,7 @@ fn first_round() -> u32 {
 }
 
 /// What came of one step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum StepOutcome {
     /// The agent produced a valid output.
@@ -159,7 +160,7 @@ pub enum StepOutcome {
 }
 
 /// The outcome of one step request, published by a worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StepResult {
     /// The task.
     pub task_id: TaskId,

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -23,7 +24,9 @@ use crate::ids::{StepId, TaskId};
 /// assert_eq!(json["require_approval"], true);
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+// The task topic tells a new task from a command by the absence of `action`.
+#[schemars(extend("not" = { "required": ["action"] }))]
 pub struct NewTask {
     /// The task's id (a UUID).
     pub task_id: TaskId,
@@ -76,9 +79,10 @@ impl NewTask {
 /// A replay of one step: `{ "action": "replay_step", "task_id": "…", "step_id": "implement@v1" }`,
 /// optionally with another model or provider, an edited prompt or edited upstream outputs, and
 /// the later stages run again from the new attempt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ReplayStep {
     /// Always `replay_step`.
+    #[schemars(extend("const" = "replay_step"))]
     pub action: String,
     /// The task whose step is replayed.
     pub task_id: TaskId,
@@ -105,7 +109,7 @@ pub struct ReplayStep {
 }
 
 /// What a person decides about a task: approve or reject its change, or cancel it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ControlAction {
     /// Publish the change of a task awaiting approval.
@@ -128,7 +132,7 @@ impl ControlAction {
 }
 
 /// `{ "action": "approve" | "reject" | "cancel", "task_id": "…", "by": "…", "comment": "…" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskControl {
     /// What to do.
     pub action: ControlAction,

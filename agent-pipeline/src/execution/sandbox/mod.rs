@@ -93,7 +93,9 @@ pub struct SandboxRun {
 }
 
 /// What a sandboxed run did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct RunOutput {
     /// The sandbox that ran it (`bubblewrap`, `unsandboxed`).
     pub sandbox: String,

@@ -107,6 +107,20 @@ impl From<CommitId> for String {
     }
 }
 
+impl schemars::JsonSchema for CommitId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "CommitId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A git commit id: 40 hexadecimal digits.",
+            "type": "string",
+            "pattern": "^[0-9a-fA-F]{40}$"
+        })
+    }
+}
+
 impl fmt::Display for CommitId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
