@@ -9,11 +9,13 @@ use agent_pipeline::bus::Topics;
 use agent_pipeline::execution::CommitId;
 use agent_pipeline::execution::sandbox::RunOutput;
 use agent_pipeline::llm::{LlmCall, Spend, Usage};
-use agent_pipeline::output::{Design, FileContent, Implementation, Review, TestPlan, TestReport};
+use agent_pipeline::output::{
+    CountedRun, Design, FileContent, Implementation, RepositoryTests, Review, TestPlan, TestReport,
+};
 use agent_pipeline::schemas::{self, SchemaEntry};
 use agent_pipeline::wire::{
-    CiWatch, ControlAction, DeadLetter, NewTask, ReplayStep, ReportEvent, ReportStatus, StepMode,
-    StepOutcome, StepRequest, StepResult, StopReason, TaskControl, Variant,
+    CiWatch, ControlAction, DeadLetter, NewTask, ReplayStep, ReportEvent, ReportStatus, Repository,
+    StepMode, StepOutcome, StepRequest, StepResult, StopReason, TaskControl, Variant,
 };
 use agent_pipeline::{Attempt, Stage, StepId, TaskId};
 use chrono::{DateTime, Utc};
@@ -207,10 +209,28 @@ fn samples() -> Vec<(&'static str, Value)> {
         test_files: vec!["test_hello.py".into()],
         commit: Some(commit()),
         run: run(),
+        repository_tests: Some(RepositoryTests {
+            command: "python3 -m unittest discover -v".into(),
+            before: CountedRun {
+                passed: 0,
+                failed: 1,
+                skipped: 0,
+                counted_from: Some("unittest".into()),
+                run: run(),
+            },
+            after: CountedRun {
+                passed: 1,
+                failed: 0,
+                skipped: 0,
+                counted_from: None,
+                run: run(),
+            },
+        }),
     };
     let killed = TestReport {
         counted_from: None,
         commit: None,
+        repository_tests: None,
         run: RunOutput {
             exit_code: None,
             timed_out: true,
@@ -226,7 +246,12 @@ fn samples() -> Vec<(&'static str, Value)> {
             value(
                 &NewTask::new("Write hello.py")
                     .with_budget(task_budget().limits)
-                    .with_approval(true),
+                    .with_approval(true)
+                    .on_repository(
+                        Repository::new("https://example.com/shop.git")
+                            .at("main")
+                            .with_test_command("make test"),
+                    ),
             ),
         ),
         (
@@ -310,6 +335,7 @@ fn samples() -> Vec<(&'static str, Value)> {
                 diff_summary: "Adds hello.py.".into(),
                 code_snippets: vec!["print('Hello Earthling')".into()],
                 files: vec![file.clone()],
+                deleted_files: vec!["old.py".into()],
             }),
         ),
         (

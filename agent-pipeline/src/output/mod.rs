@@ -140,7 +140,7 @@ pub struct TestReport {
 
 /// The repository's own test command, run in the sandbox on the base (before the change) and
 /// on the tested commit (after it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RepositoryTests {
     /// The command: given with the task, or detected from the repository's files.
     pub command: String,
@@ -151,7 +151,7 @@ pub struct RepositoryTests {
 }
 
 /// One run of a test command, with the counts read from its output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CountedRun {
     /// How many tests passed.
     pub passed: u32,

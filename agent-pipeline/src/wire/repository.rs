@@ -1,5 +1,6 @@
 //! The existing git repository a task changes, as a task message names it.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The transports a repository may be cloned over; git's own `ext::` and `fd::` (which run
@@ -15,7 +16,7 @@ const SCHEMES: &[&str] = &["https://", "http://", "ssh://", "git://", "file://"]
 /// assert!(repository.check().is_ok());
 /// assert!(Repository::new("ext::sh -c touch% /tmp/x").check().is_err());
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Repository {
     /// Where to clone it from: a path on the host that runs the worker, or a URL
     /// (`https://`, `http://`, `ssh://`, `git://`, `file://`, or scp-like `user@host:path`).
