@@ -13,6 +13,8 @@ mod http;
 mod ids;
 pub mod llm;
 pub mod machine;
+#[cfg(feature = "memory")]
+pub mod memory;
 pub mod metrics;
 pub mod output;
 mod pipeline;

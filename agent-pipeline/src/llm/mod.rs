@@ -22,6 +22,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+#[cfg(feature = "memory")]
+pub(crate) use limits::text_tokens;
 pub use limits::{
     BudgetTimeout, Grant, RateLimitFeedback, RateLimitedLlm, RateLimiter, ServerLimits,
     count_as_budget_wait, parse_duration, timeout_excluding_budget_wait,

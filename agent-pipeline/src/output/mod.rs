@@ -2,6 +2,7 @@
 //!
 //! The field names are the public contract of `contracts.md`; richer fields sit beside them.
 
+mod retrieved;
 mod strict;
 
 use schemars::JsonSchema;
@@ -12,6 +13,7 @@ use crate::execution::CommitId;
 use crate::execution::sandbox::RunOutput;
 use crate::ids::Stage;
 
+pub use retrieved::Retrieved;
 pub use strict::{StrictSchema, strict_schema, strictness_violations};
 
 /// The typed output of one stage.

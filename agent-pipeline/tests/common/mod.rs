@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod openai;
+pub mod repo;
 
 use std::path::PathBuf;
 use std::sync::Arc;

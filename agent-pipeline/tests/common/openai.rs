@@ -3,6 +3,11 @@
 //! tokens as a real server would (about four characters each), and can hold calls. It can also
 //! answer a queue of [`Fault`]s, one per request, as a failing provider would, or a fault that a
 //! rule of the test picks from each request's body. The agent-host tests use it too (by path).
+//!
+//! It also answers `POST /v1/embeddings` with deterministic vectors: a bag of words hashed into
+//! [`EMBEDDING_DIMS`] dimensions, where a few words count as their synonyms
+//! ([`embedding_of`]), so that a question can be close in meaning to code it shares no word
+//! with.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -16,7 +21,7 @@ use agent_pipeline::llm::{
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
@@ -36,6 +41,105 @@ pub struct ChatServer {
     delay: Arc<Mutex<Duration>>,
     /// The faults still to answer with.
     faults: Arc<Mutex<Faults>>,
+    /// Every embeddings request body, in order, with the `Authorization` header it came with
+    /// under `"authorization"`.
+    pub embedding_requests: Arc<Mutex<Vec<Value>>>,
+    /// The HTTP status every embeddings request is answered with instead of vectors.
+    embeddings_status: Arc<Mutex<Option<u16>>>,
+}
+
+/// The length of the vectors the embeddings endpoint answers.
+pub const EMBEDDING_DIMS: usize = 1024;
+
+/// Words the embeddings endpoint takes for another, as a model that knows meanings would.
+const SYNONYMS: [(&str, &str); 6] = [
+    ("bill", "invoice"),
+    ("amount", "total"),
+    ("calculated", "compute"),
+    ("calculate", "compute"),
+    ("computed", "compute"),
+    ("sum", "total"),
+];
+
+/// The vector the embeddings endpoint answers for `text`: each word (split at non-letters,
+/// `_` and case changes, lowercased, synonyms replaced; numbers are left out) adds 1 to the dimension its FNV-1a hash
+/// picks.
+pub fn embedding_of(text: &str) -> Vec<f32> {
+    let mut vector = vec![0.0f32; EMBEDDING_DIMS];
+    let mut spaced = String::new();
+    let mut previous_lower = false;
+    for c in text.chars() {
+        if c.is_uppercase() && previous_lower {
+            spaced.push(' ');
+        }
+        previous_lower = c.is_lowercase();
+        spaced.push(if c.is_alphanumeric() { c } else { ' ' });
+    }
+    for word in spaced.split_whitespace() {
+        if word.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let word = word.to_lowercase();
+        let word = SYNONYMS
+            .iter()
+            .find(|(from, _)| *from == word)
+            .map_or(word.as_str(), |(_, to)| to);
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in word.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        vector[(hash % EMBEDDING_DIMS as u64) as usize] += 1.0;
+    }
+    vector
+}
+
+async fn embeddings(
+    State(server): State<ChatServer>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut recorded = body.clone();
+    recorded["authorization"] = json!(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    );
+    if let Ok(mut seen) = server.embedding_requests.lock() {
+        seen.push(recorded);
+    }
+    let status = server
+        .embeddings_status
+        .lock()
+        .map(|s| *s)
+        .unwrap_or_default();
+    if let Some(code) = status {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({"error": {"message": "Not found", "type": "invalid_request_error"}});
+        return (status, Json(body)).into_response();
+    }
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(one) => vec![one.clone()],
+        Value::Array(many) => many
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": embedding_of(text)}))
+        .collect();
+    let tokens: usize = inputs.iter().map(|t| (t.len() / 4).max(1)).sum();
+    Json(json!({
+        "object": "list",
+        "data": data,
+        "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+    .into_response()
 }
 
 /// How the server answers one request instead of the offline model's plain answer: the ways a
@@ -234,9 +338,12 @@ impl ChatServer {
             hold: watch::channel(false).0,
             delay: Arc::default(),
             faults: Arc::default(),
+            embedding_requests: Arc::default(),
+            embeddings_status: Arc::default(),
         };
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route("/v1/embeddings", post(embeddings))
             .with_state(server.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -281,6 +388,22 @@ impl ChatServer {
             ..LlmSettings::default()
         };
         Arc::new(OpenAiLlm::new(settings).expect("client"))
+    }
+
+    /// Answers every embeddings request with the HTTP status `status` (404: a provider
+    /// without embeddings), or with vectors again when `None`.
+    pub fn answer_embeddings_with(&self, status: Option<u16>) {
+        if let Ok(mut current) = self.embeddings_status.lock() {
+            *current = status;
+        }
+    }
+
+    /// The embeddings request bodies seen so far.
+    pub fn embedding_requests(&self) -> Vec<Value> {
+        self.embedding_requests
+            .lock()
+            .map(|seen| seen.clone())
+            .unwrap_or_default()
     }
 
     /// Holds every call until [`ChatServer::release`].

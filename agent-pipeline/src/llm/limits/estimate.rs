@@ -11,6 +11,14 @@ const TOKENS_PER_MESSAGE: u64 = 4;
 /// How fast the completion guess follows new completions (weight of the newest one).
 const COMPLETION_WEIGHT: f64 = 0.2;
 
+/// The tokens `text` is guessed to take: its bytes / 4, rounded up (bytes are at least
+/// characters, so non-ASCII text is over- rather than under-estimated). The rule of
+/// [`TokenEstimator`], for one text.
+#[cfg(feature = "memory")]
+pub(crate) fn text_tokens(text: &str) -> u64 {
+    text.len().div_ceil(4) as u64
+}
+
 /// Guesses a call's tokens: the prompt's bytes / 4 (messages and schema; bytes are at least
 /// characters, so non-ASCII text is over- rather than under-estimated) plus the running
 /// average of recent completions.

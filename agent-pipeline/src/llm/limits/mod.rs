@@ -10,6 +10,8 @@ mod server;
 mod server_budget;
 mod wait_clock;
 
+#[cfg(feature = "memory")]
+pub(crate) use estimate::text_tokens;
 pub use limited_llm::RateLimitedLlm;
 pub use limiter::{Grant, RateLimitFeedback, RateLimiter};
 pub use server::{ServerLimits, parse_duration};
