@@ -677,3 +677,17 @@ fn remove_stale_builds(dir: &Path) {
         }
     }
 }
+
+/// The worker holds a memory across awaits in spawned tasks: it and its futures must be
+/// `Send` (and the memory `Sync`, to search from several tasks). A compile-time check.
+const _: () = {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    #[allow(dead_code)]
+    fn futures_are_send(memory: &mut CodeMemory) {
+        send_sync::<CodeMemory>();
+        send(&memory.search("", 1));
+        send(&memory.update());
+        send(&CodeMemory::open("", "", "", MemoryOptions::default()));
+    }
+};
