@@ -364,6 +364,7 @@ async fn a_malformed_json_answer_is_sent_back_to_the_model_and_repaired() {
         prior: Vec::new(),
         reason: None,
         diff: None,
+        code: None,
     };
 
     let output = agent

@@ -5,6 +5,8 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use agent_pipeline::execution::{TaskWorkspace, WorkspaceError, WorkspaceLimits};
 use agent_pipeline::output::FileContent;
@@ -206,9 +208,16 @@ async fn a_task_on_a_repository_changes_it_and_the_tests_run_on_the_change() -> 
     let source = tempfile::tempdir()?;
     let main = source_repository(source.path())?;
     // The implementer fixes the bug and deletes a file; the tester runs the repository's own
-    // test next to its own.
-    let llm = Tweaked::new(|request, value| match request.schema_name.as_str() {
+    // test next to its own. The implementer is shown the repository's buggy code.
+    let saw_the_bug = Arc::new(AtomicBool::new(false));
+    let saw = Arc::clone(&saw_the_bug);
+    let llm = Tweaked::new(move |request, value| match request.schema_name.as_str() {
         "implementation" => {
+            let shown = request.messages.iter().any(|message| {
+                message.content.contains("repository's code that matters")
+                    && message.content.contains("return sum(prices) - 1")
+            });
+            saw.fetch_or(shown, Ordering::Relaxed);
             value["files"] = json!([{ "path": "shop/cart.py", "content": FIXED_CART }]);
             value["deleted_files"] = json!(["OLD.txt"]);
         }
@@ -242,6 +251,26 @@ async fn a_task_on_a_repository_changes_it_and_the_tests_run_on_the_change() -> 
             "test_more.py"
         ]
     );
+    // What the agents saw of the repository is recorded: the file with the bug among it.
+    assert!(
+        saw_the_bug.load(Ordering::Relaxed),
+        "the implementer saw the code"
+    );
+    let design = common::artifact(&harness, task_id, Stage::Design)
+        .await?
+        .output;
+    let retrieved = design["retrieved"].as_array().cloned().unwrap_or_default();
+    assert!(
+        retrieved
+            .iter()
+            .any(|chunk| chunk["path"] == "shop/cart.py" && chunk["start_line"] == 1),
+        "{retrieved:?}"
+    );
+    let indexes: Vec<_> = std::fs::read_dir(harness.data_dir().join("memory"))?
+        .flatten()
+        .collect();
+    assert_eq!(indexes.len(), 1, "one index for the repository");
+    assert!(indexes[0].path().join(&main).join("index").is_dir());
     let test = common::artifact(&harness, task_id, Stage::Test)
         .await?
         .output;

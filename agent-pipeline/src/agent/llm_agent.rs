@@ -72,6 +72,12 @@ impl<T: StageOutput> LlmAgent<T> {
             input.attempt,
             T::SCHEMA_NAME
         ));
+        if let Some(code) = &input.code {
+            text.push_str(&format!(
+                "\n## The repository's code that matters to the task (retrieved)\n{}\n",
+                code.text.trim_end()
+            ));
+        }
         if let Some(diff) = &input.diff {
             text.push_str(&format!(
                 "\n## The change (git diff)\n```diff\n{diff}\n```\n"
@@ -202,6 +208,7 @@ mod tests {
             prior: Vec::new(),
             reason: None,
             diff: None,
+            code: None,
         }
     }
 

@@ -43,6 +43,19 @@ pub struct AgentInput {
     pub reason: Option<String>,
     /// The change under review as a `git diff` (for the Review stage), when there is one.
     pub diff: Option<String>,
+    /// The parts of the repository a task on an existing repository changes that matter to
+    /// it, retrieved from the code memory, when there are any.
+    pub code: Option<CodeContext>,
+}
+
+/// Code of the repository retrieved for a step: the text the agent reads and what it is made
+/// of (recorded in the artifact as `retrieved`, so a reviewer sees what the model saw).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeContext {
+    /// The chunks, each under a heading with its path and lines.
+    pub text: String,
+    /// Each chunk's path, line range and scores.
+    pub retrieved: Vec<crate::output::Retrieved>,
 }
 
 /// What an agent produced.

@@ -3,6 +3,8 @@
 
 mod cancellations;
 mod ci_monitor;
+#[cfg(feature = "memory")]
+mod code_context;
 mod mirror;
 mod orchestrator;
 mod planner;

@@ -22,6 +22,10 @@ use crate::metrics::StepInFlight;
 use crate::store::TaskStatus;
 use crate::wire::{StepMode, StepOutcome, StepRequest, StepResult, StopReason, decode};
 
+/// The artifact field that lists the repository's chunks a step's agent saw: path, lines and
+/// scores.
+const RETRIEVED: &str = "retrieved";
+
 #[derive(Debug, Clone)]
 pub(crate) struct Worker {
     pub(crate) deps: Deps,
@@ -173,11 +177,20 @@ impl Worker {
             meter.record(&output.model, None, output.usage, Duration::ZERO, None);
         }
         Ok(match deps.execute(request, output.output).await? {
-            Ok(artifact) => StepOutcome::Succeeded {
-                output: Value::Object(artifact),
-                model: output.model,
-                usage: output.usage,
-            },
+            Ok(mut artifact) => {
+                // What the model saw of the repository, so that a reviewer sees it too.
+                if let Some(code) = &input.code {
+                    artifact.insert(
+                        RETRIEVED.to_owned(),
+                        serde_json::to_value(&code.retrieved).unwrap_or(Value::Null),
+                    );
+                }
+                StepOutcome::Succeeded {
+                    output: Value::Object(artifact),
+                    model: output.model,
+                    usage: output.usage,
+                }
+            }
             Err(failure) => StepOutcome::Failed {
                 error: failure.error,
                 retryable: failure.retryable,
@@ -247,6 +260,12 @@ impl Worker {
         let prompt = variant
             .and_then(|variant| variant.prompt.clone())
             .unwrap_or(task.prompt);
+        #[cfg(feature = "memory")]
+        let code = deps
+            .code_context(request.task_id, task.repository.as_ref(), &prompt, &prior)
+            .await;
+        #[cfg(not(feature = "memory"))]
+        let code = None;
         Ok(Ok(AgentInput {
             task_id: request.task_id,
             step: request.step_id,
@@ -255,6 +274,7 @@ impl Worker {
             prior,
             reason: request.reason.clone(),
             diff,
+            code,
         }))
     }
 }
