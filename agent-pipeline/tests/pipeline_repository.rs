@@ -276,6 +276,14 @@ async fn a_task_on_a_repository_changes_it_and_the_tests_run_on_the_change() -> 
         .output;
     assert_eq!(test["passed"], 2, "{test:?}");
     assert_eq!(test["failed"], 0, "{test:?}");
+    // The change is published as a branch on top of the repository's base.
+    let published = harness.data_dir().join("published.git");
+    let branch = format!("agent/{task_id}");
+    assert_eq!(
+        git(&published, &["rev-parse", &branch])?.trim(),
+        head.as_str()
+    );
+    git(&published, &["merge-base", "--is-ancestor", &main, &branch])?;
     let diff = workspace.diff(&workspace.base().await?, &head).await?;
     assert!(diff.contains("+    return sum(prices)\n"), "{diff}");
     assert!(diff.contains("OLD.txt"), "{diff}");
