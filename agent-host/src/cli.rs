@@ -488,16 +488,18 @@ mod tests {
         Ok(())
     }
 
+    /// The task `agent-host send --text x <extra>` enqueues.
+    fn send(extra: &[&str]) -> Result<NewTask, clap::Error> {
+        let mut args = vec!["agent-host", "send", "--text", "x"];
+        args.extend_from_slice(extra);
+        match Cli::try_parse_from(args)?.command {
+            Some(Command::Send(args)) => Ok(args.task()),
+            _ => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
+        }
+    }
+
     #[test]
     fn send_flags_become_the_task_s_budget_and_approval() -> Result<(), clap::Error> {
-        let send = |extra: &[&str]| -> Result<NewTask, clap::Error> {
-            let mut args = vec!["agent-host", "send", "--text", "x"];
-            args.extend_from_slice(extra);
-            match Cli::try_parse_from(args)?.command {
-                Some(Command::Send(args)) => Ok(args.task()),
-                _ => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
-            }
-        };
         let plain = send(&[])?;
         assert_eq!((plain.budget, plain.require_approval), (None, None));
         let limited = send(&[
@@ -537,14 +539,6 @@ mod tests {
 
     #[test]
     fn send_flags_name_the_repository_with_local_paths_made_absolute() -> Result<(), clap::Error> {
-        let send = |extra: &[&str]| -> Result<NewTask, clap::Error> {
-            let mut args = vec!["agent-host", "send", "--text", "x"];
-            args.extend_from_slice(extra);
-            match Cli::try_parse_from(args)?.command {
-                Some(Command::Send(args)) => Ok(args.task()),
-                _ => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
-            }
-        };
         let remote = send(&[
             "--repo",
             "https://example.com/shop.git",

@@ -424,6 +424,30 @@ fn with_token() -> WebSettings {
     }
 }
 
+/// Enqueues `prompt` through the form, waiting for approval, and waits until it does.
+async fn enqueue_awaiting_approval(app: &App, csrf: &str, prompt: &str) -> TaskId {
+    let answer = app
+        .post_form(
+            "/",
+            &[
+                ("prompt", prompt),
+                ("require_approval", "1"),
+                ("csrf", csrf),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let task_id: TaskId = answer
+        .location()
+        .and_then(|l| l.strip_prefix("/task/"))
+        .and_then(|l| l.strip_suffix("?enqueued=1"))
+        .expect("the task page")
+        .parse()
+        .expect("a task id");
+    wait_status(app, task_id, TaskStatus::AwaitingApproval).await;
+    task_id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_token_every_protected_route_refuses_without_it_and_does_nothing() {
     let app = App::start(with_token()).await;
@@ -682,25 +706,7 @@ async fn hostile_text_is_shown_escaped_on_every_page() {
     // The offline model makes a program that prints the quoted text: the artifacts of every
     // stage carry the payloads too.
     let prompt = format!("Write a tiny Python program that prints '{hostile}'");
-    let answer = app
-        .post_form(
-            "/",
-            &[
-                ("prompt", &prompt),
-                ("require_approval", "1"),
-                ("csrf", &csrf),
-            ],
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    let task_id: TaskId = answer
-        .location()
-        .and_then(|l| l.strip_prefix("/task/"))
-        .and_then(|l| l.strip_suffix("?enqueued=1"))
-        .expect("the task page")
-        .parse()
-        .expect("a task id");
-    wait_status(&app, task_id, TaskStatus::AwaitingApproval).await;
+    let task_id = enqueue_awaiting_approval(&app, &csrf, &prompt).await;
 
     // A variant whose reason and model name are hostile; each field has a marker of its own
     // to find it by.
@@ -857,25 +863,7 @@ async fn bidi_controls_are_isolated_everywhere_and_shown_in_prompts_and_code() {
     // code, the test run's output and the summaries.
     let quoted = format!("{rlo}dlrow olleh{lri} ok");
     let prompt = format!("Write a tiny Python program that prints '{quoted}'");
-    let answer = app
-        .post_form(
-            "/",
-            &[
-                ("prompt", &prompt),
-                ("require_approval", "1"),
-                ("csrf", &csrf),
-            ],
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    let task_id: TaskId = answer
-        .location()
-        .and_then(|l| l.strip_prefix("/task/"))
-        .and_then(|l| l.strip_suffix("?enqueued=1"))
-        .expect("the task page")
-        .parse()
-        .expect("a task id");
-    wait_status(&app, task_id, TaskStatus::AwaitingApproval).await;
+    let task_id = enqueue_awaiting_approval(&app, &csrf, &prompt).await;
 
     // A replay whose reason and model name carry the controls.
     let reason = format!("{rlo}nosaer{lri} then");

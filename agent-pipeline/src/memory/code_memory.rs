@@ -158,6 +158,12 @@ impl std::fmt::Debug for CodeMemory {
 }
 
 impl CodeMemory {
+    /// Whether `index_dir` already holds a complete index, which [`open`](Self::open) reuses
+    /// without reading the work tree.
+    pub fn is_built(index_dir: &Path) -> bool {
+        index_dir.join(INDEX).is_dir()
+    }
+
     /// Opens the index of `work_tree` at `commit` kept in `index_dir` (the pipeline's
     /// `DATA_DIR/memory/<repository>/<commit>/`), building it when there is none.
     ///

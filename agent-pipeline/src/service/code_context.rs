@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::Deps;
 use crate::agent::{CodeContext, PriorArtifact};
+use crate::execution::TaskWorkspace;
 use crate::memory::{CodeMemory, ContextBuilder, IndexOutcome, MemoryOptions};
 use crate::wire::Repository;
 
@@ -18,7 +19,7 @@ use crate::wire::Repository;
 const CHUNKS_ASKED: usize = 24;
 
 /// The most tokens of code one step's context holds.
-pub(crate) const CODE_CONTEXT_TOKENS: u64 = 6_000;
+const CODE_CONTEXT_TOKENS: u64 = 6_000;
 
 /// The directory the memory keeps (`memory/` beside the task folders).
 const MEMORY_DIR: &str = "memory";
@@ -54,13 +55,15 @@ impl Deps {
         prompt: &str,
         prior: &[PriorArtifact],
     ) -> Result<CodeContext, String> {
-        let workspace = self.workspace(task_id).await.map_err(|e| e.to_string())?;
+        let workspace = TaskWorkspace::open_with(&self.data_dir, task_id, Some(repository))
+            .await
+            .map_err(|e| e.to_string())?;
         let base = workspace.base().await.map_err(|e| e.to_string())?;
         let index_dir = self.index_dir(repository, base.as_str());
         // The index is of the base: when it has to be built, the work tree must hold the base
         // (a later step's work tree holds the change), and is put back after.
         let head = workspace.head().await.map_err(|e| e.to_string())?;
-        let rebuild_on_head = !index_dir.join("index").is_dir() && head != base;
+        let rebuild_on_head = !CodeMemory::is_built(&index_dir) && head != base;
         if rebuild_on_head {
             workspace
                 .check_out(&base)

@@ -104,8 +104,19 @@ impl Deps {
         &self,
         task_id: crate::TaskId,
     ) -> std::result::Result<TaskWorkspace, WorkspaceError> {
+        Ok(self.repository_workspace(task_id).await?.1)
+    }
+
+    /// The repository the task changes (when it names one) and the task's workspace, with
+    /// one read of the task.
+    async fn repository_workspace(
+        &self,
+        task_id: crate::TaskId,
+    ) -> std::result::Result<(Option<Repository>, TaskWorkspace), WorkspaceError> {
         let repository = self.repository(task_id).await?;
-        TaskWorkspace::open_with(&self.data_dir, task_id, repository.as_ref()).await
+        let workspace =
+            TaskWorkspace::open_with(&self.data_dir, task_id, repository.as_ref()).await?;
+        Ok((repository, workspace))
     }
 
     /// The repository the task changes, when it names one.
@@ -179,9 +190,7 @@ impl Deps {
             })?;
         // A change to an existing repository keeps the repository's other files; a new
         // program is exactly the files written.
-        let repository = self.repository(request.task_id).await?;
-        let workspace =
-            TaskWorkspace::open_with(&self.data_dir, request.task_id, repository.as_ref()).await?;
+        let (repository, workspace) = self.repository_workspace(request.task_id).await?;
         let base = match repository {
             Some(_) => Some(workspace.base().await?),
             None => None,
@@ -229,10 +238,15 @@ impl Deps {
                 "{implement} has no workspace commit to test; run or replay {implement} first"
             ))));
         };
-        let protected = match self.untouchable(request.task_id, &base, implemented).await {
-            Ok(paths) => paths,
+        let (repository, workspace) = match self.repository_workspace(request.task_id).await {
+            Ok(opened) => opened,
             Err(error) => return Ok(Err(error.into())),
         };
+        let protected =
+            match untouchable(&workspace, repository.is_some(), &base, implemented).await {
+                Ok(paths) => paths,
+                Err(error) => return Ok(Err(error.into())),
+            };
         if let Some(clash) = plan
             .test_files
             .iter()
@@ -244,7 +258,9 @@ impl Deps {
                 clash.path
             ))));
         }
-        Ok(self.run_plan(request, &plan, &base).await)
+        Ok(self
+            .run_plan(request, &plan, &base, &workspace, repository.as_ref())
+            .await)
     }
 
     async fn run_plan(
@@ -252,8 +268,9 @@ impl Deps {
         request: &StepRequest,
         plan: &TestPlan,
         base: &CommitId,
+        workspace: &TaskWorkspace,
+        repository: Option<&Repository>,
     ) -> StepOutput {
-        let workspace = self.workspace(request.task_id).await?;
         let commit = workspace
             .commit_files(
                 Some(base),
@@ -262,12 +279,12 @@ impl Deps {
                 &self.execution.workspace_limits,
             )
             .await?;
-        let run = self.sandboxed(&workspace, &plan.command).await?;
+        let run = self.sandboxed(workspace, &plan.command).await?;
         tracing::info!(task_id = %request.task_id, attempt = %request.attempt, exit_code = ?run.exit_code, timed_out = run.timed_out, duration_ms = run.duration_ms, "tests ran");
-        let counts = count_tests(&workspace, plan, &run.output).await;
-        let repository_tests = match self.repository(request.task_id).await? {
+        let counts = count_tests(workspace, plan, &run.output).await;
+        let repository_tests = match repository {
             Some(repository) => {
-                self.run_repository_tests(&workspace, &repository, &commit.id)
+                self.run_repository_tests(workspace, repository, &commit.id)
                     .await?
             }
             None => None,
@@ -291,24 +308,6 @@ impl Deps {
                 "the test report could not be encoded",
             )),
         }
-    }
-
-    /// The paths a tester may not write: tests only add files, so on a repository none of
-    /// the implementation commit's files (the repository's own tests included), and
-    /// otherwise none of the implementation's files.
-    async fn untouchable(
-        &self,
-        task_id: crate::TaskId,
-        implementation_commit: &CommitId,
-        implemented: Vec<crate::output::FileContent>,
-    ) -> std::result::Result<Vec<String>, WorkspaceError> {
-        if self.repository(task_id).await?.is_none() {
-            return Ok(implemented.into_iter().map(|file| file.path).collect());
-        }
-        self.workspace(task_id)
-            .await?
-            .paths_at(implementation_commit)
-            .await
     }
 
     /// Runs `command` in the sandbox in the workspace's work tree (its `.git` read-only).
@@ -417,6 +416,21 @@ fn record_unexecuted(stage: Stage, mut output: Map<String, Value>) -> StepOutput
         }
     }
     Ok(output)
+}
+
+/// The paths a tester may not write: tests only add files, so on a repository none of the
+/// implementation commit's files (the repository's own tests included), and otherwise none of
+/// the implementation's files.
+async fn untouchable(
+    workspace: &TaskWorkspace,
+    on_repository: bool,
+    implementation_commit: &CommitId,
+    implemented: Vec<crate::output::FileContent>,
+) -> std::result::Result<Vec<String>, WorkspaceError> {
+    if !on_repository {
+        return Ok(implemented.into_iter().map(|file| file.path).collect());
+    }
+    workspace.paths_at(implementation_commit).await
 }
 
 /// The counts of a run: from the JUnit XML report the plan names when it is there and
