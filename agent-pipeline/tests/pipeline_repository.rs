@@ -288,6 +288,16 @@ async fn a_task_on_a_repository_changes_it_and_the_tests_run_on_the_change() -> 
     assert!(diff.contains("+    return sum(prices)\n"), "{diff}");
     assert!(diff.contains("OLD.txt"), "{diff}");
     assert!(!diff.contains("README"), "{diff}");
+    // The implement artifact keeps the change as a unified diff from the base.
+    let implement = common::artifact(&harness, task_id, Stage::Implement)
+        .await?
+        .output;
+    assert_eq!(implement["workspace"]["base"], main.as_str());
+    let recorded = implement["workspace"]["diff"].as_str().unwrap_or_default();
+    assert!(recorded.contains("-    return sum(prices) - 1\n"), "{implement:?}");
+    assert!(recorded.contains("+    return sum(prices)\n"), "{implement:?}");
+    assert!(recorded.contains("deleted file mode"), "{implement:?}");
+    assert!(!recorded.contains("test_more.py"), "the tester's files come later");
     harness.stop().await;
     Ok(())
 }

@@ -23,7 +23,8 @@ use crate::wire::{Repository, StepRequest};
 /// The largest JUnit XML report read.
 const JUNIT_LIMIT: u64 = 16 * 1024 * 1024;
 
-/// The largest diff shown to the reviewer; the workspace keeps the whole of it.
+/// The largest diff shown to the reviewer or kept in an implement artifact; the workspace
+/// keeps the whole of it.
 const DIFF_LIMIT: usize = 48 * 1024;
 
 /// How the pipeline executes, checks and publishes the code of its tasks.
@@ -205,10 +206,15 @@ impl Deps {
             )
             .await?;
         tracing::info!(task_id = %request.task_id, attempt = %request.attempt, commit = %commit.id, files = implementation.files.len(), "implementation committed");
-        output.insert(
-            "workspace".to_owned(),
-            json!({ "commit": commit.id, "parent": commit.parent }),
-        );
+        let mut recorded = json!({ "commit": commit.id, "parent": commit.parent });
+        // On a repository the change is what matters: the artifact keeps it as a unified
+        // diff from the base (a new program's diff would only repeat its files).
+        if let Some(base) = base {
+            let diff = workspace.diff(&base, &commit.id).await?;
+            recorded["base"] = json!(base);
+            recorded["diff"] = json!(cut_diff(diff));
+        }
+        output.insert("workspace".to_owned(), recorded);
         Ok(output)
     }
 
