@@ -14,6 +14,7 @@
 //! | `LLM_MAX_CONCURRENCY`, `LLM_REQUESTS_PER_MINUTE`, `LLM_TOKENS_PER_MINUTE` | unset: no limit of this process's own (the server's rate-limit headers are still honoured); see `docs/llm-limits.md` |
 //! | `LLM_PRICES` | unset: the list prices of common models; `model=input/output,…` in USD per million prompt / completion tokens on top |
 //! | `LLM_PRICE_INPUT_PER_MTOK`, `LLM_PRICE_OUTPUT_PER_MTOK` | unset: USD per million prompt / completion tokens of `OPENAI_MODEL`, over `LLM_PRICES` |
+//! | `LLM_EMBEDDINGS_MODEL` | unset: the code memory searches by BM25 only; an embeddings model of the `OPENAI_BASE_URL` server for a hybrid search (ignored without `OPENAI_API_KEY`) |
 //! | `LLM_PROVIDERS` | unset; `name=https://host/v1,…`: further OpenAI-compatible servers a replay may name (`--provider`), each with its key in `LLM_PROVIDER_<NAME>_API_KEY` (never shown) |
 //! | `TASK_MAX_TOKENS`, `TASK_MAX_COST_USD`, `TASK_MAX_WALL_TIME`, `TASK_MAX_ROUNDS` | unset: no limit (rounds: `GATE_ROUNDS`); the limits of a task that sets none of its own: tokens, US dollars, a duration (`600`, `90s`, `10m`, `2h`), rounds of gates |
 //! | `REQUIRE_APPROVAL` | `false`; `true`: a task whose gates pass waits for `agent-host approve` before its change is published |
@@ -698,6 +699,29 @@ impl Config {
             "{} models priced (LLM_PRICES); {price}",
             self.llm.prices.len()
         )
+    }
+
+    /// The embeddings model of the code memory: `LLM_EMBEDDINGS_MODEL`, unless the offline
+    /// model runs (it has no server to ask).
+    pub(crate) fn embeddings_model(&self) -> Option<&str> {
+        match &self.llm.embeddings_model {
+            Some(model) if !self.is_offline() => Some(model),
+            _ => None,
+        }
+    }
+
+    /// How the code memory searches a task's repository, for people.
+    pub(crate) fn memory_description(&self) -> String {
+        match (self.embeddings_model(), &self.llm.embeddings_model) {
+            (Some(model), _) => format!(
+                "BM25 and embeddings of {model} at {} (LLM_EMBEDDINGS_MODEL)",
+                redact_url(&self.llm.base_url)
+            ),
+            (None, Some(_)) => {
+                "BM25 only: LLM_EMBEDDINGS_MODEL is ignored without OPENAI_API_KEY".to_owned()
+            }
+            (None, None) => "BM25 only (LLM_EMBEDDINGS_MODEL unset)".to_owned(),
+        }
     }
 
     /// The model for people: `offline model (no OPENAI_API_KEY)`, or the model and the server.

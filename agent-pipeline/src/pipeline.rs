@@ -80,6 +80,8 @@ pub struct PipelineBuilder {
     prices: Option<PriceTable>,
     providers: Vec<(String, Arc<dyn Llm>)>,
     max_prompt_chars: usize,
+    #[cfg(feature = "memory")]
+    memory_options: Option<crate::memory::MemoryOptions>,
 }
 
 impl Default for PipelineBuilder {
@@ -111,6 +113,8 @@ impl Default for PipelineBuilder {
             prices: None,
             providers: Vec::new(),
             max_prompt_chars: Self::DEFAULT_MAX_PROMPT_CHARS,
+            #[cfg(feature = "memory")]
+            memory_options: None,
         }
     }
 }
@@ -323,6 +327,35 @@ impl PipelineBuilder {
         self
     }
 
+    /// How the code memory of tasks on an existing repository indexes and searches it:
+    /// chunking, file sizes and, with [`MemoryOptions::embedder`](crate::memory::MemoryOptions),
+    /// embeddings for a hybrid search. Without this call the search is lexical, unless the
+    /// LLM is the one configured by the environment (no [`llm`](Self::llm) given) and
+    /// `LLM_EMBEDDINGS_MODEL` names an embeddings model of its server.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use agent_pipeline::Pipeline;
+    /// use agent_pipeline::llm::{ApiKey, LlmSettings};
+    /// use agent_pipeline::memory::{MemoryOptions, OpenAiEmbedder};
+    ///
+    /// let settings = LlmSettings {
+    ///     api_key: Some(ApiKey::new("sk-…")),
+    ///     ..LlmSettings::default()
+    /// };
+    /// let embedder = OpenAiEmbedder::new(&settings, "text-embedding-3-small")?;
+    /// let builder = Pipeline::builder().code_memory(MemoryOptions {
+    ///     embedder: Some(Arc::new(embedder)),
+    ///     ..MemoryOptions::default()
+    /// });
+    /// # Ok::<(), agent_pipeline::memory::EmbedError>(())
+    /// ```
+    #[cfg(feature = "memory")]
+    pub fn code_memory(mut self, options: crate::memory::MemoryOptions) -> Self {
+        self.memory_options = Some(options);
+        self
+    }
+
     /// Builds the pipeline, opening the default state store if none was given.
     ///
     /// The temporary files of atomic writes that stopped processes left in the data
@@ -348,6 +381,12 @@ impl PipelineBuilder {
         let state = match self.state {
             Some(state) => state,
             None => default_state_store(&self.data_dir).await?,
+        };
+        #[cfg(feature = "memory")]
+        let memory_options = match self.memory_options {
+            Some(options) => options,
+            None if self.llm.is_none() => memory_options_from_env(),
+            None => crate::memory::MemoryOptions::default(),
         };
         let llm = match self.llm {
             Some(llm) => llm,
@@ -410,6 +449,8 @@ impl PipelineBuilder {
             prices,
             providers,
             max_prompt_chars: self.max_prompt_chars,
+            #[cfg(feature = "memory")]
+            memory_options,
         };
         Ok(Pipeline {
             deps,
@@ -418,6 +459,31 @@ impl PipelineBuilder {
             service_concurrency: self.service_concurrency,
         })
     }
+}
+
+/// The code memory's options for the LLM the environment configures: embeddings from its
+/// server when `LLM_EMBEDDINGS_MODEL` is set and an API key is (the reason is logged when they
+/// cannot be had), else lexical search.
+#[cfg(feature = "memory")]
+fn memory_options_from_env() -> crate::memory::MemoryOptions {
+    #[cfg(feature = "openai")]
+    {
+        let settings = LlmSettings::from_env();
+        if let Some(model) = &settings.embeddings_model {
+            match crate::memory::OpenAiEmbedder::new(&settings, model) {
+                Ok(embedder) => {
+                    return crate::memory::MemoryOptions {
+                        embedder: Some(Arc::new(embedder)),
+                        ..crate::memory::MemoryOptions::default()
+                    };
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %model, "no embeddings for the code memory: it searches lexically");
+                }
+            }
+        }
+    }
+    crate::memory::MemoryOptions::default()
 }
 
 #[cfg(feature = "sqlite")]

@@ -8,7 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use agent_pipeline::memory::{
-    CodeMemory, ContextBuilder, IndexOutcome, MemoryError, MemoryOptions, estimate_tokens,
+    CodeMemory, ContextBuilder, FileChange, IndexOutcome, MemoryError, MemoryOptions,
+    estimate_tokens,
 };
 use common::TestResult;
 use common::repo::{TARGET_FUNCTION, TARGET_PATH, generate};
@@ -330,6 +331,71 @@ async fn an_update_finds_the_new_content_and_not_the_old() -> TestResult {
     assert_eq!(
         fresh.search("compute invoice total", 1).await?[0].symbols,
         [TARGET_FUNCTION]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn applying_a_commit_s_changes_reindexes_them_without_the_work_tree() -> TestResult {
+    let setup = Setup::new()?;
+    let (mut memory, _) = setup.open().await?;
+    let stats = memory.stats();
+    let change = |path: &str, content: Option<&[u8]>| FileChange {
+        path: path.to_owned(),
+        content: content.map(<[u8]>::to_vec),
+    };
+    let old = std::fs::read_to_string(setup.repo().join(TARGET_PATH))?;
+    let renamed = old.replace("compute_invoice_total", "compute_quote_grand_total");
+    let applied = memory
+        .apply(vec![
+            change(TARGET_PATH, Some(renamed.as_bytes())),
+            change("pkg1/module_1.rs", None),
+            change(
+                "billing/refunds.py",
+                Some(b"def issue_refund_voucher(order):\n    return order.total\n"),
+            ),
+            // Left out as a build leaves them out: a skipped directory, a binary file.
+            change(
+                "node_modules/x/refund.js",
+                Some(b"function refundNow() {}\n"),
+            ),
+            change("billing/logo.png", Some(&[0x89, b'P', 0, 1])),
+            // Unchanged content, and a file that was never indexed being deleted.
+            change(
+                "pkg2/module_2.py",
+                Some(&std::fs::read(setup.repo().join("pkg2/module_2.py"))?),
+            ),
+            change("never/there.py", None),
+        ])
+        .await?;
+    assert_eq!(
+        (applied.changed_files, applied.removed_files),
+        (2, 1),
+        "{applied:?}"
+    );
+    assert_eq!(memory.stats().files, stats.files);
+    // The work tree was not read: it still holds the old function.
+    assert!(std::fs::read_to_string(setup.repo().join(TARGET_PATH))?.contains(TARGET_FUNCTION));
+
+    let hits = memory.search("compute quote grand total", 5).await?;
+    assert_eq!(hits[0].symbols, ["compute_quote_grand_total"]);
+    assert_eq!(
+        memory.search("issue refund voucher", 1).await?[0].path,
+        "billing/refunds.py"
+    );
+    assert!(
+        memory
+            .search("refund now", 50)
+            .await?
+            .iter()
+            .all(|h| !h.path.starts_with("node_modules"))
+    );
+    assert!(
+        memory
+            .search("module 1", 50)
+            .await?
+            .iter()
+            .all(|h| h.path != "pkg1/module_1.rs")
     );
     Ok(())
 }

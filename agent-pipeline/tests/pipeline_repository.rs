@@ -41,6 +41,17 @@ fn source_repository(dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
     Ok(main.trim().to_owned())
 }
 
+/// The section of a prompt that holds the repository's retrieved code.
+fn retrieved_section(prompt: &str) -> String {
+    let Some((_, rest)) = prompt.split_once("## The repository's code that matters") else {
+        return String::new();
+    };
+    rest.split("\n## The change (git diff)")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Commits what is staged in `dir`, whatever the machine's git identity.
 fn commit(dir: &Path, message: &str) -> Result<String, Box<dyn std::error::Error>> {
     git(
@@ -211,7 +222,19 @@ async fn a_task_on_a_repository_changes_it_and_the_tests_run_on_the_change() -> 
     // test next to its own. The implementer is shown the repository's buggy code.
     let saw_the_bug = Arc::new(AtomicBool::new(false));
     let saw = Arc::clone(&saw_the_bug);
+    // The reviewer's retrieved code is the code as the attempts left it.
+    let reviewer_saw = Arc::new(std::sync::Mutex::new(String::new()));
+    let reviewer = Arc::clone(&reviewer_saw);
     let llm = Tweaked::new(move |request, value| match request.schema_name.as_str() {
+        "review" => {
+            if let Ok(mut seen) = reviewer.lock() {
+                *seen = request
+                    .messages
+                    .iter()
+                    .map(|message| retrieved_section(&message.content))
+                    .collect();
+            }
+        }
         "implementation" => {
             let shown = request.messages.iter().any(|message| {
                 message.content.contains("repository's code that matters")
@@ -266,6 +289,21 @@ async fn a_task_on_a_repository_changes_it_and_the_tests_run_on_the_change() -> 
             .any(|chunk| chunk["path"] == "shop/cart.py" && chunk["start_line"] == 1),
         "{retrieved:?}"
     );
+    assert_eq!(design["retrieved_from"], main.as_str());
+    let review = common::artifact(&harness, task_id, Stage::Review)
+        .await?
+        .output;
+    assert_eq!(review["retrieved_from"], head.as_str(), "{review:?}");
+    let seen = reviewer_saw.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(seen.contains("return sum(prices)\n"), "{seen}");
+    assert!(
+        !seen.contains("sum(prices) - 1"),
+        "the index holds the change: {seen}"
+    );
+    assert!(
+        seen.contains("test_more.py"),
+        "and the tester's file: {seen}"
+    );
     let indexes: Vec<_> = std::fs::read_dir(harness.data_dir().join("memory"))?
         .flatten()
         .collect();
@@ -294,10 +332,19 @@ async fn a_task_on_a_repository_changes_it_and_the_tests_run_on_the_change() -> 
         .output;
     assert_eq!(implement["workspace"]["base"], main.as_str());
     let recorded = implement["workspace"]["diff"].as_str().unwrap_or_default();
-    assert!(recorded.contains("-    return sum(prices) - 1\n"), "{implement:?}");
-    assert!(recorded.contains("+    return sum(prices)\n"), "{implement:?}");
+    assert!(
+        recorded.contains("-    return sum(prices) - 1\n"),
+        "{implement:?}"
+    );
+    assert!(
+        recorded.contains("+    return sum(prices)\n"),
+        "{implement:?}"
+    );
     assert!(recorded.contains("deleted file mode"), "{implement:?}");
-    assert!(!recorded.contains("test_more.py"), "the tester's files come later");
+    assert!(
+        !recorded.contains("test_more.py"),
+        "the tester's files come later"
+    );
     harness.stop().await;
     Ok(())
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use agent_pipeline::execution::sandbox::{Bubblewrap, Sandbox, Unsandboxed};
 use agent_pipeline::llm::Spend;
 use agent_pipeline::llm::{Llm, LlmSettings, OfflineLlm, OpenAiLlm, RateLimitedLlm, RateLimiter};
+use agent_pipeline::memory::{MemoryOptions, OpenAiEmbedder};
 use agent_pipeline::publish::{GitHubPublisher, LocalGitPublisher};
 use agent_pipeline::wire::{ControlAction, ReportEvent};
 use agent_pipeline::{Pipeline, PipelineBuilder, Service, TaskId};
@@ -196,6 +197,15 @@ pub(crate) fn pipeline_builder(config: &Config) -> Result<PipelineBuilder> {
         .prices(config.llm.prices.clone());
     for (name, provider) in providers {
         builder = builder.llm_provider(name, provider);
+    }
+    if let Some(model) = config.embeddings_model() {
+        let embedder = OpenAiEmbedder::new(&config.llm, model).with_context(|| {
+            format!("cannot set up the embeddings client of {model:?} (LLM_EMBEDDINGS_MODEL)")
+        })?;
+        builder = builder.code_memory(MemoryOptions {
+            embedder: Some(Arc::new(embedder)),
+            ..MemoryOptions::default()
+        });
     }
     if let Some(policy) = config.retention {
         builder = builder.retention(policy);

@@ -202,6 +202,7 @@ fn banner(
             "  providers: {} (a replay may name one; LLM_PROVIDERS)",
             pipeline.providers().join(", ")
         ));
+        line(format!("  code memory: {}", config.memory_description()));
     }
     // The planner gives each new task its limits and approval requirement.
     if process.services.contains(&Service::Planner) {

@@ -25,7 +25,7 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_agent-host");
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Every variable the host reads; tests start from none of them set.
-pub(crate) const CONFIG_VARIABLES: [&str; 52] = [
+pub(crate) const CONFIG_VARIABLES: [&str; 53] = [
     "OPENAI_API_KEY",
     "OPENAI_MODEL",
     "OPENAI_BASE_URL",
@@ -67,6 +67,7 @@ pub(crate) const CONFIG_VARIABLES: [&str; 52] = [
     "LLM_PRICE_INPUT_PER_MTOK",
     "LLM_PRICE_OUTPUT_PER_MTOK",
     "LLM_PRICES",
+    "LLM_EMBEDDINGS_MODEL",
     "LLM_PROVIDERS",
     "TASK_MAX_TOKENS",
     "TASK_MAX_COST_USD",
@@ -450,4 +451,22 @@ impl Sandbox {
 pub(crate) fn unused_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("its address").port()
+}
+
+/// Runs `git -C dir args` (with a test identity for commits) and returns its output; panics
+/// with git's error when it fails.
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }

@@ -7,10 +7,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{Agent, AgentError, AgentInput, AgentOutput};
+use super::{Agent, AgentError, AgentInput, AgentOutput, CodeContext};
 use crate::ids::Stage;
 use crate::llm::{Llm, LlmRequest, Message, Role, Usage};
 use crate::output::{StageOutput, parse_output, strict_schema};
+
+/// Fields of an earlier artifact that record what that step's model was shown (the code
+/// retrieved for it), not what the step produced: later prompts leave them out.
+const RECORD_ONLY_FIELDS: &[&str] = &[CodeContext::RETRIEVED, CodeContext::RETRIEVED_FROM];
 
 /// An agent that asks an LLM for a `T`, with instructions as its system prompt.
 ///
@@ -61,8 +65,11 @@ impl<T: StageOutput> LlmAgent<T> {
         if !input.prior.is_empty() {
             text.push_str("\n## Earlier stages\n");
             for prior in &input.prior {
-                let json = serde_json::to_string_pretty(&Value::Object(prior.output.clone()))
-                    .unwrap_or_default();
+                let mut output = prior.output.clone();
+                for field in RECORD_ONLY_FIELDS {
+                    output.remove(*field);
+                }
+                let json = serde_json::to_string_pretty(&Value::Object(output)).unwrap_or_default();
                 text.push_str(&format!("### {}\n```json\n{json}\n```\n", prior.step));
             }
         }

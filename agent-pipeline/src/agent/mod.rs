@@ -56,6 +56,16 @@ pub struct CodeContext {
     pub text: String,
     /// Each chunk's path, line range and scores.
     pub retrieved: Vec<crate::output::Retrieved>,
+    /// The commit whose code the chunks are of: the base, or the task's last attempt
+    /// (recorded in the artifact as `retrieved_from`).
+    pub commit: String,
+}
+
+impl CodeContext {
+    /// The artifact field that lists the chunks a step's agent saw: path, lines and scores.
+    pub const RETRIEVED: &'static str = "retrieved";
+    /// The artifact field that names the commit whose code those chunks are of.
+    pub const RETRIEVED_FROM: &'static str = "retrieved_from";
 }
 
 /// What an agent produced.

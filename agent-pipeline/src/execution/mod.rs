@@ -10,5 +10,6 @@ pub(crate) mod workspace;
 pub use test_command::detect_test_command;
 pub(crate) use workspace::is_plain_rev;
 pub use workspace::{
-    Commit, CommitId, TaskWorkspace, WorkspaceError, WorkspaceLimits, check_files, clone_at,
+    ChangedFile, Commit, CommitId, TaskWorkspace, WorkspaceError, WorkspaceLimits, check_files,
+    clone_at,
 };

@@ -33,6 +33,8 @@ pub use offline::{OFFLINE_MODEL, OfflineLlm};
 #[cfg(feature = "openai")]
 pub use openai::OpenAiLlm;
 pub use prices::{PriceEntryError, PriceTable};
+#[cfg(all(feature = "memory", feature = "openai"))]
+pub(crate) use settings::EMBEDDINGS_MODEL;
 pub use settings::{ApiKey, LlmLimits, LlmSettings, LlmSettingsError, TokenPrices};
 pub use simulated::{INSTANT_MODEL, InstantLlm, Latency, SIMULATED_MODEL, SimulatedLlm};
 pub use usage::{LlmCall, Spend};

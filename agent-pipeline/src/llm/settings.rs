@@ -24,6 +24,8 @@ const PRICE_INPUT: &str = "LLM_PRICE_INPUT_PER_MTOK";
 const PRICE_OUTPUT: &str = "LLM_PRICE_OUTPUT_PER_MTOK";
 /// `LLM_PRICES`.
 const PRICES: &str = "LLM_PRICES";
+/// `LLM_EMBEDDINGS_MODEL`.
+pub(crate) const EMBEDDINGS_MODEL: &str = "LLM_EMBEDDINGS_MODEL";
 
 /// An API key that never shows up in logs or `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
@@ -115,6 +117,9 @@ pub struct LlmSettings {
     /// `LLM_PRICE_INPUT_PER_MTOK` / `LLM_PRICE_OUTPUT_PER_MTOK` on top of that for
     /// [`model`](Self::model).
     pub prices: PriceTable,
+    /// `LLM_EMBEDDINGS_MODEL`: the embeddings model of the same server, for the code
+    /// memory's hybrid search (`memory::OpenAiEmbedder`); unset, it searches lexically.
+    pub embeddings_model: Option<String>,
 }
 
 impl Default for LlmSettings {
@@ -127,6 +132,7 @@ impl Default for LlmSettings {
             max_attempts: 4,
             limits: LlmLimits::default(),
             prices: PriceTable::default(),
+            embeddings_model: None,
         }
     }
 }
@@ -143,7 +149,7 @@ pub struct LlmSettingsError {
 
 impl LlmSettings {
     /// Every variable these settings read, with its default (empty: unset).
-    pub const VARIABLES: [(&'static str, &'static str); 9] = [
+    pub const VARIABLES: [(&'static str, &'static str); 10] = [
         (API_KEY, ""),
         (MODEL, "gpt-4o-mini"),
         (BASE_URL, "https://api.openai.com/v1"),
@@ -153,6 +159,7 @@ impl LlmSettings {
         (PRICE_INPUT, ""),
         (PRICE_OUTPUT, ""),
         (PRICES, ""),
+        (EMBEDDINGS_MODEL, ""),
     ];
 
     /// Reads [`Self::VARIABLES`] from the environment, as [`LlmSettings::from_lookup`] does.
@@ -271,6 +278,7 @@ impl LlmSettings {
             base_url: var(BASE_URL).unwrap_or(defaults.base_url),
             limits,
             prices,
+            embeddings_model: var(EMBEDDINGS_MODEL).map(|model| model.trim().to_owned()),
             ..defaults
         };
         (settings, problems)

@@ -13,7 +13,7 @@ use super::lexical::{Lexical, StoredChunk};
 use super::manifest::{ChunkEntry, FORMAT, Manifest, content_hash};
 use super::rank::fuse;
 use super::vectors::{Vectors, cosine, unit};
-use super::walk::source_files;
+use super::walk::{GitIgnore, SourceFile, is_indexed_path, source_files, source_text};
 
 /// The finished lexical index and its manifest, inside the index directory.
 const INDEX: &str = "index";
@@ -103,6 +103,16 @@ pub struct UpdateStats {
     pub chunks_removed: usize,
     /// Chunks of the changed files put in.
     pub chunks_added: usize,
+}
+
+/// A file as a commit has it, for [`CodeMemory::apply`]: its content, or `None` when the
+/// commit no longer has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    /// The file, relative to the work tree, with `/` separators.
+    pub path: String,
+    /// The file's bytes; `None`: deleted.
+    pub content: Option<Vec<u8>>,
 }
 
 /// A chunk that answers a search.
@@ -235,20 +245,49 @@ impl CodeMemory {
     /// [`MemoryError`] when the work tree cannot be read or the index cannot be changed.
     pub async fn update(&mut self) -> Result<UpdateStats> {
         let work_tree = self.work_tree.clone();
+        let max_bytes = self.options.max_file_bytes;
+        self.reindex(move |manifest| changes_in_work_tree(&work_tree, manifest, max_bytes))
+            .await
+    }
+
+    /// Re-indexes the files `changes` names, as a commit has them (`git diff` of the base and
+    /// an attempt, say), without reading the work tree: a file with content is re-chunked
+    /// when it differs from the index (the same files are left out as when building: too
+    /// large, binary, not UTF-8, under a skipped or ignored directory), one without is taken
+    /// out. Like [`update`](Self::update), it changes a copy in memory, never the index on
+    /// disk.
+    ///
+    /// # Errors
+    ///
+    /// [`MemoryError`] when the index cannot be changed.
+    pub async fn apply(&mut self, changes: Vec<FileChange>) -> Result<UpdateStats> {
+        let work_tree = self.work_tree.clone();
+        let max_bytes = self.options.max_file_bytes;
+        self.reindex(move |manifest| Ok(named_changes(&work_tree, manifest, changes, max_bytes)))
+            .await
+    }
+
+    /// Replaces the chunks of the files `find_changes` says differ from the manifest (the
+    /// changed ones with their new text, the removed ones by path), and embeds new chunks
+    /// when embeddings are ready.
+    async fn reindex(
+        &mut self,
+        find_changes: impl FnOnce(&Manifest) -> Result<Changes> + Send + 'static,
+    ) -> Result<UpdateStats> {
         let index = self.dir.join(INDEX);
         let mut manifest = self.manifest.clone();
         let lexical = self.lexical.clone();
         let in_memory = self.in_memory;
-        let (chunking, max_bytes) = (self.options.chunking, self.options.max_file_bytes);
+        let chunking = self.options.chunking;
         let (lexical, manifest, stats) = blocking(move || {
+            let changes = find_changes(&manifest)?;
             let stats = apply_changes(
-                &work_tree,
                 &index,
                 &mut manifest,
                 lexical,
                 in_memory,
+                changes,
                 &chunking,
-                max_bytes,
             )?;
             Ok((stats.0, manifest, stats.1))
         })
@@ -604,32 +643,73 @@ fn new_chunks(
         .collect()
 }
 
-/// Compares the work tree with `manifest` and re-indexes what differs; the new in-memory
-/// index when something did.
-fn apply_changes(
+/// The files that differ from a manifest: those added or changed, with their text, and
+/// those gone.
+struct Changes {
+    changed: Vec<SourceFile>,
+    removed: Vec<String>,
+}
+
+/// The work tree's files that differ from `manifest`: every file is read and compared by
+/// content hash.
+fn changes_in_work_tree(work_tree: &Path, manifest: &Manifest, max_bytes: u64) -> Result<Changes> {
+    let files = source_files(work_tree, max_bytes)?;
+    let current: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let removed = manifest
+        .files
+        .keys()
+        .filter(|path| !current.contains(path.as_str()))
+        .cloned()
+        .collect();
+    let changed = files
+        .into_iter()
+        .filter(|f| manifest.files.get(&f.path) != Some(&content_hash(f.text.as_bytes())))
+        .collect();
+    Ok(Changes { changed, removed })
+}
+
+/// The files of `changes` that differ from `manifest`. A file the index would not hold (see
+/// [`walk::source_text`](super::walk::source_text)) counts as removed.
+fn named_changes(
     work_tree: &Path,
+    manifest: &Manifest,
+    changes: Vec<FileChange>,
+    max_bytes: u64,
+) -> Changes {
+    let ignore = GitIgnore::read(work_tree);
+    let mut found = Changes {
+        changed: Vec::new(),
+        removed: Vec::new(),
+    };
+    for change in changes {
+        let text = change
+            .content
+            .filter(|_| is_indexed_path(&change.path, &ignore))
+            .and_then(|bytes| source_text(bytes, max_bytes));
+        match text {
+            Some(text)
+                if manifest.files.get(&change.path) == Some(&content_hash(text.as_bytes())) => {}
+            Some(text) => found.changed.push(SourceFile {
+                path: change.path,
+                text,
+            }),
+            None if manifest.files.contains_key(&change.path) => found.removed.push(change.path),
+            None => {}
+        }
+    }
+    found
+}
+
+/// Re-indexes `changes`; the new in-memory index when something changed.
+fn apply_changes(
     index: &Path,
     manifest: &mut Manifest,
     lexical: Arc<Lexical>,
     in_memory: bool,
+    changes: Changes,
     chunking: &ChunkConfig,
-    max_bytes: u64,
 ) -> Result<(Option<Arc<Lexical>>, UpdateStats)> {
-    let files = source_files(work_tree, max_bytes)?;
-    let current: BTreeMap<String, u64> = files
-        .iter()
-        .map(|f| (f.path.clone(), content_hash(f.text.as_bytes())))
-        .collect();
-    let changed: Vec<_> = files
-        .iter()
-        .filter(|f| manifest.files.get(&f.path) != current.get(&f.path))
-        .collect();
-    let removed: Vec<String> = manifest
-        .files
-        .keys()
-        .filter(|path| !current.contains_key(*path))
-        .cloned()
-        .collect();
+    let Changes { changed, removed } = changes;
     if changed.is_empty() && removed.is_empty() {
         return Ok((None, UpdateStats::default()));
     }
@@ -648,11 +728,16 @@ fn apply_changes(
     let chunks_removed = before - manifest.chunks.len();
     let mut added = Vec::new();
     for file in &changed {
+        manifest
+            .files
+            .insert(file.path.clone(), content_hash(file.text.as_bytes()));
         added.extend(new_chunks(manifest, &file.path, &file.text, chunking));
+    }
+    for path in &removed {
+        manifest.files.remove(path);
     }
     let replaced: Vec<String> = replaced.into_iter().collect();
     lexical.replace(&replaced, &added)?;
-    manifest.files = current;
     Ok((
         Some(lexical),
         UpdateStats {
@@ -694,6 +779,7 @@ const _: () = {
         send_sync::<CodeMemory>();
         send(&memory.search("", 1));
         send(&memory.update());
+        send(&memory.apply(Vec::new()));
         send(&CodeMemory::open("", "", "", MemoryOptions::default()));
     }
 };

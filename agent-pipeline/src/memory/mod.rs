@@ -3,7 +3,8 @@
 //! [`CodeMemory::open`] indexes a work tree at a commit — a lexical BM25 index (tantivy) of
 //! its text files cut into chunks by top-level definition, and, with an [`Embedder`], a
 //! vector per chunk — or reuses the index already built for that commit.
-//! [`CodeMemory::update`] re-indexes the files an attempt changed; [`CodeMemory::search`]
+//! [`CodeMemory::update`] re-indexes the files an attempt changed in the work tree, and
+//! [`CodeMemory::apply`] the files a commit names; [`CodeMemory::search`]
 //! returns the chunks that best answer a question; [`ContextBuilder`] packs the task, earlier
 //! artifacts and those chunks within a token budget and records what went in
 //! ([`Retrieved`]). `docs/memory.md` tells the whole story.
@@ -57,7 +58,8 @@ mod words;
 
 pub use chunk::ChunkConfig;
 pub use code_memory::{
-    CodeMemory, EmbeddingsStatus, Hit, IndexOutcome, IndexStats, MemoryOptions, UpdateStats,
+    CodeMemory, EmbeddingsStatus, FileChange, Hit, IndexOutcome, IndexStats, MemoryOptions,
+    UpdateStats,
 };
 pub use context::{AssembledContext, ContextBuilder, estimate_tokens};
 pub use embed::{EmbedError, Embedder};

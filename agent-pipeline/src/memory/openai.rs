@@ -14,9 +14,9 @@ use crate::http::{body_message, error_chain};
 use crate::llm::LlmSettings;
 use crate::machine::{RetryPolicy, random_jitter};
 
-/// `LLM_EMBEDDINGS_MODEL`: the embeddings model of the configured provider; unset, the code
-/// memory searches lexically only.
-pub const EMBEDDINGS_MODEL_VARIABLE: &str = "LLM_EMBEDDINGS_MODEL";
+/// `LLM_EMBEDDINGS_MODEL`: the embeddings model of the configured provider
+/// ([`LlmSettings::embeddings_model`]); unset, the code memory searches lexically only.
+pub const EMBEDDINGS_MODEL_VARIABLE: &str = crate::llm::EMBEDDINGS_MODEL;
 
 /// The backoff between attempts when the server is overloaded or failing.
 const BACKOFF: RetryPolicy = RetryPolicy {
@@ -32,10 +32,10 @@ const MESSAGE_LIMIT: usize = 300;
 ///
 /// ```no_run
 /// use agent_pipeline::llm::LlmSettings;
-/// use agent_pipeline::memory::{EMBEDDINGS_MODEL_VARIABLE, OpenAiEmbedder};
+/// use agent_pipeline::memory::OpenAiEmbedder;
 ///
-/// let settings = LlmSettings::from_env();
-/// if let Ok(model) = std::env::var(EMBEDDINGS_MODEL_VARIABLE) {
+/// let settings = LlmSettings::from_env(); // reads EMBEDDINGS_MODEL_VARIABLE too
+/// if let Some(model) = &settings.embeddings_model {
 ///     let embedder = OpenAiEmbedder::new(&settings, model)?;
 /// }
 /// # Ok::<(), agent_pipeline::memory::EmbedError>(())

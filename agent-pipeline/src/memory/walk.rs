@@ -69,10 +69,7 @@ pub(crate) fn source_files(root: &Path, max_bytes: u64) -> Result<Vec<SourceFile
                     continue;
                 }
                 let bytes = std::fs::read(&full).map_err(|e| MemoryError::io(&full, e))?;
-                if bytes[..bytes.len().min(SNIFF_BYTES)].contains(&0) {
-                    continue;
-                }
-                if let Ok(text) = String::from_utf8(bytes) {
+                if let Some(text) = source_text(bytes, max_bytes) {
                     files.push(SourceFile {
                         path: slash_path,
                         text,
@@ -85,6 +82,29 @@ pub(crate) fn source_files(root: &Path, max_bytes: u64) -> Result<Vec<SourceFile
     Ok(files)
 }
 
+/// A file's bytes as the text to index, or `None` when the file is left out: over
+/// `max_bytes`, with a NUL byte in its first 8 KiB, or not UTF-8.
+pub(crate) fn source_text(bytes: Vec<u8>, max_bytes: u64) -> Option<String> {
+    let too_large = u64::try_from(bytes.len()).map_or(true, |len| len > max_bytes);
+    if too_large || bytes[..bytes.len().min(SNIFF_BYTES)].contains(&0) {
+        return None;
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// Whether a file at `path` (with `/` separators) is indexed as far as its place goes: not
+/// under one of [`SKIPPED_DIRS`] or a directory `ignore` ignores, and not ignored itself.
+pub(crate) fn is_indexed_path(path: &str, ignore: &GitIgnore) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    let Some((_, dirs)) = parts.split_last() else {
+        return false;
+    };
+    let dirs_indexed = (1..=dirs.len()).all(|depth| {
+        !SKIPPED_DIRS.contains(&dirs[depth - 1]) && !ignore.ignores(&dirs[..depth].join("/"), true)
+    });
+    dirs_indexed && !ignore.ignores(path, false)
+}
+
 /// `path` with `/` separators, or `None` when a part is not UTF-8.
 fn slash_path(path: &Path) -> Option<String> {
     let parts: Option<Vec<&str>> = path.components().map(|c| c.as_os_str().to_str()).collect();
@@ -95,7 +115,7 @@ fn slash_path(path: &Path) -> Option<String> {
 /// `dir/`, `/anchored/path` and `a/b*` globs with `*` and `?`. Negations (`!pattern`) and
 /// nested `.gitignore` files are not read: what they would re-include stays out.
 #[derive(Debug, Default)]
-struct GitIgnore {
+pub(crate) struct GitIgnore {
     patterns: Vec<Pattern>,
 }
 
@@ -109,7 +129,7 @@ struct Pattern {
 }
 
 impl GitIgnore {
-    fn read(root: &Path) -> Self {
+    pub(crate) fn read(root: &Path) -> Self {
         let Ok(text) = std::fs::read_to_string(root.join(".gitignore")) else {
             return Self::default();
         };
@@ -132,7 +152,7 @@ impl GitIgnore {
         Self { patterns }
     }
 
-    fn ignores(&self, path: &str, is_dir: bool) -> bool {
+    pub(crate) fn ignores(&self, path: &str, is_dir: bool) -> bool {
         let name = path.rsplit('/').next().unwrap_or(path);
         self.patterns
             .iter()
@@ -213,6 +233,33 @@ mod tests {
         let files = source_files(root, 1_000)?;
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, [".gitignore", "keep/generated/in.py", "src/main.rs"]);
+
+        // A file named by a commit is judged as the walk judges it.
+        let ignore = GitIgnore::read(root);
+        let indexed: Vec<&str> = [
+            ".gitignore",
+            "src/main.rs",
+            ".git/config",
+            "node_modules/x/index.js",
+            "generated/out.py",
+            "keep/generated/in.py",
+            "run.log",
+            "src/target/x.rs",
+        ]
+        .into_iter()
+        .filter(|path| is_indexed_path(path, &ignore))
+        .collect();
+        assert_eq!(
+            indexed,
+            [".gitignore", "src/main.rs", "keep/generated/in.py"]
+        );
+        assert_eq!(
+            source_text(b"ok\n".to_vec(), 1_000).as_deref(),
+            Some("ok\n")
+        );
+        assert_eq!(source_text(vec![b'x'; 2_000], 1_000), None);
+        assert_eq!(source_text(vec![0x89, b'P', 0, 1], 1_000), None);
+        assert_eq!(source_text(vec![0xff, 0xfe, b'a'], 1_000), None);
         Ok(())
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! The index is built once per repository and base commit, in
 //! `DATA_DIR/memory/<repository key>/<base commit>/`, and reused by every task and step on
-//! the same repository and ref (`docs/memory.md`).
+//! the same repository and ref; a step after an attempt re-indexes, in memory, the files the
+//! attempts changed since the base (`docs/memory.md`).
 
 use std::path::PathBuf;
 
@@ -12,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::Deps;
 use crate::agent::{CodeContext, PriorArtifact};
 use crate::execution::TaskWorkspace;
-use crate::memory::{CodeMemory, ContextBuilder, IndexOutcome, MemoryOptions};
+use crate::memory::{CodeMemory, ContextBuilder, FileChange, IndexOutcome};
 use crate::wire::Repository;
 
 /// How many chunks are asked of the code memory for one step.
@@ -74,7 +75,7 @@ impl Deps {
             &index_dir,
             workspace.dir(),
             base.as_str(),
-            MemoryOptions::default(),
+            self.memory_options.clone(),
         )
         .await;
         if rebuild_on_head {
@@ -83,7 +84,22 @@ impl Deps {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        let (memory, outcome) = opened.map_err(|e| e.to_string())?;
+        let (mut memory, outcome) = opened.map_err(|e| e.to_string())?;
+        // The code as the task's last attempt left it: the base's index, with the files the
+        // attempts changed since re-indexed (in memory; the index on disk stays the base's).
+        if head != base {
+            let changes = workspace
+                .changed_files(&base, &head)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|file| FileChange {
+                    path: file.path,
+                    content: file.content,
+                })
+                .collect();
+            memory.apply(changes).await.map_err(|e| e.to_string())?;
+        }
         let question = question(prompt, prior);
         let hits = memory
             .search(&question, CHUNKS_ASKED)
@@ -94,6 +110,7 @@ impl Deps {
             .build();
         tracing::info!(
             %task_id,
+            commit = %head,
             reused = matches!(outcome, IndexOutcome::Reused(_)),
             chunks = context.retrieved.len(),
             tokens = context.tokens,
@@ -103,6 +120,7 @@ impl Deps {
         Ok(CodeContext {
             text: context.text,
             retrieved: context.retrieved,
+            commit: head.as_str().to_owned(),
         })
     }
 

@@ -127,6 +127,9 @@ pub(crate) struct Deps {
     pub(crate) providers: Vec<String>,
     /// The longest prompt a new task may have, in characters.
     pub(crate) max_prompt_chars: usize,
+    /// How the code memory indexes and searches a task's repository.
+    #[cfg(feature = "memory")]
+    pub(crate) memory_options: crate::memory::MemoryOptions,
 }
 
 impl Deps {

@@ -14,17 +14,13 @@ use tracing::Instrument;
 use super::cancellations::Cancellations;
 use super::{Deps, Handler};
 use crate::Result;
-use crate::agent::{AgentError, AgentInput, PriorArtifact};
+use crate::agent::{AgentError, AgentInput, CodeContext, PriorArtifact};
 use crate::bus::Delivery;
 use crate::ids::{Stage, StepId};
 use crate::llm::{LlmError, StepMeter};
 use crate::metrics::StepInFlight;
 use crate::store::TaskStatus;
 use crate::wire::{StepMode, StepOutcome, StepRequest, StepResult, StopReason, decode};
-
-/// The artifact field that lists the repository's chunks a step's agent saw: path, lines and
-/// scores.
-const RETRIEVED: &str = "retrieved";
 
 #[derive(Debug, Clone)]
 pub(crate) struct Worker {
@@ -181,8 +177,12 @@ impl Worker {
                 // What the model saw of the repository, so that a reviewer sees it too.
                 if let Some(code) = &input.code {
                     artifact.insert(
-                        RETRIEVED.to_owned(),
+                        CodeContext::RETRIEVED.to_owned(),
                         serde_json::to_value(&code.retrieved).unwrap_or(Value::Null),
+                    );
+                    artifact.insert(
+                        CodeContext::RETRIEVED_FROM.to_owned(),
+                        Value::from(code.commit.clone()),
                     );
                 }
                 StepOutcome::Succeeded {

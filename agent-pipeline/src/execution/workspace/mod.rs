@@ -10,10 +10,12 @@ use crate::ids::TaskId;
 use crate::output::FileContent;
 use crate::wire::Repository;
 
+mod changes;
 mod from_repository;
 pub(crate) mod git;
 mod paths;
 
+pub use changes::ChangedFile;
 use git::Git;
 pub use paths::check_files;
 use paths::io_error;
