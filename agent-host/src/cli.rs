@@ -306,6 +306,11 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "COMMAND", requires = "repo")]
     pub(crate) test_command: Option<String>,
 
+    /// When the change is published, also push it to --repo as the branch agent/<task_id>
+    /// (the workers need write access to it)
+    #[arg(long, requires = "repo")]
+    pub(crate) push: bool,
+
     /// How to reach the pipeline.
     #[command(flatten)]
     pub(crate) host: HostArgs,
@@ -340,6 +345,7 @@ impl SendArgs {
                 url,
                 base_ref: self.base_ref.clone(),
                 test_command: self.test_command.clone(),
+                push: self.push,
             });
         }
         task
@@ -531,6 +537,7 @@ mod tests {
             &["--require-approval", "--no-approval"],
             &["--base-ref", "main"],
             &["--test-command", "make test"],
+            &["--push"],
         ] {
             assert!(send(bad).is_err(), "{bad:?}");
         }
@@ -546,6 +553,7 @@ mod tests {
             "v1.2",
             "--test-command",
             "make test",
+            "--push",
         ])?;
         assert_eq!(
             remote.repository,
@@ -553,6 +561,7 @@ mod tests {
                 Repository::new("https://example.com/shop.git")
                     .at("v1.2")
                     .with_test_command("make test")
+                    .with_push()
             )
         );
         let here =

@@ -581,11 +581,13 @@ fn repository() -> impl Strategy<Value = Repository> {
         ],
         prop::option::of("[a-z][a-z0-9_]{0,10}(/[a-z0-9]{1,5})?"),
         prop::option::of(non_blank()),
+        any::<bool>(),
     )
-        .prop_map(|(url, base_ref, test_command)| Repository {
+        .prop_map(|(url, base_ref, test_command, push)| Repository {
             url,
             base_ref,
             test_command,
+            push,
         })
 }
 

@@ -41,6 +41,25 @@ fn source_repository(dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
     Ok(main.trim().to_owned())
 }
 
+/// What the scripted model answers to "make the failing test pass": the implementer fixes
+/// the cart and deletes `OLD.txt`, the tester adds `test_more.py` and runs every test.
+fn fix_the_cart(schema: &str, value: &mut serde_json::Value) {
+    match schema {
+        "implementation" => {
+            value["files"] = json!([{ "path": "shop/cart.py", "content": FIXED_CART }]);
+            value["deleted_files"] = json!(["OLD.txt"]);
+        }
+        "test_plan" => {
+            value["test_files"] = json!([{
+                "path": "test_more.py",
+                "content": "import unittest\n\nfrom shop.cart import total\n\n\nclass MoreTest(unittest.TestCase):\n    def test_empty(self):\n        self.assertEqual(total([]), 0)\n",
+            }]);
+            value["command"] = json!("python3 -m unittest discover -v");
+        }
+        _ => {}
+    }
+}
+
 /// The section of a prompt that holds the repository's retrieved code.
 fn retrieved_section(prompt: &str) -> String {
     let Some((_, rest)) = prompt.split_once("## The repository's code that matters") else {
@@ -241,17 +260,9 @@ async fn a_task_on_a_repository_changes_it_and_the_tests_run_on_the_change() -> 
                     && message.content.contains("return sum(prices) - 1")
             });
             saw.fetch_or(shown, Ordering::Relaxed);
-            value["files"] = json!([{ "path": "shop/cart.py", "content": FIXED_CART }]);
-            value["deleted_files"] = json!(["OLD.txt"]);
+            fix_the_cart(&request.schema_name, value);
         }
-        "test_plan" => {
-            value["test_files"] = json!([{
-                "path": "test_more.py",
-                "content": "import unittest\n\nfrom shop.cart import total\n\n\nclass MoreTest(unittest.TestCase):\n    def test_empty(self):\n        self.assertEqual(total([]), 0)\n",
-            }]);
-            value["command"] = json!("python3 -m unittest discover -v");
-        }
-        _ => {}
+        other => fix_the_cart(other, value),
     });
     let mut harness = start_with(|b| b.llm(llm)).await?;
     let task = NewTask::new("Make the failing test in test_cart.py pass")
@@ -404,6 +415,79 @@ async fn the_repository_s_own_failing_tests_hold_the_change_back() -> TestResult
     assert!(
         last.summary
             .contains("test file \"test_cart.py\" would replace a file"),
+        "{}",
+        last.summary
+    );
+    harness.stop().await;
+    Ok(())
+}
+
+/// A task that asks for it has its branch pushed to its own repository too, on top of the
+/// base; a push that fails ends the task `error` with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_is_pushed_to_the_task_s_own_repository_when_asked() -> TestResult {
+    let source = tempfile::tempdir()?;
+    let main = source_repository(source.path())?;
+    let url = source.path().display().to_string();
+    let llm = Tweaked::new(|request, value| fix_the_cart(&request.schema_name, value));
+    let mut harness = start_with(|b| b.llm(llm)).await?;
+    let task = NewTask::new("Make the failing test in test_cart.py pass")
+        .on_repository(Repository::new(&url).at("main").with_push());
+    let task_id = harness.pipeline.enqueue(task).await?;
+    let last = finish(&harness.pipeline, task_id).await?;
+    assert_eq!(last.status, ReportStatus::Done, "{last:?}");
+    let head = TaskWorkspace::open(&harness.data_dir(), task_id)
+        .await?
+        .head()
+        .await?;
+    let branch = format!("agent/{task_id}");
+    assert_eq!(
+        git(source.path(), &["rev-parse", &branch])?.trim(),
+        head.as_str()
+    );
+    git(
+        source.path(),
+        &["merge-base", "--is-ancestor", &main, &branch],
+    )?;
+    assert_eq!(
+        git(source.path(), &["rev-parse", "main"])?.trim(),
+        main,
+        "the base branch is left alone"
+    );
+    let reports = common::mirrored_reports(&harness, task_id).await?;
+    let pr = reports
+        .iter()
+        .find(|event| event.status == ReportStatus::Pr)
+        .ok_or("no pr report")?;
+    assert_eq!(pr.details["pushed_to"], url.as_str(), "{pr:?}");
+    assert!(
+        pr.summary.contains(&format!("pushed to {url}")),
+        "{}",
+        pr.summary
+    );
+    harness.stop().await;
+
+    // The repository is gone by the time the change is published: the push fails.
+    let gone = tempfile::tempdir()?;
+    source_repository(gone.path())?;
+    let gone_path = gone.path().to_path_buf();
+    let llm = Tweaked::new(move |request, value| {
+        if request.schema_name == "review" {
+            let _ = std::fs::remove_dir_all(&gone_path);
+        }
+        fix_the_cart(&request.schema_name, value);
+    });
+    let mut harness = start_with(|b| b.llm(llm)).await?;
+    let task = NewTask::new("Make the failing test in test_cart.py pass").on_repository(
+        Repository::new(gone.path().display().to_string())
+            .at("main")
+            .with_push(),
+    );
+    let task_id = harness.pipeline.enqueue(task).await?;
+    let last = finish(&harness.pipeline, task_id).await?;
+    assert_eq!(last.status, ReportStatus::Error, "{last:?}");
+    assert!(
+        last.summary.contains("not pushed to the task's repository"),
         "{}",
         last.summary
     );

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::Deps;
 use super::stage_effects::tested_commit;
 use crate::Result;
-use crate::execution::CommitId;
+use crate::execution::{CommitId, TaskWorkspace};
 use crate::ids::{Stage, StepId, TaskId};
 use crate::machine::{Context, Transition, on_publish_failed};
 use crate::output::{Design, Implementation, Review, TestReport};
@@ -78,16 +78,17 @@ async fn publish_change(
     else {
         return Ok(Err("no tested commit to publish".to_owned()));
     };
-    let workspace = match deps.workspace(task_id).await {
-        Ok(workspace) => workspace,
-        Err(error) => return Ok(Err(error.to_string())),
-    };
-    let prompt = deps
+    let (prompt, repository) = deps
         .artifacts
         .read_task(task_id)
         .await?
-        .map(|task| task.prompt)
+        .map(|task| (task.prompt, task.repository))
         .unwrap_or_default();
+    let workspace =
+        match TaskWorkspace::open_with(&deps.data_dir, task_id, repository.as_ref()).await {
+            Ok(workspace) => workspace,
+            Err(error) => return Ok(Err(error.to_string())),
+        };
     let title = change_title(&prompt);
     let body = change_body(&prompt, artifacts, &commit);
     let change = Change {
@@ -102,11 +103,31 @@ async fn publish_change(
         Err(error) => return Ok(Err(error.to_string())),
     };
     tracing::info!(task_id = %task_id, branch = %published.branch, commit = %published.commit, repository = %published.repository, "change published");
+    // The task asked for its branch on its own repository too.
+    let pushed_to = match repository.filter(|repository| repository.push) {
+        Some(repository) => {
+            if let Err(error) = workspace
+                .push_to_repository(&repository, &commit, &published.branch)
+                .await
+            {
+                return Ok(Err(format!(
+                    "published as {}, but not pushed to the task's repository: {error}",
+                    published.branch
+                )));
+            }
+            Some(repository.redacted_url())
+        }
+        None => None,
+    };
     let place = published.url.as_deref().unwrap_or(&published.repository);
+    let also = pushed_to
+        .as_deref()
+        .map(|url| format!(", and pushed to {url}"))
+        .unwrap_or_default();
     let mut pr = ReportEvent::new(
         task_id,
         ReportStatus::Pr,
-        format!("Change published as {} ({place})", published.branch),
+        format!("Change published as {} ({place}){also}", published.branch),
         now,
     )
     .with_detail("branch", published.branch.clone())
@@ -115,6 +136,9 @@ async fn publish_change(
     .with_detail("publisher", deps.execution.publisher.name());
     if let Some(url) = &published.url {
         pr = pr.with_detail("url", url.clone());
+    }
+    if let Some(url) = pushed_to {
+        pr = pr.with_detail("pushed_to", url);
     }
     let watch = CiWatch {
         task_id,

@@ -29,6 +29,12 @@ pub struct Repository {
     /// from its files (see [`crate::execution::detect_test_command`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_command: Option<String>,
+    /// Whether the change is also pushed to this repository, as the branch
+    /// `agent/<task_id>` on top of `base_ref`, when it is published (the host needs write
+    /// access to it: a path on the host, or a URL whose credentials it has). Default: no, the
+    /// branch goes only to the pipeline's publisher.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub push: bool,
 }
 
 impl Repository {
@@ -38,12 +44,20 @@ impl Repository {
             url: url.into(),
             base_ref: None,
             test_command: None,
+            push: false,
         }
     }
 
     /// The same repository from `base_ref` (a branch, tag or commit id).
     pub fn at(mut self, base_ref: impl Into<String>) -> Self {
         self.base_ref = Some(base_ref.into());
+        self
+    }
+
+    /// The same repository, with the published change also pushed to it as the branch
+    /// `agent/<task_id>`.
+    pub fn with_push(mut self) -> Self {
+        self.push = true;
         self
     }
 
