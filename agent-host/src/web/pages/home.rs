@@ -1,8 +1,9 @@
 //! `/`: the enqueue form and the most recent reports; `POST /` enqueues, optionally with a
-//! budget of the task's own and waiting for approval before publishing.
+//! budget of the task's own, waiting for approval before publishing, and on an existing
+//! repository.
 
 use agent_pipeline::budget::Budget;
-use agent_pipeline::wire::NewTask;
+use agent_pipeline::wire::{NewTask, Repository};
 use axum::Form;
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
@@ -41,6 +42,15 @@ pub(crate) struct EnqueueForm {
     /// Present when the change must wait for approval before it is published.
     #[serde(default)]
     require_approval: Option<String>,
+    /// The existing repository to change (blank: the task starts from nothing).
+    #[serde(default)]
+    repository_url: String,
+    /// The repository's branch, tag or commit to start from (blank: its default branch).
+    #[serde(default)]
+    base_ref: String,
+    /// The repository's own test command (blank: detected from its files).
+    #[serde(default)]
+    test_command: String,
     /// The token of the page the form came from.
     #[serde(default)]
     csrf: String,
@@ -94,7 +104,46 @@ impl EnqueueForm {
         if self.require_approval.is_some() {
             task = task.with_approval(true);
         }
+        if let Some(repository) = self.repository()? {
+            task = task.on_repository(repository);
+        }
         Ok(task)
+    }
+
+    /// Whether any field of the repository was given, so that a refused form shows them.
+    fn has_repository(&self) -> bool {
+        [&self.repository_url, &self.base_ref, &self.test_command]
+            .iter()
+            .any(|field| !field.trim().is_empty())
+    }
+
+    /// The repository the form names, checked as the API checks it; `None` for a blank URL.
+    /// A base ref or test command without a URL is refused rather than silently dropped.
+    fn repository(&self) -> Result<Option<Repository>, WebError> {
+        let url = self.repository_url.trim();
+        if url.is_empty() {
+            if self.has_repository() {
+                return Err(WebError::BadRequest(
+                    "the repository's URL is empty: a base ref or a test command needs the \
+                     repository they belong to"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        }
+        let mut repository = Repository::new(url);
+        let base_ref = self.base_ref.trim();
+        if !base_ref.is_empty() {
+            repository = repository.at(base_ref);
+        }
+        let test_command = self.test_command.trim();
+        if !test_command.is_empty() {
+            repository = repository.with_test_command(test_command);
+        }
+        repository.check().map_err(|problem| {
+            WebError::BadRequest(format!("the repository cannot be used: {problem}"))
+        })?;
+        Ok(Some(repository))
     }
 }
 
@@ -223,6 +272,17 @@ fn enqueue_form(state: &WebState, form: &EnqueueForm) -> Markup {
                 }
             }
         };
+    let text_input = |id: &str, label: &str, value: &str, placeholder: &str, hint: &str| {
+        html! {
+            div.field.wide[id == "repository_url"] {
+                label for=(id) { (label) }
+                input id=(id) name=(id) type="text" value=(value) placeholder=(placeholder)
+                    spellcheck="false" autocomplete="off" disabled[disabled]
+                    aria-describedby={ (id) "-hint" };
+                span.field-hint id={ (id) "-hint" } { (hint) }
+            }
+        }
+    };
     html! {
         form #enqueue-form .stacked method="post" action="/" {
             label for="prompt" { "What should the agents build?" }
@@ -251,6 +311,19 @@ fn enqueue_form(state: &WebState, form: &EnqueueForm) -> Markup {
                         "with the reason " em { "budget exceeded" } "; what it did so far is kept. "
                         "Unchecked, the server's default approval applies."
                     }
+                }
+            }
+            details #enqueue-repository .enqueue-options open[form.has_repository()] {
+                summary { "Existing repository " span.muted { "(optional)" } }
+                div.option-fields {
+                    (text_input("repository_url", "Repository", &form.repository_url,
+                        "/srv/git/shop.git or https://example.com/shop.git",
+                        "A path on the host that runs the workers, or an https, ssh, git or file URL. Blank: the task starts from nothing."))
+                    (text_input("base_ref", "Base ref", &form.base_ref, "main",
+                        "The branch, tag or commit to start from. Blank: the repository's default branch."))
+                    (text_input("test_command", "Test command", &form.test_command,
+                        "python3 -m unittest discover -v",
+                        "The repository's own tests, run before and after the change. Blank: detected from its files."))
                 }
             }
             (layout::csrf_field(state))
@@ -306,6 +379,52 @@ mod tests {
             })
         );
         assert_eq!(limited.require_approval, Some(true));
+    }
+
+    #[test]
+    fn a_blank_url_is_no_repository_and_a_given_one_is_checked() {
+        let plain = form(&[("prompt", "hi"), ("repository_url", " ")])
+            .task()
+            .expect("a task");
+        assert_eq!(plain.repository, None);
+        let on_repository = form(&[
+            ("prompt", "hi"),
+            ("repository_url", " /srv/git/shop.git "),
+            ("base_ref", "main"),
+            ("test_command", ""),
+        ])
+        .task()
+        .expect("a task");
+        assert_eq!(
+            on_repository.repository,
+            Some(Repository::new("/srv/git/shop.git").at("main"))
+        );
+        for (fields, expected) in [
+            (
+                [
+                    ("repository_url", "ext::sh -c touch% /tmp/x"),
+                    ("base_ref", ""),
+                ],
+                "remote helper",
+            ),
+            (
+                [
+                    ("repository_url", "/srv/shop"),
+                    ("base_ref", "--upload-pack=x"),
+                ],
+                "not a branch, tag or commit id",
+            ),
+            (
+                [("repository_url", ""), ("base_ref", "main")],
+                "the repository's URL is empty",
+            ),
+        ] {
+            let mut all = vec![("prompt", "hi")];
+            all.extend(fields);
+            let error = form(&all).task().expect_err("refused");
+            assert!(matches!(error, WebError::BadRequest(_)), "{error:?}");
+            assert!(error.to_string().contains(expected), "{error}");
+        }
     }
 
     #[test]

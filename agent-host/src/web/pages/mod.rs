@@ -9,6 +9,7 @@ mod layout;
 mod login;
 mod not_found;
 mod reports;
+mod repository;
 mod spend;
 mod task;
 mod tasks;

@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 
 use super::control;
 use super::layout::{self, FlashKind, Nav, Page};
+use super::repository;
 use super::spend::{self, BudgetUse};
 use super::variant::{self, ReplayForm};
 use crate::views::{self, AttemptView, StepView, TaskDetails, ViewError};
@@ -533,6 +534,9 @@ fn header(task_id: TaskId, gathered: &Gathered) -> Markup {
             @if require_approval {
                 dt { "Approval" } dd { "required before publishing" }
             }
+            @if let Some(repo) = gathered.task_file.as_ref().and_then(|f| f.repository.as_ref()) {
+                (repository::header_entries(repo))
+            }
             dt { "Stored in" } dd { code.path { (text::user(&task.dir)) } }
             dt { "Raw" } dd { a href={ "/api/task/" (task_id) } { "JSON of this task" } }
         }
@@ -816,10 +820,12 @@ fn render_artifact(
         Stage::Test => test_report(artifact, test_sources, &mut used),
         Stage::Review => review(output, &mut used),
     };
+    let retrieved = repository::retrieved(output, &mut used);
     let rest = other_fields(artifact, &used);
     html! {
         div class={ "stage-output stage-" (artifact.step.stage()) } {
             (body)
+            @if let Some(retrieved) = retrieved { (retrieved) }
             @if let Some(rest) = rest {
                 @if used.is_empty() {
                     pre.artifact-text { (text::revealed(&rest)) }
@@ -921,6 +927,8 @@ fn implementation(output: &Map<String, Value>, used: &mut Vec<&'static str>) -> 
     if workspace.is_some() {
         used.push("workspace");
     }
+    // On a repository the change is a diff from its base.
+    let change = output.get("workspace").and_then(repository::workspace_diff);
     html! {
         @if let Some(summary) = text_field(output, "diff_summary", used) {
             h4 { "Summary" }
@@ -929,6 +937,7 @@ fn implementation(output: &Map<String, Value>, used: &mut Vec<&'static str>) -> 
         @if let Some(commit) = workspace {
             p.commit { "Committed in the task's workspace as " (commit_id(commit)) "." }
         }
+        @if let Some(change) = change { (change) }
         @if let Some(files) = &files {
             h4 { "Files (" (files.len()) ")" }
             @for (path, content) in files {
@@ -969,6 +978,7 @@ fn test_report(
         "test_files",
         "commit",
         "run",
+        "repository_tests",
     ]);
     let run = &report.run;
     let sources = report
@@ -1011,6 +1021,9 @@ fn test_report(
             @if let Some(commit) = &report.commit {
                 dt { "Commit" } dd { (commit_id(commit.as_str())) }
             }
+        }
+        @if let Some(tests) = &report.repository_tests {
+            (repository::repository_tests(tests))
         }
         h4 { "Output" }
         @if run.output_omitted_bytes > 0 {
