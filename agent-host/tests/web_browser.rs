@@ -3,7 +3,9 @@
 //! watches it reach `done` without reloading, replays `implement@v1`, sees attempt 2 and the
 //! diff of the two attempts; then enqueues a task that needs approval, approves it when the
 //! page shows it waiting, replays a step with another model and compares the two variants
-//! side by side. It takes the screenshots the README shows.
+//! side by side; enqueues a task on a local git repository through the form's repository
+//! fields and sees its diff from the base and what the models saw of the repository. It takes
+//! the screenshots the README shows.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/test-all` installs them). Without
 //! them the test says so loudly and passes, except under `CI=true`, where it fails.
@@ -21,6 +23,7 @@ use futures_util::FutureExt as _;
 use serde_json::json;
 
 use browser::{Driver, Session};
+use common::repository::{CART_PROMPT, source_repository};
 use common::{HELLO, Sandbox};
 
 /// A dead letter as the mirror writes it: a task message that was not JSON. The page must
@@ -256,6 +259,9 @@ async fn walk_through(session: &Session, base: &str, shots: &Path) {
                  && document.querySelectorAll('#dead-letters article.dead-letter').length === 2;",
         )
         .await;
+
+    // Last, so that its many reports do not push the first task off the start page's list.
+    repository_task(session, base, shots).await;
 
     // A user clicks around: every page has the same navigation, and each click opens its
     // page promptly however many live pages came before.
@@ -598,6 +604,130 @@ async fn approve_then_compare_variants(session: &Session, base: &str, shots: &Pa
     );
     session.expect("table#diff.diff").await;
     session.screenshot(&shots.join("compare.png")).await;
+}
+
+/// Enqueues a task on a local git repository through the form's folded repository fields,
+/// watches it finish, and reads its page: the repository in the header, the change as a diff
+/// from the base, and the chunks of the repository the models saw.
+async fn repository_task(session: &Session, base: &str, shots: &Path) {
+    let source = tempfile::tempdir().expect("a repository directory");
+    let commit = source_repository(source.path());
+    let url = source.path().display().to_string();
+
+    session.goto(&format!("{base}/")).await;
+    let textarea = session.expect("#enqueue-form textarea#prompt").await;
+    session.click(&textarea).await;
+    session.type_text(&textarea, CART_PROMPT).await;
+    let fields = session
+        .expect("#enqueue-form details#enqueue-repository > summary")
+        .await;
+    session.click(&fields).await;
+    for (id, value) in [("repository_url", url.as_str()), ("base_ref", "main")] {
+        let input = session
+            .expect(&format!(
+                "#enqueue-form details#enqueue-repository[open] input#{id}[name={id}]"
+            ))
+            .await;
+        session.click(&input).await;
+        session.type_text(&input, value).await;
+    }
+    session
+        .screenshot(&shots.join("enqueue-repository.png"))
+        .await;
+    let enqueue = session.expect("#enqueue-form button#enqueue").await;
+    session.click(&enqueue).await;
+    session
+        .wait_for(
+            "the page of the task on the repository",
+            PAGE_TIMEOUT,
+            "return /^\\/task\\/[^/]+$/.test(location.pathname) \
+                 && location.search === '?enqueued=1' \
+                 && document.readyState === 'complete' ? location.pathname : null;",
+        )
+        .await;
+    let status = final_status(session, "the repository task to end, live").await;
+    assert_eq!(
+        status,
+        json!("done"),
+        "the repository task ended in error\n{}",
+        session.describe().await
+    );
+
+    let header = session
+        .wait_for(
+            "the repository and its base ref in the task header",
+            PAGE_TIMEOUT,
+            "const r = document.querySelector('#task-header #task-repository'); \
+             const b = document.querySelector('#task-header #task-base-ref'); \
+             return r && b ? { repository: r.innerText, base_ref: b.innerText } : null;",
+        )
+        .await;
+    assert_eq!(header["repository"], json!(url), "{header}");
+    assert_eq!(header["base_ref"], json!("main"), "{header}");
+
+    // The change, as a diff from the base whose short id it names.
+    let change = session
+        .wait_for(
+            "the implementation's diff from the base",
+            PAGE_TIMEOUT,
+            "const s = document.querySelector('#step-implement-body .change-summary'); \
+             const t = document.querySelector('#step-implement-body table.diff.unified-diff'); \
+             if (!s || !t) { return null; } \
+             const added = t.querySelectorAll('tr.diff-added'); \
+             return { summary: s.innerText, files: t.querySelectorAll('tr.diff-file').length, \
+                      added: added.length, \
+                      visible: added.length > 0 && added[0].getClientRects().length > 0, \
+                      base: s.querySelector('code.commit-id').getAttribute('title') };",
+        )
+        .await;
+    assert_eq!(change["base"], json!(commit), "{change}");
+    assert!(
+        change["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains(&commit[..12])),
+        "{change}"
+    );
+    assert!(change["files"].as_u64().is_some_and(|n| n > 0), "{change}");
+    assert!(change["added"].as_u64().is_some_and(|n| n > 0), "{change}");
+    assert_eq!(change["visible"], json!(true), "{change}");
+
+    // What the implementer saw of the repository: folded, then opened.
+    let summary = session
+        .expect("#step-implement-body details.retrieved > summary")
+        .await;
+    session
+        .execute(
+            "document.querySelector('#step-implement-body details.retrieved')\
+                 .scrollIntoView(); return null;",
+            json!([]),
+        )
+        .await;
+    session.click(&summary).await;
+    let rows = session
+        .wait_for(
+            "the retrieved chunks of implement@v1, opened",
+            PAGE_TIMEOUT,
+            "const d = document.querySelector('#step-implement-body details.retrieved[open]'); \
+             if (!d) { return null; } \
+             const rows = Array.from(d.querySelectorAll('table.retrieved-table tbody tr')); \
+             return rows.length > 0 && rows[0].getClientRects().length > 0 \
+                 ? rows.map((r) => r.innerText) : null;",
+        )
+        .await;
+    assert!(
+        rows.as_array().is_some_and(|rows| rows
+            .iter()
+            .any(|r| r.as_str().is_some_and(|r| r.contains("shop/cart.py:1–")))),
+        "the implementer did not see shop/cart.py: {rows}"
+    );
+    session
+        .execute(
+            "document.querySelector('#step-implement-body .change-summary')\
+                 .scrollIntoView(); window.scrollBy(0, -60); return null;",
+            json!([]),
+        )
+        .await;
+    session.screenshot(&shots.join("task-repository.png")).await;
 }
 
 /// Opens `/tasks`, enqueues a second task through the API, and waits for its row to appear

@@ -4,45 +4,14 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use agent_host::web::WebSettings;
 use agent_pipeline::store::TaskStatus;
 use agent_pipeline::{Stage, TaskId};
 use axum::http::StatusCode;
+use common::repository::{CART_PROMPT as PROMPT, source_repository};
 use common::web::{Answer, App};
-
-/// The code the prompt is about: a working cart, with its passing test.
-const CART: &str = "def total(prices):\n    \"\"\"The sum of the prices in the cart.\"\"\"\n    return sum(prices)\n";
-const CART_TEST: &str = "import unittest\n\nfrom shop.cart import total\n\n\nclass TotalTest(unittest.TestCase):\n    def test_total(self):\n        self.assertEqual(total([1, 2]), 3)\n\n\nif __name__ == \"__main__\":\n    unittest.main()\n";
-const PROMPT: &str = "Add a greeting program next to the cart total in shop/cart.py";
-
-/// Runs git in `dir`, whatever the machine's identity; gives its standard output.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(output.status.success(), "git {args:?}: {output:?}");
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-/// A small Python package with a passing unittest, committed on `main`; gives the commit.
-fn source_repository(dir: &Path) -> String {
-    git(dir, &["init", "--quiet", "--initial-branch=main"]);
-    std::fs::create_dir_all(dir.join("shop")).expect("a package directory");
-    std::fs::write(dir.join("shop/__init__.py"), "").expect("written");
-    std::fs::write(dir.join("shop/cart.py"), CART).expect("written");
-    std::fs::write(dir.join("test_cart.py"), CART_TEST).expect("written");
-    git(dir, &["add", "."]);
-    git(dir, &["commit", "--quiet", "-m", "shop"]);
-    git(dir, &["rev-parse", "HEAD"])
-}
 
 /// The task id of a `/task/<id>?enqueued=1` redirect.
 fn enqueued_task(answer: &Answer) -> TaskId {

@@ -9,6 +9,7 @@ pub(crate) mod kafka;
 #[path = "../../../agent-pipeline/tests/common/openai.rs"]
 pub(crate) mod openai;
 pub(crate) mod processes;
+pub(crate) mod repository;
 pub(crate) mod web;
 
 use std::io::{BufRead, BufReader, Read};

@@ -288,6 +288,7 @@ pub(super) fn retrieved(
         .collect::<Result<_, _>>()
         .ok()?;
     used.push("retrieved");
+    let with_symbols = chunks.iter().any(|c| !c.symbols.is_empty());
     let with_lexical = chunks.iter().any(|c| c.lexical_score.is_some());
     let with_vector = chunks.iter().any(|c| c.vector_score.is_some());
     let score = |score: Option<f64>| {
@@ -312,7 +313,7 @@ pub(super) fn retrieved(
                         thead {
                             tr {
                                 th scope="col" { "lines" }
-                                th scope="col" { "symbols" }
+                                @if with_symbols { th scope="col" { "symbols" } }
                                 th scope="col" { "score" }
                                 @if with_lexical { th scope="col" { "lexical" } }
                                 @if with_vector { th scope="col" { "vector" } }
@@ -330,10 +331,12 @@ pub(super) fn retrieved(
                                             " " span.muted title="cut to stay within the context's budget" { "(cut)" }
                                         }
                                     }
-                                    td {
-                                        @for (i, symbol) in chunk.symbols.iter().enumerate() {
-                                            @if i > 0 { ", " }
-                                            code { (text::user(symbol)) }
+                                    @if with_symbols {
+                                        td {
+                                            @for (i, symbol) in chunk.symbols.iter().enumerate() {
+                                                @if i > 0 { ", " }
+                                                code { (text::user(symbol)) }
+                                            }
                                         }
                                     }
                                     td.num { (score(chunk.score)) }
@@ -372,6 +375,47 @@ mod tests {
         assert_eq!((lines[7].old, lines[7].new), (None, Some(2)));
         // A removed line that reads like a header is still a removed line.
         assert_eq!(lines[13].text, "-- to be deleted");
+    }
+
+    #[test]
+    fn retrieved_chunks_show_their_lines_symbols_and_the_scores_there_are() {
+        let output = serde_json::json!({
+            "retrieved": [
+                {"path": "shop/cart.py", "start_line": 1, "end_line": 3, "score": 0.5,
+                 "lexical_score": 7.25, "symbols": ["total", "\u{202E}evil"]},
+                {"path": "README.md", "start_line": 4, "end_line": 9, "score": 0.25,
+                 "truncated": true}
+            ],
+            "other": 1
+        });
+        let Value::Object(output) = output else {
+            unreachable!("a JSON object")
+        };
+        let mut used = Vec::new();
+        let html = retrieved(&output, &mut used)
+            .expect("a table")
+            .into_string();
+        assert_eq!(used, ["retrieved"]);
+        assert!(html.contains("(2 chunks)"), "{html}");
+        assert!(
+            html.contains("<code class=\"path\"><bdi>shop/cart.py</bdi>:1–3</code>"),
+            "{html}"
+        );
+        assert!(html.contains("<code><bdi>total</bdi></code>"), "{html}");
+        assert!(html.contains(">7.250<"), "{html}");
+        assert!(html.contains(">lexical<"), "{html}");
+        assert!(!html.contains(">vector<"), "{html}");
+        assert!(html.contains("(cut)"), "{html}");
+        let Value::Object(plain) = serde_json::json!({"retrieved": [
+            {"path": "a.py", "start_line": 1, "end_line": 2, "score": 1.0}
+        ]}) else {
+            unreachable!("a JSON object")
+        };
+        let html = retrieved(&plain, &mut Vec::new())
+            .expect("a table")
+            .into_string();
+        assert!(!html.contains(">symbols<"), "{html}");
+        assert!(!html.contains(">lexical<"), "{html}");
     }
 
     #[test]
