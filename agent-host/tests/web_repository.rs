@@ -72,23 +72,14 @@ async fn a_repository_task_from_the_form_shows_its_diff_tests_and_what_the_model
         )
         .await;
     let task_id = enqueued_task(&answer);
+    let status = wait_ended(&app, task_id).await;
     let task_file = app
         .pipeline
         .artifacts()
         .read_task(task_id)
         .await
-        .expect("the artifact store reads");
-    let status = wait_ended(&app, task_id).await;
-    let task_file = match task_file {
-        Some(file) => file,
-        None => app
-            .pipeline
-            .artifacts()
-            .read_task(task_id)
-            .await
-            .expect("the artifact store reads")
-            .expect("task.json"),
-    };
+        .expect("the artifact store reads")
+        .expect("task.json");
     let repository = task_file.repository.expect("the task names its repository");
     assert_eq!(repository.url, url);
     assert_eq!(repository.base_ref.as_deref(), Some("main"));
@@ -207,7 +198,15 @@ async fn a_password_in_the_repository_url_is_never_shown() {
         "{}",
         page.body
     );
-    for path in ["/tasks", "/reports", "/"] {
+    let task_json = format!("/api/task/{task_id}");
+    for path in [
+        "/tasks",
+        "/reports",
+        "/",
+        "/api/tasks",
+        "/api/reports",
+        &task_json,
+    ] {
         let page = app.get(path).await;
         assert!(!page.body.contains("s3cret"), "{path}: {}", page.body);
     }

@@ -23,7 +23,7 @@ pub(super) fn header_entries(repository: &Repository) -> Markup {
             }
         }
         @if let Some(command) = &repository.test_command {
-            dt { "Its tests" } dd { code { (text::user(command)) } }
+            dt { "Test command" } dd { code { (text::user(command)) } }
         }
     }
 }
