@@ -5,33 +5,12 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::openai::ChatServer;
-use common::{Sandbox, git, read_json};
+use common::repository::{CART_PROMPT, source_repository};
+use common::{Sandbox, read_json};
 
 /// The embeddings model the host is configured with.
 const EMBEDDINGS_MODEL: &str = "test-embedding-small";
-
-/// A small Python repository whose own tests pass; returns its `main` commit.
-fn source_repository(dir: &Path) -> String {
-    git(dir, &["init", "--quiet", "--initial-branch=main"]);
-    std::fs::create_dir_all(dir.join("shop")).expect("a directory");
-    std::fs::write(dir.join("shop/__init__.py"), "").expect("a file");
-    std::fs::write(
-        dir.join("shop/cart.py"),
-        "def total(prices):\n    \"\"\"The sum of the prices in a cart.\"\"\"\n    return sum(prices)\n",
-    )
-    .expect("a file");
-    std::fs::write(
-        dir.join("test_cart.py"),
-        "import unittest\n\nfrom shop.cart import total\n\n\nclass CartTest(unittest.TestCase):\n    def test_total(self):\n        self.assertEqual(total([1, 2]), 3)\n",
-    )
-    .expect("a file");
-    git(dir, &["add", "."]);
-    git(dir, &["commit", "--quiet", "-m", "shop"]);
-    git(dir, &["rev-parse", "HEAD"])
-}
 
 #[test]
 fn a_repository_task_retrieves_code_with_the_provider_s_embeddings() {
@@ -48,7 +27,7 @@ fn a_repository_task_retrieves_code_with_the_provider_s_embeddings() {
             "--local",
             "--wait",
             "--text",
-            "Add a function that prints the cart's total",
+            CART_PROMPT,
             "--repo",
             &repo,
             "--base-ref",

@@ -252,6 +252,10 @@ async fn a_repository_the_api_would_refuse_comes_back_as_typed_with_the_reason()
             [("repository_url", ""), ("base_ref", "main")],
             "the repository's URL is empty",
         ),
+        (
+            [("repository_url", ""), ("push", "1")],
+            "the repository's URL is empty",
+        ),
     ] {
         let mut form = vec![("prompt", PROMPT), ("csrf", app.state.csrf_token())];
         form.extend(fields);
@@ -272,6 +276,14 @@ async fn a_repository_the_api_would_refuse_comes_back_as_typed_with_the_reason()
             refused.body
         );
         for (name, value) in fields {
+            if name == "push" {
+                assert!(
+                    refused.body.contains(r#"name="push" value="1" checked>"#),
+                    "push stays checked: {}",
+                    refused.body
+                );
+                continue;
+            }
             assert!(
                 refused.body.contains(&format!(
                     r#"<input id="{name}" name="{name}" type="text" value="{}""#,

@@ -51,6 +51,9 @@ pub(crate) struct EnqueueForm {
     /// The repository's own test command (blank: detected from its files).
     #[serde(default)]
     test_command: String,
+    /// Present when the published change is also pushed to the repository.
+    #[serde(default)]
+    push: Option<String>,
     /// The token of the page the form came from.
     #[serde(default)]
     csrf: String,
@@ -112,9 +115,10 @@ impl EnqueueForm {
 
     /// Whether any field of the repository was given, so that a refused form shows them.
     fn has_repository(&self) -> bool {
-        [&self.repository_url, &self.base_ref, &self.test_command]
-            .iter()
-            .any(|field| !field.trim().is_empty())
+        self.push.is_some()
+            || [&self.repository_url, &self.base_ref, &self.test_command]
+                .iter()
+                .any(|field| !field.trim().is_empty())
     }
 
     /// The repository the form names, checked as the API checks it; `None` for a blank URL.
@@ -124,8 +128,8 @@ impl EnqueueForm {
         if url.is_empty() {
             if self.has_repository() {
                 return Err(WebError::BadRequest(
-                    "the repository's URL is empty: a base ref or a test command needs the \
-                     repository they belong to"
+                    "the repository's URL is empty: a base ref, a test command or a push \
+                     needs the repository it belongs to"
                         .into(),
                 ));
             }
@@ -139,6 +143,9 @@ impl EnqueueForm {
         let test_command = self.test_command.trim();
         if !test_command.is_empty() {
             repository = repository.with_test_command(test_command);
+        }
+        if self.push.is_some() {
+            repository = repository.with_push();
         }
         repository.check().map_err(|problem| {
             WebError::BadRequest(format!("the repository cannot be used: {problem}"))
@@ -324,6 +331,11 @@ fn enqueue_form(state: &WebState, form: &EnqueueForm) -> Markup {
                     (text_input("test_command", "Test command", &form.test_command,
                         "python3 -m unittest discover -v",
                         "The repository's own tests, run before and after the change. Blank: detected from its files."))
+                    label.checkbox.wide for="push" {
+                        input #push type="checkbox" name="push" value="1"
+                            checked[form.push.is_some()] disabled[disabled];
+                        " Also push the published branch agent/<task id> to this repository"
+                    }
                 }
             }
             (layout::csrf_field(state))
@@ -399,6 +411,17 @@ mod tests {
             on_repository.repository,
             Some(Repository::new("/srv/git/shop.git").at("main"))
         );
+        let pushed = form(&[
+            ("prompt", "hi"),
+            ("repository_url", "/srv/git/shop.git"),
+            ("push", "1"),
+        ])
+        .task()
+        .expect("a task");
+        assert_eq!(
+            pushed.repository,
+            Some(Repository::new("/srv/git/shop.git").with_push())
+        );
         for (fields, expected) in [
             (
                 [
@@ -416,6 +439,10 @@ mod tests {
             ),
             (
                 [("repository_url", ""), ("base_ref", "main")],
+                "the repository's URL is empty",
+            ),
+            (
+                [("repository_url", ""), ("push", "1")],
                 "the repository's URL is empty",
             ),
         ] {

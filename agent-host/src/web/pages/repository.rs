@@ -25,6 +25,9 @@ pub(super) fn header_entries(repository: &Repository) -> Markup {
         @if let Some(command) = &repository.test_command {
             dt { "Test command" } dd { code { (text::user(command)) } }
         }
+        @if repository.push {
+            dt { "Push" } dd #task-push { "the published branch goes to this repository too" }
+        }
     }
 }
 
@@ -357,6 +360,21 @@ mod tests {
     use super::*;
 
     const DIFF: &str = "diff --git a/shop/cart.py b/shop/cart.py\nindex 1..2 100644\n--- a/shop/cart.py\n+++ b/shop/cart.py\n@@ -1,2 +1,2 @@\n def total(prices):\n-    return sum(prices) - 1\n+    return sum(prices)\ndiff --git a/OLD.txt b/OLD.txt\ndeleted file mode 100644\n--- a/OLD.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n--- to be deleted\n[… 12 more bytes of diff …]";
+
+    #[test]
+    fn the_header_names_the_repository_without_its_password_and_says_when_it_is_pushed_to() {
+        let plain = header_entries(&Repository::new("https://bot:s3cret@example.com/shop.git"))
+            .into_string();
+        assert!(
+            plain.contains("https://bot:***@example.com/shop.git"),
+            "{plain}"
+        );
+        assert!(!plain.contains("s3cret"), "{plain}");
+        assert!(!plain.contains("task-push"), "{plain}");
+        let pushed =
+            header_entries(&Repository::new("/srv/git/shop.git").with_push()).into_string();
+        assert!(pushed.contains(r#"id="task-push""#), "{pushed}");
+    }
 
     #[test]
     fn a_unified_diff_is_numbered_from_its_hunks() {
