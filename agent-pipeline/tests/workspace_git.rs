@@ -730,3 +730,178 @@ async fn a_file_left_by_a_run_is_read_only_when_reached_without_links() -> TestR
     );
     Ok(())
 }
+
+/// The inode and modification time of `path`: what changes when a file is rewritten.
+#[cfg(unix)]
+fn identity(path: &Path) -> std::io::Result<(u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::symlink_metadata(path)?;
+    Ok((metadata.ino(), metadata.modified()?))
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn only_what_differs_is_rewritten_and_what_a_run_changed_is_restored() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir()?;
+    let workspace = TaskWorkspace::open(data.path(), TaskId::new()).await?;
+    let files = [
+        file("src/lib.rs", "pub fn a() {}\n"),
+        file("src/same_size.rs", "one\n"),
+        file("src/grown.rs", "short\n"),
+        file("scripts/run.sh", "echo run\n"),
+        file("README.md", "unchanged\n"),
+    ];
+    let first = workspace
+        .commit_files(None, &files, "implement@v1", &limits())
+        .await?;
+    let dir = workspace.dir();
+    let unchanged = [dir.join("src/lib.rs"), dir.join("README.md")];
+    let before: Vec<_> = unchanged
+        .iter()
+        .map(|path| identity(path))
+        .collect::<Result<_, _>>()?;
+    // File systems with coarse time stamps would not show a rewrite within the same tick.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    // A test run edits files: the same size with other bytes, a longer content, a mode.
+    std::fs::write(dir.join("src/same_size.rs"), "two\n")?;
+    std::fs::write(dir.join("src/grown.rs"), "much longer now\n")?;
+    std::fs::set_permissions(
+        dir.join("scripts/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )?;
+
+    let removed = workspace.check_out(&first.id).await?;
+    assert_eq!(removed, 3, "the three edited files are replaced");
+    for (path, expected) in unchanged.iter().zip(&before) {
+        assert_eq!(
+            &identity(path)?,
+            expected,
+            "{} is not rewritten",
+            path.display()
+        );
+    }
+    for file in &files {
+        assert_eq!(std::fs::read_to_string(dir.join(&file.path))?, file.content);
+    }
+    let mode = std::fs::metadata(dir.join("scripts/run.sh"))?
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0, "the execute bit a run set is gone");
+
+    // A new attempt changes one file: the others stay as they are.
+    let second = workspace
+        .commit_files(
+            None,
+            &[
+                file("src/lib.rs", "pub fn a() { changed() }\n"),
+                file("src/same_size.rs", "one\n"),
+                file("src/grown.rs", "short\n"),
+                file("scripts/run.sh", "echo run\n"),
+                file("README.md", "unchanged\n"),
+            ],
+            "implement@v2",
+            &limits(),
+        )
+        .await?;
+    assert_eq!(identity(&unchanged[1])?, before[1], "README.md is kept");
+    assert_eq!(
+        std::fs::read_to_string(&unchanged[0])?,
+        "pub fn a() { changed() }\n"
+    );
+    assert_eq!(second.parent, first.id);
+    Ok(())
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn leftovers_are_removed_at_every_depth_without_following_links() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let outside = root.path().join("outside");
+    std::fs::create_dir(&outside)?;
+    std::fs::write(outside.join("keep.txt"), "outside")?;
+    let workspace = TaskWorkspace::open(&root.path().join("data"), TaskId::new()).await?;
+    let commit = workspace
+        .commit_files(
+            None,
+            &[
+                file("src/lib.rs", "lib\n"),
+                file("src/deep/mod.rs", "mod\n"),
+            ],
+            "implement@v1",
+            &limits(),
+        )
+        .await?;
+    let dir = workspace.dir();
+    // What a test run leaves: files and directories next to the commit's, and links, one of
+    // them where a directory of the commit was.
+    std::fs::write(dir.join("src/leftover.log"), "log")?;
+    std::fs::create_dir_all(dir.join("src/deep/__pycache__/nested"))?;
+    std::fs::write(dir.join("src/deep/__pycache__/nested/x.pyc"), "pyc")?;
+    std::fs::create_dir(dir.join("target"))?;
+    std::os::unix::fs::symlink(&outside, dir.join("src/outside"))?;
+    std::os::unix::fs::symlink(outside.join("keep.txt"), dir.join("link.txt"))?;
+    std::fs::remove_dir_all(dir.join("src/deep"))?;
+    std::os::unix::fs::symlink(&outside, dir.join("src/deep"))?;
+
+    workspace.check_out(&commit.id).await?;
+    assert_eq!(
+        tree(dir),
+        ["src", "src/deep", "src/deep/mod.rs", "src/lib.rs"]
+    );
+    assert!(std::fs::symlink_metadata(dir.join("src/deep"))?.is_dir());
+    let outside_entries: Vec<_> = std::fs::read_dir(&outside)?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(outside_entries, ["keep.txt"], "nothing written outside");
+    assert_eq!(
+        std::fs::read_to_string(outside.join("keep.txt"))?,
+        "outside"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_file_becomes_a_directory_and_back() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let workspace = TaskWorkspace::open(data.path(), TaskId::new()).await?;
+    let as_file = workspace
+        .commit_files(None, &[file("config", "a file\n")], "file", &limits())
+        .await?;
+    let as_dir = workspace
+        .commit_files(
+            None,
+            &[file("config/app.toml", "in a directory\n")],
+            "directory",
+            &limits(),
+        )
+        .await?;
+    let dir = workspace.dir();
+    assert_eq!(tree(dir), ["config", "config/app.toml"]);
+
+    workspace.check_out(&as_file.id).await?;
+    assert_eq!(tree(dir), ["config"]);
+    assert_eq!(std::fs::read_to_string(dir.join("config"))?, "a file\n");
+
+    // A test run swaps them itself: the file for a directory…
+    std::fs::remove_file(dir.join("config"))?;
+    std::fs::create_dir_all(dir.join("config/sub"))?;
+    workspace.check_out(&as_file.id).await?;
+    assert_eq!(tree(dir), ["config"]);
+    assert_eq!(std::fs::read_to_string(dir.join("config"))?, "a file\n");
+
+    workspace.check_out(&as_dir.id).await?;
+    assert_eq!(tree(dir), ["config", "config/app.toml"]);
+    // …and the directory for a file.
+    std::fs::remove_dir_all(dir.join("config"))?;
+    std::fs::write(dir.join("config"), "planted")?;
+    workspace.check_out(&as_dir.id).await?;
+    assert_eq!(tree(dir), ["config", "config/app.toml"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("config/app.toml"))?,
+        "in a directory\n"
+    );
+    Ok(())
+}

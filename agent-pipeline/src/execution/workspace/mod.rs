@@ -288,7 +288,8 @@ struct TreeEntry {
 /// The workspace is an ordinary git repository whose history is linear: an empty root commit
 /// made when it is created, then one commit per [`commit_files`](Self::commit_files) call.
 /// Each commit holds exactly the files given (plus, when asked, a base commit's files), with
-/// their bytes unchanged; the work tree is rewritten to match so that a sandbox can run it.
+/// their bytes unchanged; the work tree is brought to match (only the files that differ are
+/// rewritten) so that a sandbox can run it.
 /// Git runs with a fixed configuration: no hooks, no signing, no user or system settings.
 ///
 /// One workspace is meant to be used by one step at a time.
@@ -405,10 +406,12 @@ impl TaskWorkspace {
     ///
     /// `files` are checked with [`check_files`] first; nothing changes when they are refused.
     /// A file of `files` replaces the base's file at the same path, and also a base file or
-    /// directory it clashes with (`a` against `a/b`). Whatever was in the work tree before
-    /// (a test run's leftovers, symbolic links included) is removed without following links;
-    /// only `.git` stays. The files are committed byte for byte (no line-ending conversion or
-    /// filters), even when a `.gitignore` would ignore them.
+    /// directory it clashes with (`a` against `a/b`). Whatever else was in the work tree
+    /// before (a test run's leftovers, symbolic links included) is removed without following
+    /// links; only `.git` stays. A file that already holds the right bytes is not rewritten,
+    /// so that a change to a large repository costs what it changes. The files are committed
+    /// byte for byte (no line-ending conversion or filters), even when a `.gitignore` would
+    /// ignore them.
     pub async fn commit_files(
         &self,
         base: Option<&CommitId>,
@@ -492,7 +495,7 @@ impl TaskWorkspace {
         let kept_ids: Vec<&str> = kept.iter().map(|e| e.id.as_str()).collect();
         let kept_contents = self.read_blobs(&kept_ids).await?;
 
-        // The work tree: emptied, then exactly the commit's files.
+        // The work tree: exactly the commit's files.
         let mut tree: Vec<(String, Vec<u8>)> = kept
             .iter()
             .map(|e| e.path.clone())
@@ -577,33 +580,38 @@ impl TaskWorkspace {
         Ok(Commit { id, parent: head })
     }
 
-    /// Rewrites the work tree to hold exactly `commit`'s files (without committing), e.g. to
-    /// run the tests of the base; returns how many entries were removed first.
+    /// Makes the work tree hold exactly `commit`'s files (without committing), e.g. to run the
+    /// tests of the base; returns how many entries were removed (leftovers, and files that
+    /// were not `commit`'s). Files that already hold `commit`'s bytes are left alone.
     pub async fn check_out(&self, commit: &CommitId) -> Result<usize, WorkspaceError> {
         let files = self.files_at(commit).await?;
         self.replace_work_tree(files).await
     }
 
-    /// Empties the work tree (all but `.git`, without following links) and writes `tree`
-    /// into it; returns how many entries were removed.
+    /// Makes the work tree hold exactly `tree` (all but `.git`, without following links),
+    /// rewriting only the files that differ; returns how many entries were removed.
     async fn replace_work_tree(
         &self,
         tree: Vec<(String, Vec<u8>)>,
     ) -> Result<usize, WorkspaceError> {
         let dir = self.dir.clone();
-        blocking(&self.dir, move || {
+        let synced = blocking(&self.dir, move || {
             if let Some(task_dir) = dir.parent() {
                 paths::check_real_dir(task_dir)?;
             }
             paths::check_real_dir(&dir)?;
             paths::check_real_dir(&dir.join(".git"))?;
-            let removed = paths::clean_work_tree(&dir)?;
-            for (path, content) in &tree {
-                paths::write_new_file(&dir, path, content)?;
-            }
-            Ok(removed)
+            paths::sync_work_tree(&dir, &tree)
         })
-        .await
+        .await?;
+        tracing::debug!(
+            dir = %self.dir.display(),
+            removed = synced.removed,
+            written = synced.written,
+            kept = synced.kept,
+            "work tree updated"
+        );
+        Ok(synced.removed)
     }
 
     /// The commit the task's change starts from: the base ref of the repository the

@@ -1,7 +1,7 @@
 //! Checking the paths a model gives, and writing and removing files in a work tree without
 //! ever following a symbolic link.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -186,8 +186,6 @@ pub(super) fn check_real_dir(path: &Path) -> Result<(), WorkspaceError> {
     Ok(())
 }
 
-/// Removes everything in `dir` except `.git`. Symbolic links are removed, never followed.
-/// Returns how many entries were removed.
 /// Removes the lock files a git process leaves behind when it is killed half-way (the index's,
 /// HEAD's and the branches'), and returns their names.
 ///
@@ -217,32 +215,183 @@ pub(super) fn remove_stale_locks(git_dir: &Path) -> Result<Vec<String>, Workspac
     Ok(removed)
 }
 
-pub(super) fn clean_work_tree(dir: &Path) -> Result<usize, WorkspaceError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))?;
-    let mut removed = 0;
+/// What [`sync_work_tree`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Synced {
+    /// Entries removed: leftovers (files, directories with all they hold, symbolic links) and
+    /// files whose content or permissions were not the target's.
+    pub(super) removed: usize,
+    /// Files written.
+    pub(super) written: usize,
+    /// Files that already held the target's bytes and were left alone.
+    pub(super) kept: usize,
+}
+
+/// Makes the work tree `dir` hold exactly `tree` (paths accepted by [`check_files`] and their
+/// bytes), all but `.git`, rewriting only what differs.
+///
+/// Every entry is looked at with `symlink_metadata`, so no symbolic link is followed: a link
+/// is removed wherever it is, as is anything that is not a regular file or a directory, a
+/// file or directory the tree does not hold, and a file whose size, bytes or permissions
+/// (owner read and write, no execute or special bits, as [`write_new_file`] creates it) are
+/// not the target's. A file is compared by its content, not by a remembered time stamp, so
+/// whatever a test run did to it since the last call is seen. Missing files are then written
+/// with [`write_new_file`].
+pub(super) fn sync_work_tree(
+    dir: &Path,
+    tree: &[(String, Vec<u8>)],
+) -> Result<Synced, WorkspaceError> {
+    let files: HashMap<&str, &[u8]> = tree
+        .iter()
+        .map(|(path, content)| (path.as_str(), content.as_slice()))
+        .collect();
+    let dirs: HashSet<&str> = tree
+        .iter()
+        .flat_map(|(path, _)| path.match_indices('/').map(|(end, _)| &path[..end]))
+        .collect();
+    let mut synced = Synced::default();
+    let mut kept = HashSet::new();
+    sync_dir(dir, "", &files, &dirs, &mut kept, &mut synced)?;
+    for (path, content) in tree {
+        if !kept.contains(path.as_str()) {
+            write_new_file(dir, path, content)?;
+            synced.written += 1;
+        }
+    }
+    synced.kept = kept.len();
+    Ok(synced)
+}
+
+/// One directory of [`sync_work_tree`]: `current` is the directory `prefix` (empty for the
+/// work tree itself, else ending in `/`) of the tree.
+fn sync_dir<'a>(
+    current: &Path,
+    prefix: &str,
+    files: &HashMap<&'a str, &[u8]>,
+    dirs: &HashSet<&str>,
+    kept: &mut HashSet<&'a str>,
+    synced: &mut Synced,
+) -> Result<(), WorkspaceError> {
+    let entries = match std::fs::read_dir(current) {
+        Ok(entries) => entries,
+        // A test run may have taken away the directory's permissions.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !prefix.is_empty() => {
+            make_writable(current);
+            std::fs::read_dir(current).map_err(|e| io_error("list", current, e))?
+        }
+        Err(e) => return Err(io_error("list", current, e)),
+    };
     for entry in entries {
-        let entry = entry.map_err(|e| io_error("list", dir, e))?;
-        if entry.file_name() == ".git" {
+        let entry = entry.map_err(|e| io_error("list", current, e))?;
+        let name = entry.file_name();
+        if prefix.is_empty() && name == ".git" {
             continue;
         }
         let path = entry.path();
         let metadata =
             std::fs::symlink_metadata(&path).map_err(|e| io_error("inspect", &path, e))?;
+        // A name that is not UTF-8 is in no tree: it is removed below.
+        let relative = name.to_str().map(|name| format!("{prefix}{name}"));
         if metadata.is_dir() {
-            if let Err(e) = std::fs::remove_dir_all(&path) {
-                // A test run may have left directories without write permission.
-                if e.kind() != io::ErrorKind::PermissionDenied {
-                    return Err(io_error("remove", &path, e));
+            if let Some(relative) = relative.as_deref().filter(|r| dirs.contains(r)) {
+                if !owner_can_use_dir(&metadata) {
+                    make_writable(&path);
                 }
-                make_writable(&path);
-                std::fs::remove_dir_all(&path).map_err(|e| io_error("remove", &path, e))?;
+                sync_dir(&path, &format!("{relative}/"), files, dirs, kept, synced)?;
+                continue;
             }
+            remove_dir(&path)?;
         } else {
+            let target = relative
+                .as_deref()
+                .and_then(|r| files.get_key_value(r))
+                .filter(|_| metadata.is_file());
+            if let Some((relative, content)) = target
+                && holds(&path, &metadata, content)
+            {
+                kept.insert(*relative);
+                continue;
+            }
             std::fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
         }
-        removed += 1;
+        synced.removed += 1;
     }
-    Ok(removed)
+    Ok(())
+}
+
+/// Removes the directory `path` and all it holds, without following links.
+fn remove_dir(path: &Path) -> Result<(), WorkspaceError> {
+    if let Err(e) = std::fs::remove_dir_all(path) {
+        // A test run may have left directories without write permission.
+        if e.kind() != io::ErrorKind::PermissionDenied {
+            return Err(io_error("remove", path, e));
+        }
+        make_writable(path);
+        std::fs::remove_dir_all(path).map_err(|e| io_error("remove", path, e))?;
+    }
+    Ok(())
+}
+
+/// Whether the regular file `path` (as `metadata` describes it) holds exactly `content`, with
+/// the permissions [`write_new_file`] gives a file.
+fn holds(path: &Path, metadata: &std::fs::Metadata, content: &[u8]) -> bool {
+    use std::io::Read;
+    if u64::try_from(content.len()).ok() != Some(metadata.len()) || !plain_file_mode(metadata) {
+        return false;
+    }
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    // The file opened must be the one inspected, not something put in its place since.
+    match file.metadata() {
+        Ok(opened) if opened.is_file() && same_file(&opened, metadata) => {}
+        _ => return false,
+    }
+    let mut existing = Vec::with_capacity(content.len());
+    // One byte more than expected tells a file that grew since it was inspected.
+    let limit = u64::try_from(content.len())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    match (&mut file).take(limit).read_to_end(&mut existing) {
+        Ok(_) => existing == content,
+        Err(_) => false,
+    }
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    true
+}
+
+/// Owner read and write, no execute bit, no set-id or sticky bit.
+#[cfg(unix)]
+fn plain_file_mode(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = metadata.permissions().mode();
+    mode & 0o600 == 0o600 && mode & 0o7111 == 0
+}
+
+#[cfg(not(unix))]
+fn plain_file_mode(metadata: &std::fs::Metadata) -> bool {
+    !metadata.permissions().readonly()
+}
+
+/// Whether the owner may list, enter and write the directory.
+#[cfg(unix)]
+fn owner_can_use_dir(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    metadata.permissions().mode() & 0o700 == 0o700
+}
+
+#[cfg(not(unix))]
+fn owner_can_use_dir(_: &std::fs::Metadata) -> bool {
+    true
 }
 
 /// Gives the owner full access to `path` and every directory under it (not through links).
