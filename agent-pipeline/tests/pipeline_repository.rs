@@ -494,3 +494,65 @@ async fn the_change_is_pushed_to_the_task_s_own_repository_when_asked() -> TestR
     harness.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repository_s_tests_run_on_the_base_once_per_task() -> TestResult {
+    let source = tempfile::tempdir()?;
+    source_repository(source.path())?;
+    let url = source.path().display().to_string();
+    // The implementation leaves the bug, so the gate sends the task round again and the
+    // Test step runs twice.
+    let unfixed = Tweaked::new(|request, value| match request.schema_name.as_str() {
+        "implementation" => {
+            value["files"] = json!([{ "path": "NOTES.md", "content": "looked at it\n" }]);
+        }
+        "test_plan" => {
+            value["test_files"] = json!([{
+                "path": "test_notes.py",
+                "content": "import unittest\n\n\nclass NotesTest(unittest.TestCase):\n    def test_nothing(self):\n        self.assertTrue(True)\n",
+            }]);
+            value["command"] = json!("python3 -m unittest test_notes -v");
+        }
+        _ => {}
+    });
+    let mut harness = start_with(|b| b.llm(unfixed).gate_rounds(2)).await?;
+    // Each run prints the time in nanoseconds: a run made again prints another.
+    let command = "python3 -m unittest test_cart -v; status=$?; date +%s%N; exit $status";
+    let task = NewTask::new("Make the failing test pass")
+        .on_repository(Repository::new(&url).with_test_command(command));
+    let task_id = harness.pipeline.enqueue(task).await?;
+    let last = finish(&harness.pipeline, task_id).await?;
+    assert_eq!(last.status, ReportStatus::Error, "{last:?}");
+
+    let step = agent_pipeline::StepId::v1(Stage::Test);
+    let latest = common::artifact(&harness, task_id, Stage::Test).await?;
+    assert!(latest.attempt.get() >= 2, "Test ran again: {latest:?}");
+    let first = harness
+        .pipeline
+        .artifacts()
+        .read_attempt(task_id, step, agent_pipeline::Attempt::FIRST)
+        .await?
+        .ok_or("no first Test attempt")?;
+    let first = &first.output["repository_tests"];
+    let latest = &latest.output["repository_tests"];
+    assert_eq!(first["before_reused"], false, "{first}");
+    assert_eq!(first["before"]["failed"], 1, "{first}");
+    assert_eq!(latest["before_reused"], true, "{latest}");
+    assert_eq!(
+        latest["before"], first["before"],
+        "the run on the base is the first attempt's, not a new one"
+    );
+    assert_ne!(
+        latest["after"]["run"]["output"], first["after"]["run"]["output"],
+        "the run after the change is made again"
+    );
+    assert!(
+        harness
+            .task_dir(task_id)
+            .join("repository-tests-before.json")
+            .is_file(),
+        "the run on the base is kept beside the workspace"
+    );
+    harness.stop().await;
+    Ok(())
+}

@@ -225,6 +225,7 @@ fn samples() -> Vec<(&'static str, Value)> {
                 counted_from: None,
                 run: run(),
             },
+            before_reused: true,
         }),
     };
     let killed = TestReport {

@@ -150,6 +150,11 @@ pub struct RepositoryTests {
     pub before: CountedRun,
     /// The run on the tested commit: the change and the tester's tests.
     pub after: CountedRun,
+    /// Whether `before` is the run an earlier Test attempt (or an earlier run of this task)
+    /// made on the same base with the same command and sandbox limits, kept beside the
+    /// task's workspace, rather than a new one: the base does not change within a task.
+    #[serde(default)]
+    pub before_reused: bool,
 }
 
 /// One run of a test command, with the counts read from its output.

@@ -20,6 +20,10 @@ use crate::publish::Publisher;
 use crate::store::Artifact;
 use crate::wire::{Repository, StepRequest};
 
+/// The file in `DATA_DIR/<task_id>/` (beside the workspace, out of the sandbox's reach) that
+/// keeps the repository's test run on the base, see [`Deps::run_repository_tests`].
+const BASELINE_FILE: &str = "repository-tests-before.json";
+
 /// The largest JUnit XML report read.
 const JUNIT_LIMIT: u64 = 16 * 1024 * 1024;
 
@@ -342,6 +346,10 @@ impl Deps {
     /// The repository's own test command (given, or detected from its files) run on the
     /// tested commit, then on the base, the work tree being put back to the tested commit
     /// after; `None` when there is no command.
+    ///
+    /// The run on the base is kept in [`BASELINE_FILE`] beside the workspace and reused, without
+    /// checking out the base, by the task's later Test attempts while the base, the command and
+    /// the sandbox limits are the same.
     async fn run_repository_tests(
         &self,
         workspace: &TaskWorkspace,
@@ -364,15 +372,36 @@ impl Deps {
         };
         let after = self.counted_run(workspace, &command).await?;
         let base = workspace.base().await?;
+        let key = BaselineKey::new(&base, &command, &self.execution.sandbox_limits);
+        let cache = workspace
+            .dir()
+            .parent()
+            .map(|task_dir| task_dir.join(BASELINE_FILE));
+        if let Some(before) = match &cache {
+            Some(cache) => read_baseline(cache, &key).await,
+            None => None,
+        } {
+            tracing::info!(%command, base = %base, failed_before = before.failed, failed_after = after.failed, "the repository's tests ran after the change; the run before it is reused");
+            return Ok(Some(RepositoryTests {
+                command,
+                before,
+                after,
+                before_reused: true,
+            }));
+        }
         workspace.check_out(&base).await?;
         let before = self.counted_run(workspace, &command).await;
         workspace.check_out(tested).await?;
         let before = before?;
+        if let Some(cache) = cache {
+            write_baseline(cache, key, before.clone()).await;
+        }
         tracing::info!(%command, failed_before = before.failed, failed_after = after.failed, "the repository's tests ran before and after the change");
         Ok(Some(RepositoryTests {
             command,
             before,
             after,
+            before_reused: false,
         }))
     }
 
@@ -477,4 +506,84 @@ fn cut_diff(mut diff: String) -> String {
         diff.push_str(&format!("\n[… {omitted} more bytes of diff …]"));
     }
     diff
+}
+
+/// What the repository's test run on the base depends on: the same key, the same run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct BaselineKey {
+    base: CommitId,
+    command: String,
+    timeout_ms: u128,
+    memory_bytes: u64,
+    output_bytes: usize,
+    max_processes: Option<u32>,
+    disk_bytes: Option<u64>,
+}
+
+impl BaselineKey {
+    fn new(base: &CommitId, command: &str, limits: &SandboxLimits) -> Self {
+        Self {
+            base: base.clone(),
+            command: command.to_owned(),
+            timeout_ms: limits.timeout.as_millis(),
+            memory_bytes: limits.memory_bytes,
+            output_bytes: limits.output_bytes,
+            max_processes: limits.max_processes,
+            disk_bytes: limits.disk_bytes,
+        }
+    }
+}
+
+/// The content of [`BASELINE_FILE`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Baseline {
+    key: BaselineKey,
+    before: CountedRun,
+}
+
+/// The kept run on the base for `key`, when there is one; a missing, unreadable or other
+/// key's file is no run (the run is made again).
+async fn read_baseline(path: &std::path::Path, key: &BaselineKey) -> Option<CountedRun> {
+    let bytes = match tokio::fs::read(path).await {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot read the kept run of the repository's tests on the base");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<Baseline>(&bytes) {
+        Ok(kept) if &kept.key == key => Some(kept.before),
+        Ok(_) => None,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "the kept run of the repository's tests on the base is unreadable");
+            None
+        }
+    }
+}
+
+/// Keeps `before` for `key` in `path`, replacing it atomically; a failure is logged (the
+/// next attempt runs the tests on the base again).
+async fn write_baseline(path: std::path::PathBuf, key: BaselineKey, before: CountedRun) {
+    let bytes = match serde_json::to_vec_pretty(&Baseline { key, before }) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::warn!(%error, "cannot encode the run of the repository's tests on the base");
+            return;
+        }
+    };
+    let written = tokio::task::spawn_blocking(move || {
+        crate::store::fs_util::write_replacing(&path, &bytes, false)
+            .map_err(|error| format!("{}: {error}", path.display()))
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "cannot keep the run of the repository's tests on the base");
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot keep the run of the repository's tests on the base");
+        }
+    }
 }
