@@ -587,3 +587,75 @@ async fn write_baseline(path: std::path::PathBuf, key: BaselineKey, before: Coun
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(digit: char) -> CommitId {
+        match CommitId::try_from(digit.to_string().repeat(40)) {
+            Ok(id) => id,
+            Err(problem) => panic!("{problem}"),
+        }
+    }
+
+    fn counted(output: &str) -> CountedRun {
+        CountedRun {
+            passed: 2,
+            failed: 1,
+            skipped: 0,
+            counted_from: Some("unittest".into()),
+            run: RunOutput {
+                sandbox: "bubblewrap".into(),
+                command: "make test".into(),
+                exit_code: Some(1),
+                timed_out: false,
+                duration_ms: 12,
+                output: output.into(),
+                output_omitted_bytes: 0,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn the_kept_run_on_the_base_is_reused_only_for_the_same_base_command_and_limits() {
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(error) => panic!("{error}"),
+        };
+        let path = dir.path().join(BASELINE_FILE);
+        let limits = SandboxLimits::default();
+        let key = BaselineKey::new(&commit('a'), "make test", &limits);
+        assert_eq!(read_baseline(&path, &key).await, None, "nothing kept yet");
+
+        write_baseline(path.clone(), key.clone(), counted("first")).await;
+        assert_eq!(read_baseline(&path, &key).await, Some(counted("first")));
+
+        let other_base = BaselineKey::new(&commit('b'), "make test", &limits);
+        let other_command = BaselineKey::new(&commit('a'), "make check", &limits);
+        let other_limits = BaselineKey::new(
+            &commit('a'),
+            "make test",
+            &SandboxLimits {
+                timeout: limits.timeout * 2,
+                ..limits
+            },
+        );
+        for other in [other_base, other_command, other_limits] {
+            assert_eq!(read_baseline(&path, &other).await, None, "{other:?}");
+        }
+
+        // A newer run for another key replaces the kept one.
+        let newer = BaselineKey::new(&commit('b'), "make test", &limits);
+        write_baseline(path.clone(), newer.clone(), counted("second")).await;
+        assert_eq!(read_baseline(&path, &newer).await, Some(counted("second")));
+        assert_eq!(read_baseline(&path, &key).await, None);
+
+        std::fs::write(&path, "not json").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            read_baseline(&path, &newer).await,
+            None,
+            "unreadable: run again"
+        );
+    }
+}
