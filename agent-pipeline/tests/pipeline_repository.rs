@@ -60,6 +60,24 @@ fn fix_the_cart(schema: &str, value: &mut serde_json::Value) {
     }
 }
 
+/// What a scripted model that does not fix the cart answers: the implementer writes notes,
+/// the tester adds a test of its own that passes and runs only that.
+fn leave_the_bug(schema: &str, value: &mut serde_json::Value) {
+    match schema {
+        "implementation" => {
+            value["files"] = json!([{ "path": "NOTES.md", "content": "looked at it\n" }]);
+        }
+        "test_plan" => {
+            value["test_files"] = json!([{
+                "path": "test_notes.py",
+                "content": "import unittest\n\n\nclass NotesTest(unittest.TestCase):\n    def test_nothing(self):\n        self.assertTrue(True)\n",
+            }]);
+            value["command"] = json!("python3 -m unittest test_notes -v");
+        }
+        _ => {}
+    }
+}
+
 /// The section of a prompt that holds the repository's retrieved code.
 fn retrieved_section(prompt: &str) -> String {
     let Some((_, rest)) = prompt.split_once("## The repository's code that matters") else {
@@ -90,6 +108,61 @@ fn commit(dir: &Path, message: &str) -> Result<String, Box<dyn std::error::Error
 
 fn paths(files: &[(String, Vec<u8>)]) -> Vec<&str> {
     files.iter().map(|(path, _)| path.as_str()).collect()
+}
+
+/// The owner's execute bit of `path`.
+fn is_executable(path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::symlink_metadata(path)?.permissions().mode() & 0o100 != 0)
+}
+
+/// A repository's executable script (`./run_tests.sh` as its test command, say) stays
+/// executable in the work tree and in the commits, through changes and checkouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repository_s_executables_stay_executable() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let source = tempfile::tempdir()?;
+    source_repository(source.path())?;
+    let script = source.path().join("run_tests.sh");
+    std::fs::write(&script, "#!/bin/sh\nexec python3 -m unittest -v\n")?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    git(source.path(), &["add", "run_tests.sh"])?;
+    commit(source.path(), "a test script")?;
+    let data = tempfile::tempdir()?;
+    let repository = Repository::new(source.path().display().to_string());
+    let workspace = TaskWorkspace::open_with(data.path(), TaskId::new(), Some(&repository)).await?;
+    let base = workspace.base().await?;
+    let in_tree = workspace.dir().join("run_tests.sh");
+    assert!(is_executable(&in_tree)?, "cloned executable");
+
+    let change = workspace
+        .commit_change(
+            Some(&base),
+            &[FileContent {
+                path: "shop/cart.py".into(),
+                content: FIXED_CART.into(),
+            }],
+            &[],
+            "fix",
+            &WorkspaceLimits::default(),
+        )
+        .await?;
+    assert!(is_executable(&in_tree)?, "still executable after a change");
+    let listed = git(
+        workspace.dir(),
+        &["ls-tree", change.id.as_str(), "run_tests.sh"],
+    )?;
+    assert!(listed.starts_with("100755 "), "{listed}");
+    assert!(
+        !is_executable(&workspace.dir().join("shop/cart.py"))?,
+        "a written file is not executable"
+    );
+
+    // A run takes the bit away: a checkout puts it back.
+    std::fs::set_permissions(&in_tree, std::fs::Permissions::from_mode(0o644))?;
+    workspace.check_out(&base).await?;
+    assert!(is_executable(&in_tree)?, "restored by a checkout");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,19 +440,7 @@ async fn the_repository_s_own_failing_tests_hold_the_change_back() -> TestResult
     let source = tempfile::tempdir()?;
     source_repository(source.path())?;
     let url = source.path().display().to_string();
-    let unfixed = Tweaked::new(|request, value| match request.schema_name.as_str() {
-        "implementation" => {
-            value["files"] = json!([{ "path": "NOTES.md", "content": "looked at it\n" }]);
-        }
-        "test_plan" => {
-            value["test_files"] = json!([{
-                "path": "test_notes.py",
-                "content": "import unittest\n\n\nclass NotesTest(unittest.TestCase):\n    def test_nothing(self):\n        self.assertTrue(True)\n",
-            }]);
-            value["command"] = json!("python3 -m unittest test_notes -v");
-        }
-        _ => {}
-    });
+    let unfixed = Tweaked::new(|request, value| leave_the_bug(&request.schema_name, value));
     let mut harness = start_with(|b| b.llm(unfixed).gate_rounds(1)).await?;
     let task = NewTask::new("Make the failing test pass")
         .on_repository(Repository::new(&url).with_test_command("python3 -m unittest test_cart -v"));
@@ -502,19 +563,7 @@ async fn the_repository_s_tests_run_on_the_base_once_per_task() -> TestResult {
     let url = source.path().display().to_string();
     // The implementation leaves the bug, so the gate sends the task round again and the
     // Test step runs twice.
-    let unfixed = Tweaked::new(|request, value| match request.schema_name.as_str() {
-        "implementation" => {
-            value["files"] = json!([{ "path": "NOTES.md", "content": "looked at it\n" }]);
-        }
-        "test_plan" => {
-            value["test_files"] = json!([{
-                "path": "test_notes.py",
-                "content": "import unittest\n\n\nclass NotesTest(unittest.TestCase):\n    def test_nothing(self):\n        self.assertTrue(True)\n",
-            }]);
-            value["command"] = json!("python3 -m unittest test_notes -v");
-        }
-        _ => {}
-    });
+    let unfixed = Tweaked::new(|request, value| leave_the_bug(&request.schema_name, value));
     let mut harness = start_with(|b| b.llm(unfixed).gate_rounds(2)).await?;
     // Each run prints the time in nanoseconds: a run made again prints another.
     let command = "python3 -m unittest test_cart -v; status=$?; date +%s%N; exit $status";

@@ -283,6 +283,15 @@ struct TreeEntry {
     path: String,
 }
 
+/// The paths of the executable files (git's mode `100755`) among `entries`.
+fn executables(entries: &[TreeEntry]) -> HashSet<String> {
+    entries
+        .iter()
+        .filter(|entry| entry.mode == "100755")
+        .map(|entry| entry.path.clone())
+        .collect()
+}
+
 /// A task's git workspace, `DATA_DIR/<task_id>/workspace/`.
 ///
 /// The workspace is an ordinary git repository whose history is linear: an empty root commit
@@ -506,7 +515,7 @@ impl TaskWorkspace {
                 .iter()
                 .map(|f| (f.path.clone(), f.content.clone().into_bytes())),
         );
-        let removed = self.replace_work_tree(tree).await?;
+        let removed = self.replace_work_tree(tree, executables(&kept)).await?;
 
         // The objects, the index, the tree and the commit, with plumbing only: no filters,
         // no ignore rules, no hooks.
@@ -584,8 +593,10 @@ impl TaskWorkspace {
     /// tests of the base; returns how many entries were removed (leftovers, and files that
     /// were not `commit`'s). Files that already hold `commit`'s bytes are left alone.
     pub async fn check_out(&self, commit: &CommitId) -> Result<usize, WorkspaceError> {
-        let files = self.files_at(commit).await?;
-        self.replace_work_tree(files).await
+        let entries = self.tree_entries(commit).await?;
+        let executable = executables(&entries);
+        let files = self.contents(entries).await?;
+        self.replace_work_tree(files, executable).await
     }
 
     /// Makes the work tree hold exactly `tree` (all but `.git`, without following links),
@@ -593,6 +604,7 @@ impl TaskWorkspace {
     async fn replace_work_tree(
         &self,
         tree: Vec<(String, Vec<u8>)>,
+        executable: HashSet<String>,
     ) -> Result<usize, WorkspaceError> {
         let dir = self.dir.clone();
         let synced = blocking(&self.dir, move || {
@@ -601,7 +613,7 @@ impl TaskWorkspace {
             }
             paths::check_real_dir(&dir)?;
             paths::check_real_dir(&dir.join(".git"))?;
-            paths::sync_work_tree(&dir, &tree)
+            paths::sync_work_tree(&dir, &tree, &executable)
         })
         .await?;
         tracing::debug!(
@@ -689,6 +701,14 @@ impl TaskWorkspace {
         commit: &CommitId,
     ) -> Result<Vec<(String, Vec<u8>)>, WorkspaceError> {
         let entries = self.tree_entries(commit).await?;
+        self.contents(entries).await
+    }
+
+    /// The path and content of each of `entries`, sorted by path.
+    async fn contents(
+        &self,
+        entries: Vec<TreeEntry>,
+    ) -> Result<Vec<(String, Vec<u8>)>, WorkspaceError> {
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         let contents = self.read_blobs(&ids).await?;
         let mut files: Vec<(String, Vec<u8>)> =

@@ -233,13 +233,17 @@ pub(super) struct Synced {
 /// Every entry is looked at with `symlink_metadata`, so no symbolic link is followed: a link
 /// is removed wherever it is, as is anything that is not a regular file or a directory, a
 /// file or directory the tree does not hold, and a file whose size, bytes or permissions
-/// (owner read and write, no execute or special bits, as [`write_new_file`] creates it) are
-/// not the target's. A file is compared by its content, not by a remembered time stamp, so
+/// (owner read and write, no special bits, and an execute bit exactly when the file is
+/// executable, as [`write_new_file`] creates it) are not the target's. A file is compared by its content, not by a remembered time stamp, so
 /// whatever a test run did to it since the last call is seen. Missing files are then written
 /// with [`write_new_file`].
+///
+/// The files named in `executable` (mode `100755` in git) are to be executable by their
+/// owner: they are kept only when they are, and written so.
 pub(super) fn sync_work_tree(
     dir: &Path,
     tree: &[(String, Vec<u8>)],
+    executable: &HashSet<String>,
 ) -> Result<Synced, WorkspaceError> {
     let files: HashMap<&str, &[u8]> = tree
         .iter()
@@ -251,10 +255,15 @@ pub(super) fn sync_work_tree(
         .collect();
     let mut synced = Synced::default();
     let mut kept = HashSet::new();
-    sync_dir(dir, "", &files, &dirs, &mut kept, &mut synced)?;
+    let wanted = Wanted {
+        files: &files,
+        dirs: &dirs,
+        executable,
+    };
+    sync_dir(dir, "", &wanted, &mut kept, &mut synced)?;
     for (path, content) in tree {
         if !kept.contains(path.as_str()) {
-            write_new_file(dir, path, content)?;
+            write_new_file(dir, path, content, executable.contains(path))?;
             synced.written += 1;
         }
     }
@@ -262,13 +271,20 @@ pub(super) fn sync_work_tree(
     Ok(synced)
 }
 
+/// What [`sync_work_tree`] makes the work tree hold: files by path with their bytes, the
+/// directories they are in, and which files are executable.
+struct Wanted<'a, 'b> {
+    files: &'b HashMap<&'a str, &'a [u8]>,
+    dirs: &'b HashSet<&'a str>,
+    executable: &'b HashSet<String>,
+}
+
 /// One directory of [`sync_work_tree`]: `current` is the directory `prefix` (empty for the
 /// work tree itself, else ending in `/`) of the tree.
 fn sync_dir<'a>(
     current: &Path,
     prefix: &str,
-    files: &HashMap<&'a str, &[u8]>,
-    dirs: &HashSet<&str>,
+    wanted: &Wanted<'a, '_>,
     kept: &mut HashSet<&'a str>,
     synced: &mut Synced,
 ) -> Result<(), WorkspaceError> {
@@ -293,21 +309,26 @@ fn sync_dir<'a>(
         // A name that is not UTF-8 is in no tree: it is removed below.
         let relative = name.to_str().map(|name| format!("{prefix}{name}"));
         if metadata.is_dir() {
-            if let Some(relative) = relative.as_deref().filter(|r| dirs.contains(r)) {
+            if let Some(relative) = relative.as_deref().filter(|r| wanted.dirs.contains(r)) {
                 if !owner_can_use_dir(&metadata) {
                     make_writable(&path);
                 }
-                sync_dir(&path, &format!("{relative}/"), files, dirs, kept, synced)?;
+                sync_dir(&path, &format!("{relative}/"), wanted, kept, synced)?;
                 continue;
             }
             remove_dir(&path)?;
         } else {
             let target = relative
                 .as_deref()
-                .and_then(|r| files.get_key_value(r))
+                .and_then(|r| wanted.files.get_key_value(r))
                 .filter(|_| metadata.is_file());
             if let Some((relative, content)) = target
-                && holds(&path, &metadata, content)
+                && holds(
+                    &path,
+                    &metadata,
+                    content,
+                    wanted.executable.contains(*relative),
+                )
             {
                 kept.insert(*relative);
                 continue;
@@ -333,10 +354,12 @@ fn remove_dir(path: &Path) -> Result<(), WorkspaceError> {
 }
 
 /// Whether the regular file `path` (as `metadata` describes it) holds exactly `content`, with
-/// the permissions [`write_new_file`] gives a file.
-fn holds(path: &Path, metadata: &std::fs::Metadata, content: &[u8]) -> bool {
+/// the permissions [`write_new_file`] gives a file (`executable` or not).
+fn holds(path: &Path, metadata: &std::fs::Metadata, content: &[u8], executable: bool) -> bool {
     use std::io::Read;
-    if u64::try_from(content.len()).ok() != Some(metadata.len()) || !plain_file_mode(metadata) {
+    if u64::try_from(content.len()).ok() != Some(metadata.len())
+        || !file_mode_is(metadata, executable)
+    {
         return false;
     }
     let Ok(mut file) = std::fs::File::open(path) else {
@@ -369,17 +392,38 @@ fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
     true
 }
 
-/// Owner read and write, no execute bit, no set-id or sticky bit.
+/// Owner read and write, no set-id or sticky bit, and the owner's execute bit only for an
+/// `executable` file (no execute bit at all otherwise).
 #[cfg(unix)]
-fn plain_file_mode(metadata: &std::fs::Metadata) -> bool {
+fn file_mode_is(metadata: &std::fs::Metadata, executable: bool) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let mode = metadata.permissions().mode();
-    mode & 0o600 == 0o600 && mode & 0o7111 == 0
+    let plain = mode & 0o600 == 0o600 && mode & 0o7000 == 0;
+    plain
+        && if executable {
+            mode & 0o100 == 0o100
+        } else {
+            mode & 0o111 == 0
+        }
 }
 
 #[cfg(not(unix))]
-fn plain_file_mode(metadata: &std::fs::Metadata) -> bool {
+fn file_mode_is(metadata: &std::fs::Metadata, _executable: bool) -> bool {
     !metadata.permissions().readonly()
+}
+
+/// The permissions of a file written as executable (git's `100755`).
+#[cfg(unix)]
+fn make_executable(file: &std::fs::File, path: &Path) -> Result<(), WorkspaceError> {
+    use std::os::unix::fs::PermissionsExt;
+    // On the open file (fchmod): never through a link put at its path.
+    file.set_permissions(std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| io_error("make executable", path, e))
+}
+
+#[cfg(not(unix))]
+fn make_executable(_: &std::fs::File, _: &Path) -> Result<(), WorkspaceError> {
+    Ok(())
 }
 
 /// Whether the owner may list, enter and write the directory.
@@ -417,11 +461,13 @@ fn make_writable(path: &Path) {
 }
 
 /// Writes a new file `dir/relative` (a path accepted by [`check_files`]), creating its
-/// directories. Refuses to go through a symbolic link or to replace an existing file.
+/// directories, executable by its owner when `executable`. Refuses to go through a symbolic
+/// link or to replace an existing file.
 pub(super) fn write_new_file(
     dir: &Path,
     relative: &str,
     content: &[u8],
+    executable: bool,
 ) -> Result<(), WorkspaceError> {
     let mut path = dir.to_path_buf();
     let mut components = relative.split('/').peekable();
@@ -460,5 +506,9 @@ pub(super) fn write_new_file(
         .open(&path)
         .map_err(|e| io_error("create", &path, e))?;
     file.write_all(content)
-        .map_err(|e| io_error("write", &path, e))
+        .map_err(|e| io_error("write", &path, e))?;
+    if executable {
+        make_executable(&file, &path)?;
+    }
+    Ok(())
 }
