@@ -15,6 +15,7 @@ use agent_pipeline::output::FileContent;
 use agent_pipeline::publish::{
     Change, GitHubPublisher, GitHubSettings, PublishError, Published, Publisher,
 };
+use agent_pipeline::wire::Repository;
 use axum::Router;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -63,6 +64,8 @@ struct Repo {
     trees: HashMap<String, Tree>,
     /// commit → (tree, parents, message).
     commits: HashMap<String, Commit>,
+    /// path → the mode of its last tree entry (`100644`, or `100755` for an executable).
+    modes: HashMap<String, String>,
     pulls: Vec<Pull>,
     seen: Vec<Seen>,
     /// Statuses to answer the next requests with, before looking at them.
@@ -214,7 +217,8 @@ async fn handle(
                 .flatten()
             {
                 let sha = str_field(entry, "sha");
-                if str_field(entry, "mode") != "100644"
+                let mode = str_field(entry, "mode");
+                if !matches!(mode.as_str(), "100644" | "100755")
                     || str_field(entry, "type") != "blob"
                     || !repo.blobs.contains_key(&sha)
                 {
@@ -223,6 +227,7 @@ async fn handle(
                         json!({"message": "bad tree entry"}),
                     );
                 }
+                repo.modes.insert(str_field(entry, "path"), mode);
                 entries.push((str_field(entry, "path"), sha));
             }
             let sha = repo.new_sha();
@@ -537,6 +542,64 @@ async fn first_publish_creates_blobs_tree_commit_branch_and_pull_request() {
             (Method::POST, "git/refs".to_owned()),
             (Method::POST, "pulls".to_owned()),
         ]
+    );
+}
+
+/// A repository's executable script is published executable; the files a model wrote are not.
+#[tokio::test]
+async fn an_executable_file_is_published_as_executable() {
+    use std::os::unix::fs::PermissionsExt;
+    let (server, addr, _) = start().await;
+    let source = tempfile::tempdir().expect("a directory");
+    let git = |args: &[&str]| {
+        let status = std::process::Command::new("git")
+            .arg("-C")
+            .arg(source.path())
+            .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
+            .args(args)
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "--quiet", "--initial-branch=main"]);
+    let script = source.path().join("run_tests.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("written");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    git(&["add", "."]);
+    git(&["commit", "--quiet", "-m", "script"]);
+    let temp = tempfile::tempdir().expect("a directory");
+    let task_id = TaskId::new();
+    let repository = Repository::new(source.path().display().to_string());
+    let workspace = TaskWorkspace::open_with(temp.path(), task_id, Some(&repository))
+        .await
+        .expect("a clone");
+    let base = workspace.base().await.expect("a base");
+    let commit = workspace
+        .commit_files(
+            Some(&base),
+            &[file("calc.py", "def add(a, b):\n    return a + b\n")],
+            "implementation",
+            &WorkspaceLimits::default(),
+        )
+        .await
+        .expect("a commit")
+        .id;
+    let ws = Workspace {
+        _temp: temp,
+        task_id,
+        workspace,
+    };
+    ws.publish(&publisher(addr, TOKEN), &commit)
+        .await
+        .expect("published");
+    let repo = server.repo();
+    assert_eq!(
+        repo.modes.get("run_tests.sh").map(String::as_str),
+        Some("100755")
+    );
+    assert_eq!(
+        repo.modes.get("calc.py").map(String::as_str),
+        Some("100644")
     );
 }
 

@@ -437,6 +437,7 @@ impl Publisher for GitHubPublisher {
         let base = self.settings.base_branch.trim();
         let repository = &self.settings.repository;
         let files = change.workspace.files_at(change.commit).await?;
+        let executable = change.workspace.executables_at(change.commit).await?;
         tracing::info!(
             task_id = %change.task_id,
             repository = %repository,
@@ -469,7 +470,12 @@ impl Publisher for GitHubPublisher {
                 )
                 .await?;
             let sha = string_at(&blob, "/sha", &what)?;
-            entries.push(json!({"path": path, "mode": "100644", "type": "blob", "sha": sha}));
+            let mode = if executable.contains(path) {
+                "100755"
+            } else {
+                "100644"
+            };
+            entries.push(json!({"path": path, "mode": mode, "type": "blob", "sha": sha}));
         }
 
         // 3. The tree and the commit.

@@ -704,6 +704,18 @@ impl TaskWorkspace {
         self.contents(entries).await
     }
 
+    /// The paths of `commit`'s executable files (git's mode `100755`).
+    ///
+    /// # Errors
+    ///
+    /// [`WorkspaceError::Git`] when the commit cannot be read.
+    pub async fn executables_at(
+        &self,
+        commit: &CommitId,
+    ) -> Result<HashSet<String>, WorkspaceError> {
+        Ok(executables(&self.tree_entries(commit).await?))
+    }
+
     /// The path and content of each of `entries`, sorted by path.
     async fn contents(
         &self,
