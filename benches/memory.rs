@@ -1,5 +1,6 @@
 //! What the code memory costs on a repository of 301 generated files (the retrieval tests'
-//! repository): building the index, reopening it for a second task, a lexical search, a
+//! repository): building the index, reopening it for a second task, reopening it and
+//! re-indexing an attempt's changed files for a later step, a lexical search, a
 //! hybrid search with an in-process embedder (the vector ranking and fusion, without HTTP),
 //! and packing a context.
 //!
@@ -10,7 +11,7 @@
 use std::sync::Arc;
 
 use agent_pipeline::memory::{
-    CodeMemory, ContextBuilder, EmbedError, Embedder, IndexOutcome, MemoryOptions,
+    CodeMemory, ContextBuilder, EmbedError, Embedder, FileChange, IndexOutcome, MemoryOptions,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -93,6 +94,30 @@ fn code_memory(c: &mut Criterion) {
             memory
         })
     });
+    // What a step after an attempt adds: the base's index reopened, and the 3 files the
+    // attempts changed re-indexed in memory.
+    let changes = |n: usize| -> Vec<FileChange> {
+        (0..n)
+            .map(|i| FileChange {
+                path: format!("pkg{i}/module_{i}.py"),
+                content: Some(
+                    format!("def changed_by_the_attempt_{i}(x):\n    return x\n").into_bytes(),
+                ),
+            })
+            .collect()
+    };
+    group.bench_function(
+        "reuse the index and apply 3 changed files (a later step)",
+        |b| {
+            b.iter(|| {
+                let (mut memory, _) = open(&dir, MemoryOptions::default());
+                match runtime.block_on(memory.apply(changes(3))) {
+                    Ok(stats) if stats.changed_files == 3 => memory,
+                    other => panic!("the apply failed: {other:?}"),
+                }
+            })
+        },
+    );
     group.finish();
 
     let search = |memory: &CodeMemory, k| match runtime.block_on(memory.search(QUESTION, k)) {
