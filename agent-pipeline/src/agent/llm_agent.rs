@@ -10,11 +10,17 @@ use serde_json::Value;
 use super::{Agent, AgentError, AgentInput, AgentOutput, CodeContext};
 use crate::ids::Stage;
 use crate::llm::{Llm, LlmRequest, Message, Role, Usage};
-use crate::output::{StageOutput, parse_output, strict_schema};
+use crate::output::{Implementation, StageOutput, parse_output, strict_schema};
 
-/// Fields of an earlier artifact that record what that step's model was shown (the code
-/// retrieved for it), not what the step produced: later prompts leave them out.
-const RECORD_ONLY_FIELDS: &[&str] = &[CodeContext::RETRIEVED, CodeContext::RETRIEVED_FROM];
+/// Fields of an earlier artifact that record what happened around the step rather than what
+/// it produced: the code its model was shown, and the workspace commits and diff of an
+/// implementation (whose files are there whole, and whose diff the reviewer gets in a section
+/// of its own). Later prompts leave them out.
+const RECORD_ONLY_FIELDS: &[&str] = &[
+    CodeContext::RETRIEVED,
+    CodeContext::RETRIEVED_FROM,
+    Implementation::WORKSPACE_FIELD,
+];
 
 /// An agent that asks an LLM for a `T`, with instructions as its system prompt.
 ///
@@ -244,6 +250,48 @@ mod tests {
             "{feedback}"
         );
         assert_eq!(seen[1].messages[2].content, "not json");
+    }
+
+    #[tokio::test]
+    async fn earlier_artifacts_are_shown_without_what_only_records_the_step() {
+        let llm = Arc::new(Scripted {
+            answers: Mutex::new(vec![
+                r#"{"design_summary":"Print a greeting","files_touched":["hello.py"]}"#.into(),
+            ]),
+            ..Default::default()
+        });
+        let mut input = input();
+        let recorded = serde_json::json!({
+            "diff_summary": "prints hello",
+            "files": [{"path": "hello.py", "content": "print('hello')\n"}],
+            "workspace": {"commit": "c0ffee", "diff": "diff --git a/hello.py b/hello.py"},
+            "retrieved": [{"path": "shop/cart.py", "start_line": 1, "end_line": 3, "score": 1.0}],
+            "retrieved_from": "c0ffee",
+        });
+        input.prior = vec![super::super::PriorArtifact {
+            step: StepId::v1(Stage::Implement),
+            output: recorded.as_object().cloned().unwrap_or_default(),
+        }];
+        let agent = LlmAgent::<Design>::new(llm.clone(), "You design.");
+        agent
+            .run(&input)
+            .await
+            .unwrap_or_else(|e| panic!("the step runs: {e}"));
+        let seen = llm.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        let prompt = &seen[0].messages[1].content;
+        assert!(
+            prompt.contains("prints hello") && prompt.contains("print('hello')"),
+            "{prompt}"
+        );
+        for left_out in [
+            "\"workspace\"",
+            "diff --git",
+            "\"retrieved\"",
+            "retrieved_from",
+            "c0ffee",
+        ] {
+            assert!(!prompt.contains(left_out), "{left_out} in {prompt}");
+        }
     }
 
     #[tokio::test]

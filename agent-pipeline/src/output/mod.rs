@@ -75,6 +75,12 @@ pub struct Implementation {
     pub deleted_files: Vec<String>,
 }
 
+impl Implementation {
+    /// The field of an implement artifact where the pipeline records the workspace commit
+    /// of the change (`commit`, `parent`) and, on a repository, its `base` and `diff`.
+    pub const WORKSPACE_FIELD: &'static str = "workspace";
+}
+
 /// A list that may be given as `null` (strict mode's way to leave out an optional field).
 fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where

@@ -81,7 +81,7 @@ pub(crate) type StepOutput = std::result::Result<Map<String, Value>, StepFailure
 
 /// The workspace commit an implement artifact records.
 pub(crate) fn implementation_commit(artifact: &Artifact) -> Option<CommitId> {
-    workspace_commit(artifact, &["workspace", "commit"])
+    workspace_commit(artifact, &[Implementation::WORKSPACE_FIELD, "commit"])
 }
 
 /// The workspace commit a test artifact records (implementation and tests).
@@ -218,7 +218,7 @@ impl Deps {
             recorded["base"] = json!(base);
             recorded["diff"] = json!(cut_diff(diff));
         }
-        output.insert("workspace".to_owned(), recorded);
+        output.insert(Implementation::WORKSPACE_FIELD.to_owned(), recorded);
         Ok(output)
     }
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use agent_pipeline::execution::TaskWorkspace;
-use agent_pipeline::output::TestReport;
+use agent_pipeline::output::{Implementation, TestReport};
 use agent_pipeline::store::{Artifact, AttemptRecord, TaskFile, TaskRecord, TaskStatus};
 use agent_pipeline::wire::{ReportEvent, ReportStatus, StepMode};
 use agent_pipeline::{Attempt, Stage, StepId, TaskId};
@@ -920,15 +920,15 @@ fn implementation(output: &Map<String, Value>, used: &mut Vec<&'static str>) -> 
         .as_ref()
         .and_then(|files| files.first())
         .map_or("snippet.txt", |(path, _)| *path);
-    let workspace = output
-        .get("workspace")
+    let recorded = output.get(Implementation::WORKSPACE_FIELD);
+    let workspace = recorded
         .and_then(|w| w.get("commit"))
         .and_then(Value::as_str);
     if workspace.is_some() {
-        used.push("workspace");
+        used.push(Implementation::WORKSPACE_FIELD);
     }
     // On a repository the change is a diff from its base.
-    let change = output.get("workspace").and_then(repository::workspace_diff);
+    let change = recorded.and_then(repository::workspace_diff);
     html! {
         @if let Some(summary) = text_field(output, "diff_summary", used) {
             h4 { "Summary" }
