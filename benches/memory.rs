@@ -10,8 +10,9 @@
 
 use std::sync::Arc;
 
+use agent_pipeline::execution::ChangedFile;
 use agent_pipeline::memory::{
-    CodeMemory, ContextBuilder, EmbedError, Embedder, FileChange, IndexOutcome, MemoryOptions,
+    CodeMemory, ContextBuilder, EmbedError, Embedder, IndexOutcome, MemoryOptions,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -96,9 +97,9 @@ fn code_memory(c: &mut Criterion) {
     });
     // What a step after an attempt adds: the base's index reopened, and the 3 files the
     // attempts changed re-indexed in memory.
-    let changes = |n: usize| -> Vec<FileChange> {
+    let changes = |n: usize| -> Vec<ChangedFile> {
         (0..n)
-            .map(|i| FileChange {
+            .map(|i| ChangedFile {
                 path: format!("pkg{i}/module_{i}.py"),
                 content: Some(
                     format!("def changed_by_the_attempt_{i}(x):\n    return x\n").into_bytes(),

@@ -11,18 +11,7 @@ use agent_pipeline::store::TaskStatus;
 use agent_pipeline::{Stage, TaskId};
 use axum::http::StatusCode;
 use common::repository::{CART_PROMPT as PROMPT, source_repository};
-use common::web::{Answer, App};
-
-/// The task id of a `/task/<id>?enqueued=1` redirect.
-fn enqueued_task(answer: &Answer) -> TaskId {
-    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    let location = answer.location().expect("a Location header");
-    location
-        .trim_start_matches("/task/")
-        .trim_end_matches("?enqueued=1")
-        .parse()
-        .expect("a task id")
-}
+use common::web::App;
 
 /// Waits until the task has ended, and its reports are in `reports.jsonl`.
 async fn wait_ended(app: &App, task_id: TaskId) -> TaskStatus {
@@ -71,7 +60,7 @@ async fn a_repository_task_from_the_form_shows_its_diff_tests_and_what_the_model
             ],
         )
         .await;
-    let task_id = enqueued_task(&answer);
+    let task_id = answer.enqueued_task();
     let status = wait_ended(&app, task_id).await;
     let task_file = app
         .pipeline
@@ -182,7 +171,7 @@ async fn a_password_in_the_repository_url_is_never_shown() {
             ],
         )
         .await;
-    let task_id = enqueued_task(&answer);
+    let task_id = answer.enqueued_task();
     let status = wait_ended(&app, task_id).await;
     assert_eq!(status, TaskStatus::Error);
     let page = app.get(&format!("/task/{task_id}")).await;

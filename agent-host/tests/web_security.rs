@@ -424,6 +424,23 @@ fn with_token() -> WebSettings {
     }
 }
 
+/// Waits until a replay of design@v1 has recorded its attempt 2.
+async fn wait_for_second_design(app: &App, task_id: TaskId) {
+    for _ in 0..400 {
+        let design = app
+            .pipeline
+            .artifacts()
+            .read_artifact(task_id, "design@v1".parse().expect("a step"))
+            .await
+            .expect("the artifacts read");
+        if design.is_some_and(|a| a.attempt.get() == 2) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the replay never recorded its attempt");
+}
+
 /// Enqueues `prompt` through the form, waiting for approval, and waits until it does.
 async fn enqueue_awaiting_approval(app: &App, csrf: &str, prompt: &str) -> TaskId {
     let answer = app
@@ -436,14 +453,7 @@ async fn enqueue_awaiting_approval(app: &App, csrf: &str, prompt: &str) -> TaskI
             ],
         )
         .await;
-    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    let task_id: TaskId = answer
-        .location()
-        .and_then(|l| l.strip_prefix("/task/"))
-        .and_then(|l| l.strip_suffix("?enqueued=1"))
-        .expect("the task page")
-        .parse()
-        .expect("a task id");
+    let task_id = answer.enqueued_task();
     wait_status(app, task_id, TaskStatus::AwaitingApproval).await;
     task_id
 }
@@ -724,21 +734,7 @@ async fn hostile_text_is_shown_escaped_on_every_page() {
         )
         .await;
     assert_eq!(replay.status, StatusCode::SEE_OTHER, "{}", replay.body);
-    let mut second = None;
-    for _ in 0..400 {
-        let design = app
-            .pipeline
-            .artifacts()
-            .read_artifact(task_id, "design@v1".parse().expect("a step"))
-            .await
-            .expect("the artifacts read");
-        if design.is_some_and(|a| a.attempt.get() == 2) {
-            second = Some(());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(second.is_some(), "the replay never recorded its attempt");
+    wait_for_second_design(&app, task_id).await;
     // The payloads reached the artifacts: the code written, and the variant's model.
     let implement = app
         .pipeline
@@ -880,21 +876,7 @@ async fn bidi_controls_are_isolated_everywhere_and_shown_in_prompts_and_code() {
         )
         .await;
     assert_eq!(replay.status, StatusCode::SEE_OTHER, "{}", replay.body);
-    let mut replayed = false;
-    for _ in 0..400 {
-        let design = app
-            .pipeline
-            .artifacts()
-            .read_artifact(task_id, "design@v1".parse().expect("a step"))
-            .await
-            .expect("the artifacts read");
-        if design.is_some_and(|a| a.attempt.get() == 2) {
-            replayed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(replayed, "the replay never recorded its attempt");
+    wait_for_second_design(&app, task_id).await;
     let comment = format!("{rlo}tnemmoc");
     let rejected = app
         .post_form(

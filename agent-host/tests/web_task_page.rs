@@ -543,13 +543,7 @@ async fn enqueue_awaiting_approval(app: &App) -> TaskId {
             ],
         )
         .await;
-    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    let location = answer.location().expect("a redirect");
-    let task_id: TaskId = location
-        .trim_start_matches("/task/")
-        .trim_end_matches("?enqueued=1")
-        .parse()
-        .expect("a task id");
+    let task_id = answer.enqueued_task();
     wait_status(app, task_id, TaskStatus::AwaitingApproval).await;
     task_id
 }

@@ -7,9 +7,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use agent_pipeline::execution::ChangedFile;
 use agent_pipeline::memory::{
-    CodeMemory, ContextBuilder, FileChange, IndexOutcome, MemoryError, MemoryOptions,
-    estimate_tokens,
+    CodeMemory, ContextBuilder, IndexOutcome, MemoryError, MemoryOptions, estimate_tokens,
 };
 use common::TestResult;
 use common::repo::{TARGET_FUNCTION, TARGET_PATH, generate};
@@ -340,7 +340,7 @@ async fn applying_a_commit_s_changes_reindexes_them_without_the_work_tree() -> T
     let setup = Setup::new()?;
     let (mut memory, _) = setup.open().await?;
     let stats = memory.stats();
-    let change = |path: &str, content: Option<&[u8]>| FileChange {
+    let change = |path: &str, content: Option<&[u8]>| ChangedFile {
         path: path.to_owned(),
         content: content.map(<[u8]>::to_vec),
     };

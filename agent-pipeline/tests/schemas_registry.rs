@@ -121,21 +121,9 @@ fn full_request(task_id: TaskId) -> StepRequest {
     }
 }
 
+/// A request with only what every request has: the first request of a new task.
 fn minimal_request(task_id: TaskId) -> StepRequest {
-    StepRequest {
-        task_id,
-        step_id: StepId::v1(Stage::Design),
-        attempt: Attempt::FIRST,
-        try_number: 1,
-        mode: StepMode::Run,
-        round: 1,
-        reason: None,
-        not_before: None,
-        requested_at: now(),
-        budget: None,
-        require_approval: false,
-        variant: None,
-    }
+    agent_pipeline::machine::first_request(task_id, now())
 }
 
 fn run() -> RunOutput {

@@ -50,6 +50,18 @@ impl Answer {
             .and_then(|v| v.to_str().ok())
     }
 
+    /// The task the enqueue form's `303 /task/<id>?enqueued=1` redirect names; panics with the
+    /// answer when it is not that redirect.
+    pub(crate) fn enqueued_task(&self) -> TaskId {
+        assert_eq!(self.status, StatusCode::SEE_OTHER, "{}", self.body);
+        self.location()
+            .and_then(|l| l.strip_prefix("/task/"))
+            .and_then(|l| l.strip_suffix("?enqueued=1"))
+            .expect("the task page")
+            .parse()
+            .expect("a task id")
+    }
+
     /// The body as JSON.
     pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))

@@ -14,6 +14,7 @@ use super::manifest::{ChunkEntry, FORMAT, Manifest, content_hash};
 use super::rank::fuse;
 use super::vectors::{Vectors, cosine, unit};
 use super::walk::{GitIgnore, SourceFile, is_indexed_path, source_files, source_text};
+use crate::execution::ChangedFile;
 
 /// The finished lexical index and its manifest, inside the index directory.
 const INDEX: &str = "index";
@@ -103,16 +104,6 @@ pub struct UpdateStats {
     pub chunks_removed: usize,
     /// Chunks of the changed files put in.
     pub chunks_added: usize,
-}
-
-/// A file as a commit has it, for [`CodeMemory::apply`]: its content, or `None` when the
-/// commit no longer has it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileChange {
-    /// The file, relative to the work tree, with `/` separators.
-    pub path: String,
-    /// The file's bytes; `None`: deleted.
-    pub content: Option<Vec<u8>>,
 }
 
 /// A chunk that answers a search.
@@ -250,8 +241,9 @@ impl CodeMemory {
             .await
     }
 
-    /// Re-indexes the files `changes` names, as a commit has them (`git diff` of the base and
-    /// an attempt, say), without reading the work tree: a file with content is re-chunked
+    /// Re-indexes the files `changes` names, as a commit has them
+    /// ([`TaskWorkspace::changed_files`](crate::execution::TaskWorkspace::changed_files) of
+    /// the base and an attempt, say), without reading the work tree: a file with content is re-chunked
     /// when it differs from the index (the same files are left out as when building: too
     /// large, binary, not UTF-8, under a skipped or ignored directory), one without is taken
     /// out. Like [`update`](Self::update), it changes a copy in memory, never the index on
@@ -260,7 +252,7 @@ impl CodeMemory {
     /// # Errors
     ///
     /// [`MemoryError`] when the index cannot be changed.
-    pub async fn apply(&mut self, changes: Vec<FileChange>) -> Result<UpdateStats> {
+    pub async fn apply(&mut self, changes: Vec<ChangedFile>) -> Result<UpdateStats> {
         let work_tree = self.work_tree.clone();
         let max_bytes = self.options.max_file_bytes;
         self.reindex(move |manifest| Ok(named_changes(&work_tree, manifest, changes, max_bytes)))
@@ -673,7 +665,7 @@ fn changes_in_work_tree(work_tree: &Path, manifest: &Manifest, max_bytes: u64) -
 fn named_changes(
     work_tree: &Path,
     manifest: &Manifest,
-    changes: Vec<FileChange>,
+    changes: Vec<ChangedFile>,
     max_bytes: u64,
 ) -> Changes {
     let ignore = GitIgnore::read(work_tree);

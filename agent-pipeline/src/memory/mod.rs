@@ -58,8 +58,7 @@ mod words;
 
 pub use chunk::ChunkConfig;
 pub use code_memory::{
-    CodeMemory, EmbeddingsStatus, FileChange, Hit, IndexOutcome, IndexStats, MemoryOptions,
-    UpdateStats,
+    CodeMemory, EmbeddingsStatus, Hit, IndexOutcome, IndexStats, MemoryOptions, UpdateStats,
 };
 pub use context::{AssembledContext, ContextBuilder, estimate_tokens};
 pub use embed::{EmbedError, Embedder};

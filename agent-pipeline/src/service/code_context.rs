@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::Deps;
 use crate::agent::{CodeContext, PriorArtifact};
 use crate::execution::TaskWorkspace;
-use crate::memory::{CodeMemory, ContextBuilder, FileChange, IndexOutcome};
+use crate::memory::{CodeMemory, ContextBuilder, IndexOutcome};
 use crate::wire::Repository;
 
 /// How many chunks are asked of the code memory for one step.
@@ -91,13 +91,7 @@ impl Deps {
             let changes = workspace
                 .changed_files(&base, &head)
                 .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|file| FileChange {
-                    path: file.path,
-                    content: file.content,
-                })
-                .collect();
+                .map_err(|e| e.to_string())?;
             memory.apply(changes).await.map_err(|e| e.to_string())?;
         }
         let question = question(prompt, prior);
